@@ -1,0 +1,95 @@
+//! Step 1 of a task's way: check what the task carries and recognise its
+//! input, so that later steps can rely on it.
+
+use crate::error::Error;
+use crate::task::{Task, TaskInput};
+
+/// What kind of payload a task carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// Plain text.
+    Text,
+    /// Encoded audio.
+    Audio,
+    /// Structured JSON.
+    Json,
+}
+
+/// What analysis learnt of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requirements {
+    /// The input's modality.
+    pub modality: Modality,
+}
+
+/// Validates a task's input and fills in an audio MIME type from the bytes
+/// when the caller left it empty (`application/octet-stream` when the bytes
+/// are not a format we know).
+pub fn analyse(task: &mut Task) -> Result<Requirements, Error> {
+    let modality = match &mut task.input {
+        TaskInput::Text(_) => Modality::Text,
+        TaskInput::Json(_) => Modality::Json,
+        TaskInput::Audio(audio) => {
+            if audio.data.is_empty() {
+                return Err(Error::invalid("task.input.audio.data", "must not be empty"));
+            }
+            if audio.mime_type.is_empty() {
+                audio.mime_type = infer::get(&audio.data)
+                    .map_or("application/octet-stream", |kind| kind.mime_type())
+                    .to_owned();
+            }
+            Modality::Audio
+        }
+    };
+    Ok(Requirements { modality })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Audio, TaskId, TaskType};
+    use bytes::Bytes;
+
+    fn audio_task(data: &'static [u8], mime_type: &str) -> Task {
+        Task {
+            id: TaskId::generate(),
+            task_type: TaskType::new("audio_analysis").unwrap(),
+            input: TaskInput::Audio(Audio {
+                data: Bytes::from_static(data),
+                mime_type: mime_type.to_owned(),
+            }),
+            parameters: serde_json::Map::new(),
+        }
+    }
+
+    fn mime_of(task: &Task) -> &str {
+        match &task.input {
+            TaskInput::Audio(audio) => &audio.mime_type,
+            other => panic!("audio expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wav_is_recognised_by_its_bytes() {
+        let mut task = audio_task(b"RIFF\x24\x00\x00\x00WAVEfmt ", "");
+        let requirements = analyse(&mut task).unwrap();
+        assert_eq!(requirements.modality, Modality::Audio);
+        assert_eq!(mime_of(&task), "audio/x-wav");
+    }
+
+    #[test]
+    fn a_given_mime_type_is_kept() {
+        let mut task = audio_task(b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav");
+        analyse(&mut task).unwrap();
+        assert_eq!(mime_of(&task), "audio/wav");
+    }
+
+    #[test]
+    fn empty_audio_names_the_field() {
+        let mut task = audio_task(b"", "audio/wav");
+        match analyse(&mut task).unwrap_err() {
+            Error::InvalidRequest { field, .. } => assert_eq!(field, "task.input.audio.data"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

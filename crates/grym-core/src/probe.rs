@@ -1,0 +1,107 @@
+//! Keeps the registry true: asks each worker to describe itself until it has,
+//! and checks its health on a fixed period.
+//!
+//! A worker that is down at start-up is described as soon as it comes up. A
+//! check that does not answer within its timeout counts as not serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::Health;
+use crate::registry::{ModelEntry, Registry};
+
+/// How often and how patiently workers are probed.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSettings {
+    /// Time between two probes of one worker.
+    pub interval: Duration,
+    /// The longest a Describe or health check may take.
+    pub timeout: Duration,
+}
+
+/// Probes one worker once: describes it if still needed, then checks health.
+pub async fn probe_model(entry: &ModelEntry, timeout: Duration) {
+    let health = match tokio::time::timeout(timeout, entry.client().check_health()).await {
+        Ok(health) => health,
+        Err(_) => Health::NotServing,
+    };
+    if health == Health::Serving && entry.needs_description() {
+        match tokio::time::timeout(timeout, entry.client().describe()).await {
+            Ok(Ok(description)) => {
+                tracing::info!(
+                    model = %entry.id(),
+                    kind = %description.kind,
+                    capabilities = description.capabilities.len(),
+                    "worker described itself"
+                );
+                entry.learn_description(description);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(model = %entry.id(), %error, "worker did not describe itself");
+            }
+            Err(_) => tracing::warn!(model = %entry.id(), "worker's Describe timed out"),
+        }
+    }
+    let before = entry.health();
+    if before != health {
+        tracing::info!(model = %entry.id(), ?before, now = ?health, "model health changed");
+    }
+    entry.set_health(health);
+}
+
+/// Probes every worker once, all at once.
+pub async fn probe_all(registry: &Registry, timeout: Duration) {
+    join_all(registry.models().map(|entry| probe_model(entry, timeout))).await;
+}
+
+/// Probes every worker on the period until `cancel` fires.
+pub async fn watch(registry: Arc<Registry>, settings: ProbeSettings, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => probe_all(&registry, settings.timeout).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeModel;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_comes_up_late_is_described_and_marked_serving() {
+        let fake = FakeModel::serving("late", "audio_analysis", 0.9);
+        fake.set_health(Health::NotServing);
+        let registry = Registry::new([fake.entry()]).unwrap();
+        let entry = registry.models().next().unwrap();
+
+        probe_all(&registry, Duration::from_secs(1)).await;
+        assert_eq!(entry.health(), Health::NotServing);
+        assert!(entry.needs_description());
+
+        fake.set_health(Health::Serving);
+        probe_all(&registry, Duration::from_secs(1)).await;
+        assert_eq!(entry.health(), Health::Serving);
+        assert!(!entry.needs_description());
+        assert_eq!(entry.description().capabilities.len(), 1);
+        assert_eq!(fake.describe_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_health_check_that_hangs_counts_as_not_serving() {
+        let fake = FakeModel::serving("stuck", "audio_analysis", 0.9);
+        fake.hang_health_checks();
+        let registry = Registry::new([fake.entry()]).unwrap();
+        probe_all(&registry, Duration::from_millis(500)).await;
+        assert_eq!(
+            registry.models().next().unwrap().health(),
+            Health::NotServing
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Tasks and their results.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::model::ModelId;
+
+/// The longest id or task type accepted, in bytes.
+const MAX_NAME_LEN: usize = 256;
+
+/// Checks a caller-supplied name: not empty, bounded, printable, no spaces.
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(
+            field,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A task's id: the caller's, or a time-ordered UUID the server assigns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Validates a caller-supplied id (field `task.id`).
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        check_name("task.id", &id)?;
+        Ok(Self(id))
+    }
+
+    /// A fresh, time-ordered id (UUID v7).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a task asks for, for example `audio_analysis`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskType(String);
+
+impl TaskType {
+    /// Validates a task type (field `task.type`).
+    pub fn new(task_type: impl Into<String>) -> Result<Self, Error> {
+        let task_type = task_type.into();
+        check_name("task.type", &task_type)?;
+        Ok(Self(task_type))
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Encoded audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    /// The encoded bytes, shared rather than copied.
+    pub data: Bytes,
+    /// The MIME type; analysis fills it in from the bytes when empty.
+    pub mime_type: String,
+}
+
+/// The payload of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskInput {
+    /// Plain text.
+    Text(String),
+    /// Encoded audio.
+    Audio(Audio),
+    /// Any JSON value.
+    Json(Value),
+}
+
+/// A unit of work, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The task's id.
+    pub id: TaskId,
+    /// What is asked.
+    pub task_type: TaskType,
+    /// The payload.
+    pub input: TaskInput,
+    /// Parameters passed through to the model.
+    pub parameters: Map<String, Value>,
+}
+
+/// What a model produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// Text output.
+    pub text: Option<String>,
+    /// Structured output.
+    pub json: Option<Value>,
+    /// Binary output; empty when none.
+    pub data: Bytes,
+    /// The MIME type of `data`.
+    pub data_mime_type: String,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Finished with an output.
+    Succeeded,
+    /// Finished without an output.
+    Failed,
+    /// Its deadline passed before a model finished it.
+    DeadlineExceeded,
+}
+
+/// Why a task, or one attempt of it, did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    /// The gRPC status code name, for example `UNAVAILABLE`.
+    pub code: &'static str,
+    /// A message safe to show the caller.
+    pub message: String,
+}
+
+/// The outcome of one call to a model worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The worker returned an output.
+    Succeeded,
+    /// The worker returned an error or could not be reached.
+    Failed,
+    /// The call ran out of time.
+    TimedOut,
+}
+
+/// One call to a model worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The model called.
+    pub model_id: ModelId,
+    /// How the call ended.
+    pub outcome: AttemptOutcome,
+    /// How long it took.
+    pub latency: Duration,
+    /// The error, when it failed.
+    pub error: Option<TaskError>,
+}
+
+/// How the orchestrator ran a task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// From arrival to result.
+    pub total_latency: Duration,
+    /// Time spent in worker calls, summed over attempts.
+    pub worker_latency: Duration,
+    /// Every worker call, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+impl Metrics {
+    /// The models called, in order, each once.
+    pub fn models_used(&self) -> Vec<&ModelId> {
+        let mut used: Vec<&ModelId> = Vec::with_capacity(self.attempts.len());
+        for attempt in &self.attempts {
+            if !used.contains(&&attempt.model_id) {
+                used.push(&attempt.model_id);
+            }
+        }
+        used
+    }
+}
+
+/// The final outcome of an accepted task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// The final status.
+    pub status: TaskStatus,
+    /// The model that produced the output, or was tried last.
+    pub model_id: Option<ModelId>,
+    /// The output, on success.
+    pub output: Option<Output>,
+    /// Why it did not succeed.
+    pub error: Option<TaskError>,
+    /// How it ran.
+    pub metrics: Metrics,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn field_of(err: Error) -> &'static str {
+        match err {
+            Error::InvalidRequest { field, .. } => field,
+            other => panic!("expected an invalid request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_task_type_names_the_field() {
+        assert_eq!(field_of(TaskType::new("").unwrap_err()), "task.type");
+    }
+
+    #[test]
+    fn names_with_whitespace_or_excess_length_are_refused() {
+        assert_eq!(field_of(TaskId::new("a b").unwrap_err()), "task.id");
+        assert_eq!(
+            field_of(TaskId::new("x".repeat(257)).unwrap_err()),
+            "task.id"
+        );
+        assert!(TaskId::new("x".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn generated_ids_are_unique_and_ordered() {
+        let a = TaskId::generate();
+        let b = TaskId::generate();
+        assert_ne!(a, b);
+        assert!(a < b, "UUID v7 ids sort by creation time: {a} then {b}");
+    }
+
+    #[test]
+    fn models_used_lists_each_model_once_in_order() {
+        let attempt = |id: &str| Attempt {
+            model_id: ModelId::new(id).unwrap(),
+            outcome: AttemptOutcome::Failed,
+            latency: Duration::ZERO,
+            error: None,
+        };
+        let metrics = Metrics {
+            attempts: vec![attempt("gama"), attempt("wav2vec2"), attempt("gama")],
+            ..Metrics::default()
+        };
+        let used: Vec<&str> = metrics.models_used().iter().map(|m| m.as_str()).collect();
+        assert_eq!(used, ["gama", "wav2vec2"]);
+    }
+}

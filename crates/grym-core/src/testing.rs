@@ -1,0 +1,138 @@
+//! Test doubles: a model whose worker answers from memory.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::client::{InferCall, ModelClient, WorkerError};
+use crate::model::{Capability, CapabilitySource, Description, Health, ModelId};
+use crate::registry::ModelEntry;
+use crate::task::{Output, TaskType};
+
+/// What the fake does when called.
+#[derive(Clone)]
+pub(crate) enum Behaviour {
+    /// Answers with the call's task type as text after a delay.
+    Answer(Duration),
+    /// Fails with this error.
+    Fail(WorkerError),
+}
+
+struct State {
+    description: Description,
+    health: Health,
+    hang_health: bool,
+    behaviour: Behaviour,
+    describe_calls: usize,
+    calls: Vec<InferCall>,
+}
+
+/// A fake model; clones share one state.
+#[derive(Clone)]
+pub(crate) struct FakeModel {
+    id: ModelId,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeModel {
+    /// A serving model with one capability that answers at once.
+    pub(crate) fn serving(id: &str, task_type: &str, confidence: f64) -> Self {
+        Self {
+            id: ModelId::new(id).unwrap(),
+            state: Arc::new(Mutex::new(State {
+                description: Description {
+                    kind: "fake".to_owned(),
+                    capabilities: vec![Capability {
+                        task_type: TaskType::new(task_type).unwrap(),
+                        confidence,
+                        estimated_latency: Duration::from_millis(10),
+                        max_concurrency: None,
+                    }],
+                    source: CapabilitySource::Worker,
+                },
+                health: Health::Serving,
+                hang_health: false,
+                behaviour: Behaviour::Answer(Duration::ZERO),
+                describe_calls: 0,
+                calls: Vec::new(),
+            })),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        self.state().health = health;
+    }
+
+    pub(crate) fn hang_health_checks(&self) {
+        self.state().hang_health = true;
+    }
+
+    pub(crate) fn behave(&self, behaviour: Behaviour) {
+        self.state().behaviour = behaviour;
+    }
+
+    pub(crate) fn describe_calls(&self) -> usize {
+        self.state().describe_calls
+    }
+
+    pub(crate) fn calls(&self) -> Vec<InferCall> {
+        self.state().calls.clone()
+    }
+
+    /// A registry entry that still has to learn its description.
+    pub(crate) fn entry(&self) -> ModelEntry {
+        ModelEntry::new(self.id.clone(), "fake://", Arc::new(self.clone()))
+    }
+
+    /// A registry entry that is described and serving.
+    pub(crate) fn described_entry(&self) -> ModelEntry {
+        let entry = self.entry();
+        entry.learn_description(self.state().description.clone());
+        entry.set_health(Health::Serving);
+        entry
+    }
+}
+
+impl ModelClient for FakeModel {
+    fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
+        let behaviour = {
+            let mut state = self.state();
+            state.calls.push(call.clone());
+            state.behaviour.clone()
+        };
+        async move {
+            match behaviour {
+                Behaviour::Answer(delay) => {
+                    tokio::time::sleep(delay).await;
+                    Ok(Output {
+                        text: Some(call.task_type.to_string()),
+                        ..Output::default()
+                    })
+                }
+                Behaviour::Fail(error) => Err(error),
+            }
+        }
+        .boxed()
+    }
+
+    fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {
+        let mut state = self.state();
+        state.describe_calls += 1;
+        futures::future::ready(Ok(state.description.clone())).boxed()
+    }
+
+    fn check_health(&self) -> BoxFuture<'static, Health> {
+        let state = self.state();
+        if state.hang_health {
+            futures::future::pending().boxed()
+        } else {
+            futures::future::ready(state.health).boxed()
+        }
+    }
+}
