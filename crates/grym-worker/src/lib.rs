@@ -1,0 +1,13 @@
+//! Model workers for grym orchestrator.
+//!
+//! [`sdk`] turns any [`Model`] into a gRPC server that speaks
+//! `grym.worker.v1.ModelWorker`, with `grpc.health.v1` and reflection. The
+//! reference workers are built on it: [`audio_features`] analyses real WAV
+//! audio, and [`sim`] simulates a model with configurable latency and
+//! failures, for tests, load and chaos runs.
+
+pub mod audio_features;
+pub mod sdk;
+pub mod sim;
+
+pub use sdk::{Model, ServeError, Worker};

@@ -1,0 +1,143 @@
+//! `grym-worker`: serves one of the reference model workers.
+//!
+//! On start it prints `listening on ADDR` on standard output, once the port
+//! is bound; logs go to standard error.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use grym_worker::audio_features::{self, AudioFeatures};
+use grym_worker::sim::{CapabilitySpec, Sim, SimSettings};
+use grym_worker::{Model, Worker, sdk};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(version, about = "Reference model workers for grym orchestrator")]
+struct Cli {
+    #[command(subcommand)]
+    worker: WorkerCommand,
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Real analysis of WAV audio: level, silence, zero crossings, spectrum.
+    AudioFeatures {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        listen: SocketAddr,
+        /// The model id to report.
+        #[arg(long, default_value = audio_features::DEFAULT_MODEL_ID)]
+        model_id: String,
+    },
+    /// A simulated model with configurable latency and failures.
+    Sim {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:7201")]
+        listen: SocketAddr,
+        /// The model id to report.
+        #[arg(long)]
+        model_id: String,
+        /// The model kind to report.
+        #[arg(long, default_value = "simulated")]
+        kind: String,
+        /// A task type served, as TYPE[:CONFIDENCE] (default confidence 0.8).
+        #[arg(long = "capability", required = true)]
+        capabilities: Vec<CapabilitySpec>,
+        /// Mean latency of a call, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Uniform jitter around the mean, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// Share of calls that fail with UNAVAILABLE, in [0, 1].
+        #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+        fail_rate: f64,
+        /// Calls taken at once; later ones wait.
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// A JSON object merged into every structured output.
+        #[arg(long, value_parser = parse_object)]
+        output: Option<Map<String, Value>>,
+        /// Seed for jitter and failures, for repeatable runs.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is outside [0, 1]"))
+    }
+}
+
+fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("expected a JSON object".to_owned()),
+        Err(error) => Err(format!("invalid JSON: {error}")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    match Cli::parse().worker {
+        WorkerCommand::AudioFeatures { listen, model_id } => {
+            run(Worker::new(AudioFeatures::new(model_id)), listen).await
+        }
+        WorkerCommand::Sim {
+            listen,
+            model_id,
+            kind,
+            capabilities,
+            latency_ms,
+            jitter_ms,
+            fail_rate,
+            max_concurrency,
+            output,
+            seed,
+        } => {
+            let sim = Sim::new(SimSettings {
+                model_id,
+                kind,
+                capabilities,
+                latency: Duration::from_millis(latency_ms),
+                jitter: Duration::from_millis(jitter_ms),
+                fail_rate,
+                max_concurrency,
+                output: output.unwrap_or_default(),
+                seed,
+            });
+            let mut worker = Worker::new(sim);
+            if let Some(limit) = max_concurrency {
+                worker = worker.max_concurrency(usize::try_from(limit)?);
+            }
+            run(worker, listen).await
+        }
+    }
+}
+
+async fn run<M: Model>(worker: Worker<M>, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    println!("listening on {local}");
+    tracing::info!(%local, "worker serving");
+    worker.serve(listener, sdk::shutdown_signal()).await?;
+    Ok(())
+}
