@@ -103,7 +103,10 @@ impl Orchestrator {
                     .await
                 {
                     Ok(Ok(output)) => CallEnd::Answered(output),
-                    Ok(Err(error)) if error.kind == WorkerErrorKind::Timeout && caller_bound => {
+                    // A failure that comes as the caller's deadline passes
+                    // (the worker giving up on the same deadline) is that
+                    // deadline.
+                    Ok(Err(_)) if caller_bound && Instant::now() >= call_deadline => {
                         CallEnd::CallerDeadline
                     }
                     Ok(Err(error)) => CallEnd::Failed(error),
@@ -292,6 +295,25 @@ mod tests {
         assert_eq!(result.status, TaskStatus::DeadlineExceeded);
         assert_eq!(result.metrics.attempts[0].outcome, AttemptOutcome::TimedOut);
         assert_eq!(model.calls()[0].deadline, deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_giving_up_at_the_callers_deadline_is_deadline_exceeded() {
+        let model = FakeModel::serving("slow", "audio_analysis", 0.9);
+        model.behave(Behaviour::FailAfter(
+            Duration::from_millis(200),
+            WorkerError {
+                kind: WorkerErrorKind::Unavailable,
+                code: "CANCELLED",
+                message: "Timeout expired".to_owned(),
+            },
+        ));
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let result = orchestrator(&[&model])
+            .execute(task("audio_analysis"), Some(deadline))
+            .await
+            .unwrap();
+        assert_eq!(result.status, TaskStatus::DeadlineExceeded);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,8 @@ pub(crate) enum Behaviour {
     Answer(Duration),
     /// Fails with this error.
     Fail(WorkerError),
+    /// Fails with this error after a delay.
+    FailAfter(Duration, WorkerError),
 }
 
 struct State {
@@ -116,6 +118,10 @@ impl ModelClient for FakeModel {
                     })
                 }
                 Behaviour::Fail(error) => Err(error),
+                Behaviour::FailAfter(delay, error) => {
+                    tokio::time::sleep(delay).await;
+                    Err(error)
+                }
             }
         }
         .boxed()

@@ -28,9 +28,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/grym_descriptor.bin"));
 
 /// The server reflection services, both `v1` and `v1alpha` (grpcurl before
-/// 1.8.8 speaks only `v1alpha`), describing the grym contracts and
-/// `grpc.health.v1`.
-pub fn reflection_services() -> Result<
+/// 1.8.8 speaks only `v1alpha`). They describe the grym contracts and
+/// `grpc.health.v1`, and list `served` (the application's services) with
+/// health and reflection itself, so a listing shows exactly what answers.
+pub fn reflection_services(
+    served: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -42,9 +45,18 @@ pub fn reflection_services() -> Result<
     tonic_reflection::server::Error,
 > {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        served
+            .iter()
+            .copied()
+            .chain([
+                tonic_health::pb::health_server::SERVICE_NAME,
+                tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+            ])
+            .fold(builder, |builder, name| builder.with_service_name(name))
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
