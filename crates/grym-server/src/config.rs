@@ -1,0 +1,384 @@
+//! Configuration, in two stages: [`RawConfig`] is what the TOML file and the
+//! `GRYM_*` environment say (unknown keys refused, defaults filled in);
+//! [`Config::load`] turns it into a validated [`Config`] whose errors name
+//! the key at fault.
+//!
+//! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
+//! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use grym_core::probe::ProbeSettings;
+use grym_core::{
+    Capability, CapabilitySource, Description, ModelId, OrchestratorSettings, TaskType,
+};
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed, or a key is unknown.
+    #[error(transparent)]
+    Source(#[from] Box<figment::Error>),
+    /// A value is out of its range or malformed.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// The key, for example `workers[0].endpoint`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// The address grymd listens on.
+    pub listen: String,
+    /// Whether grymd starts its built-in reference workers.
+    pub builtin_workers: bool,
+    /// The longest one worker call may take.
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    /// Time between two health checks of a worker.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// The longest a health check or Describe may take.
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    /// The longest connecting to a worker may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// The model workers to use.
+    pub workers: Vec<RawWorker>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".to_owned(),
+            builtin_workers: true,
+            worker_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
+            workers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[workers]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    /// The model's id.
+    pub id: String,
+    /// The worker's address, `http://host:port`.
+    pub endpoint: String,
+    /// Overrides the kind the worker reports.
+    pub kind: Option<String>,
+    /// Overrides the capabilities the worker reports.
+    pub capabilities: Option<Vec<RawCapability>>,
+}
+
+/// One capability override as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapability {
+    /// The task type.
+    pub task_type: String,
+    /// Declared confidence, in [0, 1].
+    pub confidence: f64,
+    /// Expected time of one call, for example `"800ms"`.
+    #[serde(default, with = "humantime_serde")]
+    pub estimated_latency: Option<Duration>,
+    /// Calls the model takes at once; 0 or absent when unlimited.
+    #[serde(default)]
+    pub max_concurrency: u32,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address grymd listens on.
+    pub listen: SocketAddr,
+    /// Whether grymd starts its built-in reference workers.
+    pub builtin_workers: bool,
+    /// Settings of the orchestrator core.
+    pub orchestrator: OrchestratorSettings,
+    /// How workers are probed.
+    pub probe: ProbeSettings,
+    /// The longest connecting to a worker may take.
+    pub connect_timeout: Duration,
+    /// The largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// The model workers to use.
+    pub workers: Vec<WorkerConfig>,
+}
+
+/// One model worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The model's id.
+    pub id: ModelId,
+    /// The worker's address.
+    pub endpoint: String,
+    /// What the configuration fixes of the model, if anything.
+    pub description: Option<Description>,
+}
+
+impl Config {
+    /// Reads defaults, then `file` (which must exist when given), then the
+    /// `GRYM_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let raw: RawConfig = figment
+            .merge(Env::prefixed("GRYM_").ignore(&["config"]))
+            .extract()
+            .map_err(Box::new)?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and converts it to its typed form.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not a host:port address", self.listen),
+            )
+        })?;
+        for (key, value) in [
+            ("worker_timeout", self.worker_timeout),
+            ("health_interval", self.health_interval),
+            ("health_timeout", self.health_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.max_message_bytes < 4096 {
+            return Err(invalid("max_message_bytes", "must be at least 4096"));
+        }
+        let mut workers: Vec<WorkerConfig> = Vec::with_capacity(self.workers.len());
+        for (i, worker) in self.workers.into_iter().enumerate() {
+            let worker = worker.validate(i)?;
+            if workers.iter().any(|w| w.id == worker.id) {
+                return Err(invalid(
+                    format!("workers[{i}].id"),
+                    format!("model `{}` is listed twice", worker.id),
+                ));
+            }
+            workers.push(worker);
+        }
+        Ok(Config {
+            listen,
+            builtin_workers: self.builtin_workers,
+            orchestrator: OrchestratorSettings {
+                worker_timeout: self.worker_timeout,
+            },
+            probe: ProbeSettings {
+                interval: self.health_interval,
+                timeout: self.health_timeout,
+            },
+            connect_timeout: self.connect_timeout,
+            max_message_bytes: self.max_message_bytes,
+            workers,
+        })
+    }
+}
+
+impl RawWorker {
+    fn validate(self, i: usize) -> Result<WorkerConfig, ConfigError> {
+        let id =
+            ModelId::new(self.id).map_err(|e| invalid(format!("workers[{i}].id"), reason_of(e)))?;
+        let uri: tonic::transport::Uri = self.endpoint.parse().map_err(|_| {
+            invalid(
+                format!("workers[{i}].endpoint"),
+                format!("`{}` is not a URI", self.endpoint),
+            )
+        })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(invalid(
+                format!("workers[{i}].endpoint"),
+                format!("`{}` must look like http://host:port", self.endpoint),
+            ));
+        }
+        let description = match (self.kind, self.capabilities) {
+            (None, None) => None,
+            (kind, capabilities) => {
+                let (capabilities, source) = match capabilities {
+                    Some(list) => (
+                        list.into_iter()
+                            .enumerate()
+                            .map(|(j, c)| c.validate(&format!("workers[{i}].capabilities[{j}]")))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        CapabilitySource::Config,
+                    ),
+                    None => (Vec::new(), CapabilitySource::Unknown),
+                };
+                Some(Description {
+                    kind: kind.unwrap_or_default(),
+                    capabilities,
+                    source,
+                })
+            }
+        };
+        Ok(WorkerConfig {
+            id,
+            endpoint: self.endpoint,
+            description,
+        })
+    }
+}
+
+impl RawCapability {
+    fn validate(self, key: &str) -> Result<Capability, ConfigError> {
+        let capability = Capability {
+            task_type: TaskType::new(self.task_type)
+                .map_err(|e| invalid(format!("{key}.task_type"), reason_of(e)))?,
+            confidence: self.confidence,
+            estimated_latency: self.estimated_latency.unwrap_or_default(),
+            max_concurrency: (self.max_concurrency > 0).then_some(self.max_concurrency),
+        };
+        capability
+            .validate("confidence")
+            .map_err(|e| invalid(format!("{key}.confidence"), reason_of(e)))?;
+        Ok(capability)
+    }
+}
+
+fn reason_of(error: grym_core::Error) -> String {
+    match error {
+        grym_core::Error::InvalidRequest { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::file_exact(file.path()))
+            .extract()
+            .map_err(Box::new)?;
+        raw.validate()
+    }
+
+    #[test]
+    fn no_configuration_means_loopback_and_builtin_workers() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
+        assert!(config.builtin_workers);
+        assert!(config.workers.is_empty());
+    }
+
+    #[test]
+    fn workers_and_capability_overrides_are_read() {
+        let config = from_toml(
+            r#"
+            builtin_workers = false
+            worker_timeout = "5s"
+            [[workers]]
+            id = "gama"
+            endpoint = "http://127.0.0.1:7001"
+            kind = "audio-language"
+            capabilities = [{ task_type = "audio_analysis", confidence = 0.95, estimated_latency = "800ms" }]
+            [[workers]]
+            id = "wav2vec2"
+            endpoint = "http://127.0.0.1:7002"
+            "#,
+        )
+        .unwrap();
+        assert!(!config.builtin_workers);
+        assert_eq!(config.orchestrator.worker_timeout, Duration::from_secs(5));
+        let gama = config.workers[0].description.as_ref().unwrap();
+        assert_eq!(gama.kind, "audio-language");
+        assert_eq!(gama.source, CapabilitySource::Config);
+        assert_eq!(
+            gama.capabilities[0].estimated_latency,
+            Duration::from_millis(800)
+        );
+        assert!(config.workers[1].description.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = from_toml("builtin_worker = false").unwrap_err().to_string();
+        assert!(err.contains("builtin_worker"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_key_at_fault() {
+        let err = from_toml(
+            r#"
+            [[workers]]
+            id = "gama"
+            endpoint = "127.0.0.1:7001"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("workers[0].endpoint"), "{err}");
+
+        let err = from_toml(
+            r#"
+            [[workers]]
+            id = "gama"
+            endpoint = "http://127.0.0.1:7001"
+            capabilities = [{ task_type = "audio_analysis", confidence = 1.5 }]
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("workers[0].capabilities[0].confidence"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_model_listed_twice_is_refused() {
+        let err = from_toml(
+            r#"
+            [[workers]]
+            id = "gama"
+            endpoint = "http://127.0.0.1:7001"
+            [[workers]]
+            id = "gama"
+            endpoint = "http://127.0.0.1:7002"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("workers[1].id") && err.contains("gama"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! Conversions between the gRPC contracts and the core's types, in both
+//! directions and for both contracts. The only place that touches `pb::`
+//! fields; a malformed request becomes `INVALID_ARGUMENT` naming its field.
+
+use std::time::Duration;
+
+use grym_core::{
+    Attempt, AttemptOutcome, Audio, Capability, CapabilitySource, Description, Health, InferCall,
+    ModelEntry, ModelId, Output, Task, TaskError, TaskId, TaskInput, TaskResult, TaskStatus,
+    TaskType, WorkerError, WorkerErrorKind,
+};
+use grym_proto::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
+use grym_proto::orchestrator::v1 as api;
+use grym_proto::worker::v1 as wire;
+use tonic::{Code, Status};
+
+use crate::status::from_core;
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
+fn from_duration(d: Option<prost_types::Duration>) -> Duration {
+    d.and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default()
+}
+
+// ---- orchestrator API -> core ----
+
+/// The task of an `ExecuteTask` request.
+pub(crate) fn task_from_request(request: api::ExecuteTaskRequest) -> Result<Task, Status> {
+    let task = request
+        .task
+        .ok_or_else(|| Status::invalid_argument("invalid task: is required"))?;
+    let id = if task.id.is_empty() {
+        TaskId::generate()
+    } else {
+        TaskId::new(task.id).map_err(from_core)?
+    };
+    let task_type = TaskType::new(task.r#type).map_err(from_core)?;
+    let input = match task.input.and_then(|input| input.kind) {
+        Some(api::task_input::Kind::Text(text)) => TaskInput::Text(text),
+        Some(api::task_input::Kind::Audio(audio)) => TaskInput::Audio(Audio {
+            data: audio.data,
+            mime_type: audio.mime_type,
+        }),
+        Some(api::task_input::Kind::Json(value)) => TaskInput::Json(value_to_json(value)),
+        None => {
+            return Err(Status::invalid_argument(
+                "invalid task.input: is required (one of text, audio, json)",
+            ));
+        }
+    };
+    Ok(Task {
+        id,
+        task_type,
+        input,
+        parameters: task.parameters.map(struct_to_json).unwrap_or_default(),
+    })
+}
+
+// ---- core -> orchestrator API ----
+
+fn api_error(error: TaskError) -> api::TaskError {
+    api::TaskError {
+        code: error.code.to_owned(),
+        message: error.message,
+    }
+}
+
+/// A task's result as the API returns it.
+pub(crate) fn result_to_api(result: TaskResult) -> api::TaskResult {
+    let models_used = result
+        .metrics
+        .models_used()
+        .into_iter()
+        .map(ToString::to_string)
+        .collect();
+    api::TaskResult {
+        task_id: result.task_id.to_string(),
+        status: match result.status {
+            TaskStatus::Succeeded => api::TaskStatus::Succeeded,
+            TaskStatus::Failed => api::TaskStatus::Failed,
+            TaskStatus::DeadlineExceeded => api::TaskStatus::DeadlineExceeded,
+        } as i32,
+        model_id: result.model_id.map(|m| m.to_string()).unwrap_or_default(),
+        output: result.output.map(|output| api::TaskOutput {
+            text: output.text,
+            json: output.json.map(json_to_value),
+            data: output.data,
+            data_mime_type: output.data_mime_type,
+        }),
+        error: result.error.map(api_error),
+        metrics: Some(api::OrchestrationMetrics {
+            total_latency: duration(result.metrics.total_latency),
+            worker_latency: duration(result.metrics.worker_latency),
+            models_used,
+            attempts: result
+                .metrics
+                .attempts
+                .into_iter()
+                .map(attempt_to_api)
+                .collect(),
+        }),
+    }
+}
+
+fn attempt_to_api(attempt: Attempt) -> api::Attempt {
+    api::Attempt {
+        model_id: attempt.model_id.to_string(),
+        outcome: match attempt.outcome {
+            AttemptOutcome::Succeeded => api::AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed => api::AttemptOutcome::Failed,
+            AttemptOutcome::TimedOut => api::AttemptOutcome::TimedOut,
+        } as i32,
+        latency: duration(attempt.latency),
+        error: attempt.error.map(api_error),
+    }
+}
+
+/// A registered model as `ListModels` shows it.
+pub(crate) fn model_to_api(entry: &ModelEntry) -> api::Model {
+    let description = entry.description();
+    api::Model {
+        id: entry.id().to_string(),
+        kind: description.kind.clone(),
+        endpoint: entry.endpoint().to_owned(),
+        capabilities: description
+            .capabilities
+            .iter()
+            .map(|c| api::Capability {
+                task_type: c.task_type.to_string(),
+                confidence: c.confidence,
+                estimated_latency: duration(c.estimated_latency),
+                max_concurrency: c.max_concurrency.unwrap_or(0),
+            })
+            .collect(),
+        health: match entry.health() {
+            Health::Unknown => api::ModelHealth::Unspecified,
+            Health::Serving => api::ModelHealth::Serving,
+            Health::NotServing => api::ModelHealth::NotServing,
+        } as i32,
+        capability_source: match description.source {
+            CapabilitySource::Unknown => api::CapabilitySource::Unspecified,
+            CapabilitySource::Worker => api::CapabilitySource::Worker,
+            CapabilitySource::Config => api::CapabilitySource::Config,
+        } as i32,
+    }
+}
+
+// ---- core -> worker contract ----
+
+/// The Infer request for one call.
+pub(crate) fn infer_request(call: InferCall) -> wire::InferRequest {
+    let kind = match call.input {
+        TaskInput::Text(text) => wire::input::Kind::Text(text),
+        TaskInput::Audio(audio) => wire::input::Kind::Audio(wire::Audio {
+            data: audio.data,
+            mime_type: audio.mime_type,
+        }),
+        TaskInput::Json(value) => wire::input::Kind::Json(json_to_value(value)),
+    };
+    wire::InferRequest {
+        task_id: call.task_id.to_string(),
+        task_type: call.task_type.to_string(),
+        input: Some(wire::Input { kind: Some(kind) }),
+        parameters: Some(json_to_struct(call.parameters)),
+        context: Some(json_to_struct(call.context)),
+    }
+}
+
+// ---- worker contract -> core ----
+
+/// A worker's output.
+pub(crate) fn output_from_worker(output: Option<wire::Output>) -> Output {
+    let output = output.unwrap_or_default();
+    Output {
+        text: output.text,
+        json: output.json.map(value_to_json),
+        data: output.data,
+        data_mime_type: output.data_mime_type,
+    }
+}
+
+/// What a worker said of itself; a malformed capability fails the whole
+/// answer, naming the field.
+pub(crate) fn description_from_worker(
+    response: wire::DescribeResponse,
+) -> Result<Description, WorkerError> {
+    let capabilities = response
+        .capabilities
+        .into_iter()
+        .map(|c| {
+            let capability = Capability {
+                task_type: TaskType::new(c.task_type).map_err(malformed)?,
+                confidence: c.confidence,
+                estimated_latency: from_duration(c.estimated_latency),
+                max_concurrency: (c.max_concurrency > 0).then_some(c.max_concurrency),
+            };
+            capability
+                .validate("capabilities.confidence")
+                .map_err(malformed)?;
+            Ok(capability)
+        })
+        .collect::<Result<_, WorkerError>>()?;
+    Ok(Description {
+        kind: response.kind,
+        capabilities,
+        source: CapabilitySource::Worker,
+    })
+}
+
+fn malformed(error: grym_core::Error) -> WorkerError {
+    WorkerError {
+        kind: WorkerErrorKind::Internal,
+        code: "INTERNAL",
+        message: format!("malformed Describe answer: {error}"),
+    }
+}
+
+/// A failed worker call, classified for the orchestrator's decisions.
+pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
+    let kind = match status.code() {
+        Code::Unavailable | Code::Cancelled | Code::Aborted => WorkerErrorKind::Unavailable,
+        Code::DeadlineExceeded => WorkerErrorKind::Timeout,
+        Code::ResourceExhausted => WorkerErrorKind::Overloaded,
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::Unimplemented => WorkerErrorKind::Rejected,
+        Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => WorkerErrorKind::Internal,
+    };
+    let message = if status.message().is_empty() {
+        format!("worker of `{model}` answered {}", code_name(status.code()))
+    } else {
+        status.message().to_owned()
+    };
+    WorkerError {
+        kind,
+        code: code_name(status.code()),
+        message,
+    }
+}
+
+/// The canonical name of a gRPC status code.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn request(task: Option<api::Task>) -> api::ExecuteTaskRequest {
+        api::ExecuteTaskRequest { task }
+    }
+
+    fn text_task(task_type: &str) -> api::Task {
+        api::Task {
+            id: String::new(),
+            r#type: task_type.to_owned(),
+            input: Some(api::TaskInput {
+                kind: Some(api::task_input::Kind::Text("hi".to_owned())),
+            }),
+            parameters: None,
+        }
+    }
+
+    fn invalid_message(request: api::ExecuteTaskRequest) -> String {
+        let status = task_from_request(request).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        status.message().to_owned()
+    }
+
+    #[test]
+    fn a_missing_task_type_or_input_names_the_field() {
+        assert!(invalid_message(request(None)).contains("task"));
+        assert!(invalid_message(request(Some(text_task("")))).contains("task.type"));
+        let no_input = api::Task {
+            input: None,
+            ..text_task("transcription")
+        };
+        assert!(invalid_message(request(Some(no_input))).contains("task.input"));
+    }
+
+    #[test]
+    fn an_empty_id_is_assigned_and_audio_bytes_are_shared() {
+        let data = Bytes::from_static(b"RIFF....WAVE");
+        let task = task_from_request(request(Some(api::Task {
+            input: Some(api::TaskInput {
+                kind: Some(api::task_input::Kind::Audio(api::Audio {
+                    data: data.clone(),
+                    mime_type: "audio/wav".to_owned(),
+                })),
+            }),
+            ..text_task("audio_analysis")
+        })))
+        .unwrap();
+        assert!(!task.id.as_str().is_empty());
+        let TaskInput::Audio(audio) = task.input else {
+            panic!("audio expected");
+        };
+        assert_eq!(
+            audio.data.as_ptr(),
+            data.as_ptr(),
+            "the payload is not copied"
+        );
+    }
+
+    #[test]
+    fn worker_statuses_are_classified_for_fallback() {
+        let model = ModelId::new("gama").unwrap();
+        let unavailable = worker_error(&model, &Status::unavailable("down"));
+        assert_eq!(unavailable.kind, WorkerErrorKind::Unavailable);
+        assert_eq!(unavailable.code, "UNAVAILABLE");
+        assert!(unavailable.kind.is_retriable());
+        let rejected = worker_error(&model, &Status::invalid_argument("bad wav"));
+        assert_eq!(rejected.kind, WorkerErrorKind::Rejected);
+        assert!(!rejected.kind.is_retriable());
+        assert_eq!(rejected.message, "bad wav");
+    }
+
+    #[test]
+    fn a_describe_answer_with_a_bad_confidence_is_refused() {
+        let err = description_from_worker(wire::DescribeResponse {
+            model_id: "gama".into(),
+            kind: "audio-language".into(),
+            capabilities: vec![wire::Capability {
+                task_type: "audio_analysis".into(),
+                confidence: 2.0,
+                estimated_latency: None,
+                max_concurrency: 0,
+            }],
+        })
+        .unwrap_err();
+        assert!(err.message.contains("confidence"), "{}", err.message);
+    }
+}

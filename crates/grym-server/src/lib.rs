@@ -1,0 +1,152 @@
+//! grymd, the grym orchestrator server.
+//!
+//! [`serve`] builds the registry from the [`Config`] (starting the built-in
+//! reference workers when asked), probes every worker once, then serves
+//! `grym.orchestrator.v1.Orchestrator`, `grpc.health.v1.Health` and server
+//! reflection until its shutdown future completes. Everything it spawns is
+//! stopped before it returns.
+
+mod builtin;
+pub mod config;
+mod convert;
+mod deadline;
+mod service;
+mod status;
+mod worker_client;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use grym_core::{ModelEntry, Orchestrator, Registry, probe};
+use grym_proto::orchestrator::v1::orchestrator_server::OrchestratorServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::worker_client::{ChannelSettings, GrpcModelClient};
+
+/// Why grymd could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A built-in worker could not bind its port.
+    #[error("starting the built-in workers failed")]
+    Builtin(#[source] std::io::Error),
+    /// A worker endpoint is unusable.
+    #[error("worker `{model}` has an unusable endpoint")]
+    Endpoint {
+        /// The model.
+        model: String,
+        /// The transport's reason.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The registry refused the workers.
+    #[error("registering the workers failed")]
+    Registry(#[source] grym_core::Error),
+    /// The reflection service could not be built.
+    #[error("building the reflection service failed")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("the gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let result = run(config, listener, shutdown, &tasks, &cancel).await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<(), ServeError> {
+    let mut workers = config.workers;
+    if config.builtin_workers {
+        workers.extend(
+            builtin::start(tasks, cancel, config.max_message_bytes)
+                .await
+                .map_err(ServeError::Builtin)?,
+        );
+    }
+    let settings = ChannelSettings {
+        connect_timeout: config.connect_timeout,
+        max_message_bytes: config.max_message_bytes,
+    };
+    let entries = workers
+        .into_iter()
+        .map(|worker| {
+            let client = GrpcModelClient::new(worker.id.clone(), &worker.endpoint, settings)
+                .map_err(|source| ServeError::Endpoint {
+                    model: worker.id.to_string(),
+                    source,
+                })?;
+            let entry = ModelEntry::new(worker.id, worker.endpoint, Arc::new(client));
+            Ok(match worker.description {
+                Some(description) => entry.with_description(description),
+                None => entry,
+            })
+        })
+        .collect::<Result<Vec<_>, ServeError>>()?;
+    let registry = Arc::new(Registry::new(entries).map_err(ServeError::Registry)?);
+
+    // One probe round before serving, so the first call finds models
+    // described; it is bounded by the health timeout.
+    probe::probe_all(&registry, config.probe.timeout).await;
+    for model in registry.models() {
+        tracing::info!(
+            model = %model.id(),
+            endpoint = model.endpoint(),
+            health = ?model.health(),
+            capabilities = model.description().capabilities.len(),
+            "model registered"
+        );
+    }
+    tasks.spawn(probe::watch(
+        Arc::clone(&registry),
+        config.probe,
+        cancel.child_token(),
+    ));
+
+    let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator));
+    let service = OrchestratorServer::new(service::OrchestratorService::new(orchestrator))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<OrchestratorServer<service::OrchestratorService>>()
+        .await;
+    let (reflection_v1, reflection_v1alpha) = grym_proto::reflection_services(&[
+        grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME,
+    ])?;
+
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        // The caller's grpc-timeout becomes a `Deadline` the handler passes
+        // to the core, which carries what remains of it to the worker.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            deadline::interceptor,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! The `grym.orchestrator.v1.Orchestrator` service: convert, call the
+//! orchestrator, map the error. Nothing else belongs here.
+
+use std::sync::Arc;
+
+use grym_core::Orchestrator;
+use grym_proto::orchestrator::v1 as api;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::deadline::Deadline;
+use crate::status::from_core;
+
+/// The gRPC face of an [`Orchestrator`].
+pub(crate) struct OrchestratorService {
+    orchestrator: Arc<Orchestrator>,
+}
+
+impl OrchestratorService {
+    pub(crate) fn new(orchestrator: Arc<Orchestrator>) -> Self {
+        Self { orchestrator }
+    }
+}
+
+#[tonic::async_trait]
+impl api::orchestrator_server::Orchestrator for OrchestratorService {
+    async fn execute_task(
+        &self,
+        request: Request<api::ExecuteTaskRequest>,
+    ) -> Result<Response<api::ExecuteTaskResponse>, Status> {
+        let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+        let task = convert::task_from_request(request.into_inner())?;
+        let result = self
+            .orchestrator
+            .execute(task, deadline)
+            .await
+            .map_err(from_core)?;
+        Ok(Response::new(api::ExecuteTaskResponse {
+            result: Some(convert::result_to_api(result)),
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<api::ListModelsRequest>,
+    ) -> Result<Response<api::ListModelsResponse>, Status> {
+        let models = self
+            .orchestrator
+            .registry()
+            .models()
+            .map(|entry| convert::model_to_api(entry))
+            .collect();
+        Ok(Response::new(api::ListModelsResponse { models }))
+    }
+}

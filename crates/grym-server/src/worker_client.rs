@@ -1,0 +1,103 @@
+//! The gRPC implementation of the core's [`ModelClient`]: one lazily
+//! connected tonic channel per worker, reused by every call, with HTTP/2
+//! keep-alive so a dead worker is noticed between calls. The remaining time
+//! of each call travels to the worker as its `grpc-timeout`.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use grym_core::{Description, Health, InferCall, ModelClient, ModelId, Output, WorkerError};
+use grym_proto::worker::v1 as wire;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use wire::model_worker_client::ModelWorkerClient;
+
+use crate::convert;
+
+/// How worker connections behave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// A worker reached over gRPC.
+pub(crate) struct GrpcModelClient {
+    model: ModelId,
+    worker: ModelWorkerClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+impl GrpcModelClient {
+    /// A client for the worker at `endpoint`; nothing connects until the
+    /// first call, so a worker that starts later is still reached.
+    pub(crate) fn new(
+        model: ModelId,
+        endpoint: &str,
+        settings: ChannelSettings,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())?
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Ok(Self {
+            model,
+            worker: ModelWorkerClient::new(channel.clone())
+                .max_decoding_message_size(settings.max_message_bytes)
+                .max_encoding_message_size(settings.max_message_bytes),
+            health: HealthClient::new(channel),
+        })
+    }
+}
+
+impl ModelClient for GrpcModelClient {
+    fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
+        let mut worker = self.worker.clone();
+        let model = self.model.clone();
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
+        let mut request = tonic::Request::new(convert::infer_request(call));
+        request.set_timeout(remaining);
+        async move {
+            match worker.infer(request).await {
+                Ok(response) => Ok(convert::output_from_worker(response.into_inner().output)),
+                Err(status) => Err(convert::worker_error(&model, &status)),
+            }
+        }
+        .boxed()
+    }
+
+    fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {
+        let mut worker = self.worker.clone();
+        let model = self.model.clone();
+        async move {
+            match worker.describe(wire::DescribeRequest {}).await {
+                Ok(response) => convert::description_from_worker(response.into_inner()),
+                Err(status) => Err(convert::worker_error(&model, &status)),
+            }
+        }
+        .boxed()
+    }
+
+    fn check_health(&self) -> BoxFuture<'static, Health> {
+        let mut health = self.health.clone();
+        async move {
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            match health.check(request).await {
+                Ok(response) if response.get_ref().status() == ServingStatus::Serving => {
+                    Health::Serving
+                }
+                _ => Health::NotServing,
+            }
+        }
+        .boxed()
+    }
+}
