@@ -120,7 +120,8 @@ impl<M: Model> Worker<M> {
         reporter
             .set_serving::<ModelWorkerServer<Service<M>>>()
             .await;
-        let (reflection_v1, reflection_v1alpha) = grym_proto::reflection_services()?;
+        let (reflection_v1, reflection_v1alpha) =
+            grym_proto::reflection_services(&[pb::model_worker_server::SERVICE_NAME])?;
         let service = Service {
             model: self.model,
             permits: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
