@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use arc_swap::ArcSwap;
 
 use crate::client::ModelClient;
 use crate::error::Error;
-use crate::model::{Description, Health, ModelId};
+use crate::model::{Capability, CapabilitySource, Description, Health, ModelId, ModelKind};
 
 /// One registered model and the way to reach it.
 pub struct ModelEntry {
@@ -21,8 +21,12 @@ pub struct ModelEntry {
     endpoint: String,
     client: Arc<dyn ModelClient>,
     description: ArcSwap<Description>,
-    /// Capabilities fixed by configuration: the worker's own are then ignored.
-    pinned: bool,
+    /// The kind was fixed by configuration; the worker's is ignored.
+    pinned_kind: bool,
+    /// The capabilities were fixed by configuration; the worker's are ignored.
+    pinned_capabilities: bool,
+    /// Whether the worker's own description was learnt, or is not needed.
+    described: AtomicBool,
     health: AtomicU8,
 }
 
@@ -45,17 +49,41 @@ impl ModelEntry {
             endpoint: endpoint.into(),
             client,
             description: ArcSwap::from_pointee(Description::unknown()),
-            pinned: false,
+            pinned_kind: false,
+            pinned_capabilities: false,
+            described: AtomicBool::new(false),
             health: AtomicU8::new(Health::Unknown as u8),
         }
     }
 
-    /// Fixes the model's capabilities (and its kind, when not empty) from
-    /// configuration; the worker's Describe then only fills in an empty kind.
-    pub fn with_description(mut self, description: Description) -> Self {
-        self.description = ArcSwap::from_pointee(description);
-        self.pinned = true;
+    /// Fixes the model's kind; the worker's own is then ignored.
+    pub fn with_kind(mut self, kind: ModelKind) -> Self {
+        self.pinned_kind = true;
+        self.description.store(Arc::new(Description {
+            kind,
+            ..(*self.description.load_full()).clone()
+        }));
+        self.settle();
         self
+    }
+
+    /// Fixes the model's capabilities; the worker's own are then ignored.
+    pub fn with_capabilities(mut self, capabilities: Vec<Capability>) -> Self {
+        self.pinned_capabilities = true;
+        self.description.store(Arc::new(Description {
+            capabilities,
+            source: CapabilitySource::Config,
+            ..(*self.description.load_full()).clone()
+        }));
+        self.settle();
+        self
+    }
+
+    /// Nothing is left to learn from the worker once both are pinned.
+    fn settle(&mut self) {
+        if self.pinned_kind && self.pinned_capabilities {
+            *self.described.get_mut() = true;
+        }
     }
 
     /// The model's id.
@@ -80,26 +108,32 @@ impl ModelEntry {
 
     /// Whether the description is still to be learnt from the worker.
     pub fn needs_description(&self) -> bool {
-        if self.pinned {
-            self.description.load().kind.is_empty()
-        } else {
-            self.description.load().source == crate::CapabilitySource::Unknown
-        }
+        !self.described.load(Ordering::Acquire)
     }
 
-    /// Records what the worker said of itself, keeping pinned capabilities.
+    /// Records what the worker said of itself, keeping what configuration
+    /// pinned.
     pub fn learn_description(&self, described: Description) {
-        if self.pinned {
-            let current = self.description.load_full();
-            if current.kind.is_empty() {
-                self.description.store(Arc::new(Description {
-                    kind: described.kind,
-                    ..(*current).clone()
-                }));
-            }
-        } else {
-            self.description.store(Arc::new(described));
-        }
+        let current = self.description.load_full();
+        let learnt = Description {
+            kind: if self.pinned_kind {
+                current.kind.clone()
+            } else {
+                described.kind
+            },
+            capabilities: if self.pinned_capabilities {
+                current.capabilities.clone()
+            } else {
+                described.capabilities
+            },
+            source: if self.pinned_capabilities {
+                CapabilitySource::Config
+            } else {
+                CapabilitySource::Worker
+            },
+        };
+        self.description.store(Arc::new(learnt));
+        self.described.store(true, Ordering::Release);
     }
 
     /// The last known health.
@@ -143,5 +177,58 @@ impl Registry {
     /// One model by id.
     pub fn get(&self, id: &ModelId) -> Option<&Arc<ModelEntry>> {
         self.models.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeModel;
+
+    fn worker_description() -> Description {
+        let fake = FakeModel::serving("gama", "audio_analysis", 0.95);
+        let entry = fake.described_entry();
+        (*entry.description()).clone()
+    }
+
+    #[test]
+    fn a_pinned_kind_keeps_the_workers_capabilities() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_kind("audio-language".to_owned());
+        assert!(entry.needs_description());
+        entry.learn_description(worker_description());
+        let description = entry.description();
+        assert_eq!(description.kind, "audio-language");
+        assert_eq!(description.capabilities.len(), 1);
+        assert_eq!(description.source, CapabilitySource::Worker);
+    }
+
+    #[test]
+    fn pinned_capabilities_keep_the_workers_kind() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_capabilities(Vec::new());
+        assert!(entry.needs_description());
+        entry.learn_description(worker_description());
+        let description = entry.description();
+        assert_eq!(description.kind, "fake");
+        assert!(description.capabilities.is_empty());
+        assert_eq!(description.source, CapabilitySource::Config);
+    }
+
+    #[test]
+    fn a_fully_pinned_model_needs_no_description() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_kind("audio-language".to_owned())
+            .with_capabilities(Vec::new());
+        assert!(!entry.needs_description());
+    }
+
+    #[test]
+    fn a_model_registered_twice_is_refused() {
+        let fake = FakeModel::serving("gama", "audio_analysis", 0.95);
+        assert!(Registry::new([fake.entry(), fake.entry()]).is_err());
     }
 }

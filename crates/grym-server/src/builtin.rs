@@ -32,7 +32,8 @@ pub(crate) async fn start(
         id: ModelId::new(audio_features::DEFAULT_MODEL_ID)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
         endpoint: format!("http://{address}"),
-        description: None,
+        kind: None,
+        capabilities: None,
     }])
 }
 

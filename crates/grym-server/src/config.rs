@@ -13,9 +13,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
-use grym_core::{
-    Capability, CapabilitySource, Description, ModelId, OrchestratorSettings, TaskType,
-};
+use grym_core::{Capability, ModelId, ModelKind, OrchestratorSettings, TaskType};
 use serde::Deserialize;
 
 /// Why the configuration could not be loaded.
@@ -138,8 +136,10 @@ pub struct WorkerConfig {
     pub id: ModelId,
     /// The worker's address.
     pub endpoint: String,
-    /// What the configuration fixes of the model, if anything.
-    pub description: Option<Description>,
+    /// The kind, when the configuration fixes it.
+    pub kind: Option<ModelKind>,
+    /// The capabilities, when the configuration fixes them.
+    pub capabilities: Option<Vec<Capability>>,
 }
 
 impl Config {
@@ -224,30 +224,20 @@ impl RawWorker {
                 format!("`{}` must look like http://host:port", self.endpoint),
             ));
         }
-        let description = match (self.kind, self.capabilities) {
-            (None, None) => None,
-            (kind, capabilities) => {
-                let (capabilities, source) = match capabilities {
-                    Some(list) => (
-                        list.into_iter()
-                            .enumerate()
-                            .map(|(j, c)| c.validate(&format!("workers[{i}].capabilities[{j}]")))
-                            .collect::<Result<Vec<_>, _>>()?,
-                        CapabilitySource::Config,
-                    ),
-                    None => (Vec::new(), CapabilitySource::Unknown),
-                };
-                Some(Description {
-                    kind: kind.unwrap_or_default(),
-                    capabilities,
-                    source,
-                })
-            }
-        };
+        let capabilities = self
+            .capabilities
+            .map(|list| {
+                list.into_iter()
+                    .enumerate()
+                    .map(|(j, c)| c.validate(&format!("workers[{i}].capabilities[{j}]")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         Ok(WorkerConfig {
             id,
             endpoint: self.endpoint,
-            description,
+            kind: self.kind,
+            capabilities,
         })
     }
 }
@@ -317,14 +307,15 @@ mod tests {
         .unwrap();
         assert!(!config.builtin_workers);
         assert_eq!(config.orchestrator.worker_timeout, Duration::from_secs(5));
-        let gama = config.workers[0].description.as_ref().unwrap();
-        assert_eq!(gama.kind, "audio-language");
-        assert_eq!(gama.source, CapabilitySource::Config);
+        let gama = &config.workers[0];
+        assert_eq!(gama.kind.as_deref(), Some("audio-language"));
+        let capabilities = gama.capabilities.as_ref().unwrap();
         assert_eq!(
-            gama.capabilities[0].estimated_latency,
+            capabilities[0].estimated_latency,
             Duration::from_millis(800)
         );
-        assert!(config.workers[1].description.is_none());
+        assert!(config.workers[1].kind.is_none());
+        assert!(config.workers[1].capabilities.is_none());
     }
 
     #[test]

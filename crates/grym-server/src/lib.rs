@@ -96,11 +96,14 @@ async fn run(
                     model: worker.id.to_string(),
                     source,
                 })?;
-            let entry = ModelEntry::new(worker.id, worker.endpoint, Arc::new(client));
-            Ok(match worker.description {
-                Some(description) => entry.with_description(description),
-                None => entry,
-            })
+            let mut entry = ModelEntry::new(worker.id, worker.endpoint, Arc::new(client));
+            if let Some(kind) = worker.kind {
+                entry = entry.with_kind(kind);
+            }
+            if let Some(capabilities) = worker.capabilities {
+                entry = entry.with_capabilities(capabilities);
+            }
+            Ok(entry)
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
     let registry = Arc::new(Registry::new(entries).map_err(ServeError::Registry)?);
