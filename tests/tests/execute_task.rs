@@ -19,6 +19,11 @@ use tonic::Code;
 /// A guard against hangs, not a performance target.
 const NO_HANG: Duration = Duration::from_secs(15);
 
+/// A tenth of a second of a 440 Hz tone, for tasks whose audio does not matter.
+fn short_clip() -> api::task_input::Kind {
+    audio(sine_wav(440.0, 8_000, 0.1), "audio/wav")
+}
+
 fn sim_config(workers: &[(&str, String)]) -> String {
     let mut config = String::from("builtin_workers = false\nhealth_interval = \"200ms\"\n");
     for (id, endpoint) in workers {
@@ -91,61 +96,55 @@ async fn audio_without_a_mime_type_is_recognised_by_its_bytes() {
     );
 }
 
-#[tokio::test]
-async fn bad_requests_get_invalid_argument_naming_the_field() {
-    let grymd = Grymd::start_default().await;
-    let status = execute(&grymd, api::ExecuteTaskRequest { task: None })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("task"), "{}", status.message());
-
-    let status = execute(&grymd, task_request("", text("hello")))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+/// Sends `request` and checks it is refused with `code` and a message naming
+/// `named`.
+async fn assert_refused(grymd: &Grymd, request: api::ExecuteTaskRequest, code: Code, named: &str) {
+    let status = execute(grymd, request).await.unwrap_err();
+    assert_eq!(status.code(), code, "{status:?}");
     assert!(
-        status.message().contains("task.type"),
-        "{}",
-        status.message()
-    );
-
-    let mut no_input = task_request("audio_analysis", text(""));
-    no_input.task.as_mut().unwrap().input = None;
-    let status = execute(&grymd, no_input).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("task.input"),
-        "{}",
-        status.message()
-    );
-
-    let status = execute(
-        &grymd,
-        task_request("audio_analysis", audio(Vec::new(), "audio/wav")),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("task.input.audio.data"),
-        "{}",
+        status.message().contains(named),
+        "`{named}` is not named in {:?}",
         status.message()
     );
 }
 
 #[tokio::test]
+async fn bad_requests_get_invalid_argument_naming_the_field() {
+    let grymd = Grymd::start_default().await;
+    assert_refused(
+        &grymd,
+        api::ExecuteTaskRequest { task: None },
+        Code::InvalidArgument,
+        "task",
+    )
+    .await;
+    assert_refused(
+        &grymd,
+        task_request("", text("hello")),
+        Code::InvalidArgument,
+        "task.type",
+    )
+    .await;
+
+    let mut no_input = task_request("audio_analysis", text(""));
+    no_input.task.as_mut().unwrap().input = None;
+    assert_refused(&grymd, no_input, Code::InvalidArgument, "task.input").await;
+
+    let empty_audio = task_request("audio_analysis", audio(Vec::new(), "audio/wav"));
+    assert_refused(
+        &grymd,
+        empty_audio,
+        Code::InvalidArgument,
+        "task.input.audio.data",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_type_no_model_serves_is_failed_precondition_naming_it() {
     let grymd = Grymd::start_default().await;
-    let status = execute(&grymd, task_request("protein_folding", text("MKV")))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("protein_folding"),
-        "{}",
-        status.message()
-    );
+    let request = task_request("protein_folding", text("MKV"));
+    assert_refused(&grymd, request, Code::FailedPrecondition, "protein_folding").await;
 }
 
 #[tokio::test]
@@ -183,15 +182,9 @@ async fn a_worker_error_is_a_failed_result_with_its_message() {
     ])
     .await;
     let grymd = Grymd::start(&sim_config(&[("flaky", sim.endpoint())])).await;
-    let result = execute(
-        &grymd,
-        task_request(
-            "transcription",
-            audio(sine_wav(440.0, 8_000, 0.1), "audio/wav"),
-        ),
-    )
-    .await
-    .unwrap();
+    let result = execute(&grymd, task_request("transcription", short_clip()))
+        .await
+        .unwrap();
     assert_eq!(result.status(), api::TaskStatus::Failed);
     assert_eq!(result.model_id, "flaky");
     let error = result.error.unwrap();
@@ -235,15 +228,9 @@ async fn a_configured_worker_that_never_started_gives_a_failed_result() {
         sim_config(&[("wav2vec2", format!("http://127.0.0.1:{}", free_port()))])
     );
     let grymd = Grymd::start(&config).await;
-    let result = execute(
-        &grymd,
-        task_request(
-            "transcription",
-            audio(sine_wav(440.0, 8_000, 0.1), "audio/wav"),
-        ),
-    )
-    .await
-    .unwrap();
+    let result = execute(&grymd, task_request("transcription", short_clip()))
+        .await
+        .unwrap();
     assert_eq!(result.status(), api::TaskStatus::Failed);
     assert_eq!(result.model_id, "wav2vec2");
     assert_eq!(result.error.unwrap().code, "UNAVAILABLE");
@@ -429,15 +416,9 @@ async fn list_models_shows_capabilities_health_and_overrides() {
     assert_eq!(wav2vec2.kind, "speech-recognition");
 
     // GAMA's declared 0.95 beats audio-features' 0.6 for audio analysis.
-    let result = execute(
-        &grymd,
-        task_request(
-            "audio_analysis",
-            audio(sine_wav(440.0, 8_000, 0.1), "audio/wav"),
-        ),
-    )
-    .await
-    .unwrap();
+    let result = execute(&grymd, task_request("audio_analysis", short_clip()))
+        .await
+        .unwrap();
     assert_eq!(result.model_id, "gama");
 }
 
