@@ -441,3 +441,25 @@ async fn grymd_reads_its_config_file_and_address_from_the_environment() {
         grymd_first_line_with_env("builtin_workers = false\n", &format!("127.0.0.1:{port}")).await;
     assert_eq!(line, format!("listening on 127.0.0.1:{port}"));
 }
+
+#[tokio::test]
+async fn a_recording_beyond_grpcs_default_four_mebibytes_is_analysed() {
+    let grymd = Grymd::start_default().await;
+    // Two minutes at 22.05 kHz, 16-bit mono: 5.3 MB on both hops.
+    let wav = sine_wav(220.0, 22_050, 120.0);
+    assert!(wav.len() > 4 * 1024 * 1024);
+    let result = execute(
+        &grymd,
+        task_request("audio_analysis", audio(wav, "audio/wav")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.status(), api::TaskStatus::Succeeded, "{result:?}");
+    let features = output_json(&result);
+    assert_eq!(features["duration_seconds"].as_f64(), Some(120.0));
+    let dominant = features["dominant_frequency_hz"].as_f64().unwrap();
+    assert!(
+        (dominant - 220.0).abs() < 5.0,
+        "dominant frequency {dominant}"
+    );
+}
