@@ -16,19 +16,21 @@ pub enum Modality {
 }
 
 /// What analysis learnt of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirements {
     /// The input's modality.
     pub modality: Modality,
+    /// The audio's MIME type, given or recognised; `None` for other inputs.
+    pub mime_type: Option<String>,
 }
 
 /// Validates a task's input and fills in an audio MIME type from the bytes
 /// when the caller left it empty (`application/octet-stream` when the bytes
 /// are not a format we know).
 pub fn analyse(task: &mut Task) -> Result<Requirements, Error> {
-    let modality = match &mut task.input {
-        TaskInput::Text(_) => Modality::Text,
-        TaskInput::Json(_) => Modality::Json,
+    let (modality, mime_type) = match &mut task.input {
+        TaskInput::Text(_) => (Modality::Text, None),
+        TaskInput::Json(_) => (Modality::Json, None),
         TaskInput::Audio(audio) => {
             if audio.data.is_empty() {
                 return Err(Error::invalid("task.input.audio.data", "must not be empty"));
@@ -38,10 +40,13 @@ pub fn analyse(task: &mut Task) -> Result<Requirements, Error> {
                     .map_or("application/octet-stream", |kind| kind.mime_type())
                     .to_owned();
             }
-            Modality::Audio
+            (Modality::Audio, Some(audio.mime_type.clone()))
         }
     };
-    Ok(Requirements { modality })
+    Ok(Requirements {
+        modality,
+        mime_type,
+    })
 }
 
 #[cfg(test)]

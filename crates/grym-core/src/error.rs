@@ -4,6 +4,7 @@
 //! A task that was accepted never ends in an [`Error`]: its failures are
 //! reported in its [`TaskResult`](crate::TaskResult).
 
+use crate::model::ModelId;
 use crate::task::TaskType;
 
 /// Why a request could not be accepted.
@@ -23,6 +24,24 @@ pub enum Error {
         /// The task type asked for.
         task_type: TaskType,
     },
+    /// Models declare the task type, but every one of them is down.
+    #[error(
+        "no healthy model serves task type `{task_type}` now (not serving: {})",
+        list(down)
+    )]
+    NoHealthyModel {
+        /// The task type asked for.
+        task_type: TaskType,
+        /// The models that serve it and are down.
+        down: Vec<ModelId>,
+    },
+}
+
+fn list(ids: &[ModelId]) -> String {
+    ids.iter()
+        .map(ModelId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The closed set of error kinds; the server turns each into a status code.
@@ -32,6 +51,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The request is well formed but the system cannot serve it as it is.
     FailedPrecondition,
+    /// The system cannot serve it now; the same request may succeed later.
+    Unavailable,
 }
 
 impl Error {
@@ -40,6 +61,7 @@ impl Error {
         match self {
             Self::InvalidRequest { .. } => ErrorKind::InvalidRequest,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
+            Self::NoHealthyModel { .. } => ErrorKind::Unavailable,
         }
     }
 

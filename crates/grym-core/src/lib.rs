@@ -1,11 +1,13 @@
 //! The domain of grym orchestrator, free of any transport.
 //!
 //! A task travels through [`analysis`] (validate, recognise the input),
-//! [`selection`] (rank the models that serve its type) and [`Orchestrator`]
-//! (call the chosen model and build the result). Models live in the
-//! [`Registry`], which [`probe`] keeps described and health-checked. Workers
-//! are reached only through the [`ModelClient`] trait, which the server
-//! implements over gRPC and tests implement with fakes.
+//! [`selection`] (score the models that serve its type with [`scoring`],
+//! rank them by policy, explain the choice) and [`Orchestrator`] (call the
+//! chosen model, fall back on retriable failures, feed every outcome back
+//! into [`stats`], build the result). Models live in the [`Registry`], which
+//! [`probe`] keeps described and health-checked. Workers are reached only
+//! through the [`ModelClient`] trait, which the server implements over gRPC
+//! and tests implement with fakes.
 
 pub mod analysis;
 pub mod client;
@@ -14,7 +16,9 @@ pub mod model;
 pub mod orchestrator;
 pub mod probe;
 pub mod registry;
+pub mod scoring;
 pub mod selection;
+pub mod stats;
 pub mod task;
 #[cfg(test)]
 mod testing;
@@ -23,7 +27,8 @@ pub use client::{InferCall, ModelClient, WorkerError, WorkerErrorKind};
 pub use error::{Error, ErrorKind};
 pub use model::{Capability, CapabilitySource, Description, Health, ModelId, ModelKind};
 pub use orchestrator::{Orchestrator, OrchestratorSettings};
-pub use registry::{ModelEntry, Registry};
+pub use registry::{ModelEntry, Registry, Replica};
+pub use selection::{Policy, Route, SelectionSettings};
 pub use task::{
     Attempt, AttemptOutcome, Audio, Metrics, Output, Task, TaskError, TaskId, TaskInput,
     TaskResult, TaskStatus, TaskType,

@@ -18,6 +18,12 @@ impl ModelId {
         Ok(Self(id))
     }
 
+    /// An id the code itself names; checked in debug builds.
+    pub(crate) fn literal(id: &'static str) -> Self {
+        debug_assert!(check_name("model_id", id).is_ok());
+        Self(id.to_owned())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1,36 +1,51 @@
 //! The orchestrator: takes a task along its way and returns its one result.
 //!
-//! A request that cannot be accepted is an [`Error`]; from the moment a model
-//! is chosen, every outcome (success, worker failure, timeout) is a
-//! [`TaskResult`], so the caller always learns how its task ended.
+//! A request that cannot be accepted is an [`Error`]; from the moment a plan
+//! exists, every outcome (success, worker failure after fallbacks, timeout)
+//! is a [`TaskResult`], so the caller always learns how its task ended.
+//!
+//! Models are tried in the plan's order. A retriable failure (unavailable,
+//! overloaded, timed out) moves on to the next model while the caller's
+//! deadline allows; any other failure (the worker refused the input) ends
+//! the task, since another model would refuse it too. Each attempt has its
+//! own `worker_timeout` within the caller's deadline. Every attempt's outcome
+//! is fed back into the model's statistics before the next selection reads
+//! them, except a refusal of the input, which says nothing of the model.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::analysis;
+use crate::analysis::{self, Requirements};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
 use crate::error::Error;
-use crate::registry::Registry;
-use crate::selection::{self, Candidate};
+use crate::registry::{ModelEntry, Registry};
+use crate::selection::{Candidate, Plan, Routing, SelectionSettings, Selector};
+use crate::stats::CallOutcome;
 use crate::task::{
     Attempt, AttemptOutcome, Metrics, Output, Task, TaskError, TaskResult, TaskStatus,
 };
 
 /// Settings of the orchestrator.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OrchestratorSettings {
-    /// The longest one worker call may take when the caller set no earlier
-    /// deadline.
+    /// The longest one worker call may take.
     pub worker_timeout: Duration,
+    /// How models are chosen.
+    pub selection: SelectionSettings,
+    /// Seeds selection's randomness, for repeatable runs.
+    pub seed: Option<u64>,
 }
 
 impl Default for OrchestratorSettings {
     fn default() -> Self {
         Self {
             worker_timeout: Duration::from_secs(30),
+            selection: SelectionSettings::default(),
+            seed: None,
         }
     }
 }
@@ -38,11 +53,12 @@ impl Default for OrchestratorSettings {
 /// Runs tasks on the models of a registry.
 #[derive(Debug)]
 pub struct Orchestrator {
-    registry: Arc<Registry>,
-    settings: OrchestratorSettings,
+    registry: ArcSwap<Registry>,
+    selector: Selector,
+    worker_timeout: Duration,
 }
 
-/// What the one attempt of a task came to.
+/// How one attempt ended.
 enum CallEnd {
     Answered(Output),
     Failed(WorkerError),
@@ -52,15 +68,62 @@ enum CallEnd {
     WorkerTimeout,
 }
 
+impl CallEnd {
+    /// What the attempt says of the model, if anything.
+    fn feedback(&self) -> Option<CallOutcome> {
+        match self {
+            Self::Answered(_) => Some(CallOutcome::Success),
+            Self::Failed(error) => match error.kind {
+                WorkerErrorKind::Rejected => None,
+                WorkerErrorKind::Timeout => Some(CallOutcome::Timeout),
+                WorkerErrorKind::Unavailable
+                | WorkerErrorKind::Overloaded
+                | WorkerErrorKind::Internal => Some(CallOutcome::Failure),
+            },
+            Self::CallerDeadline | Self::WorkerTimeout => Some(CallOutcome::Timeout),
+        }
+    }
+}
+
 impl Orchestrator {
     /// An orchestrator over `registry`.
     pub fn new(registry: Arc<Registry>, settings: OrchestratorSettings) -> Self {
-        Self { registry, settings }
+        Self {
+            registry: ArcSwap::new(registry),
+            selector: Selector::new(settings.selection, settings.seed),
+            worker_timeout: settings.worker_timeout,
+        }
     }
 
-    /// The registry of models.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The current registry of models.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Replaces the registry with one of `entries`, keeping the entries (and
+    /// so the statistics and health) of models that did not change. Calls in
+    /// flight finish on the entries they started with.
+    pub fn replace_models(
+        &self,
+        entries: impl IntoIterator<Item = ModelEntry>,
+    ) -> Result<(), Error> {
+        let next = self.registry.load().succeed_with(entries)?;
+        self.registry.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The half-life of the performance statistics.
+    pub fn stats_half_life(&self) -> Duration {
+        self.selector.settings().half_life
+    }
+
+    /// Analyses and plans a task without running it.
+    pub fn plan(&self, mut task: Task) -> Result<(Requirements, Routing), Error> {
+        let requirements = analysis::analyse(&mut task)?;
+        let plan = self
+            .selector
+            .plan(&task.task_type, &self.registry.load(), Instant::now())?;
+        Ok((requirements, plan.routing(Vec::new())))
     }
 
     /// Runs a task to its end. `deadline` is the caller's, when it set one.
@@ -79,253 +142,221 @@ impl Orchestrator {
         );
         async move {
             tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut task))?;
-            let chosen = tracing::info_span!("plan").in_scope(|| self.choose(&task))?;
-            tracing::Span::current().record("model", chosen.model.id().as_str());
-
-            let worker_deadline = arrived + self.settings.worker_timeout;
-            let (call_deadline, caller_bound) = match deadline {
-                Some(d) if d <= worker_deadline => (d, true),
-                _ => (worker_deadline, false),
-            };
-            let call = InferCall {
-                task_id: task.id.clone(),
-                task_type: task.task_type,
-                input: task.input,
-                parameters: task.parameters,
-                context: serde_json::Map::new(),
-                deadline: call_deadline,
-            };
-
-            let started = Instant::now();
-            let end =
-                match tokio::time::timeout_at(call_deadline, chosen.model.client().infer(call))
-                    .instrument(tracing::info_span!("attempt", model = %chosen.model.id()))
-                    .await
-                {
-                    Ok(Ok(output)) => CallEnd::Answered(output),
-                    // A failure that comes as the caller's deadline passes
-                    // (the worker giving up on the same deadline) is that
-                    // deadline.
-                    Ok(Err(_)) if caller_bound && Instant::now() >= call_deadline => {
-                        CallEnd::CallerDeadline
-                    }
-                    Ok(Err(error)) => CallEnd::Failed(error),
-                    Err(_) if caller_bound => CallEnd::CallerDeadline,
-                    Err(_) => CallEnd::WorkerTimeout,
-                };
-            let latency = started.elapsed();
-
-            let result = self.finish(task.id, &chosen, end, latency, arrived);
-            tracing::Span::current().record("status", tracing::field::debug(result.status));
+            let plan = tracing::info_span!("plan").in_scope(|| {
+                self.selector
+                    .plan(&task.task_type, &self.registry.load(), Instant::now())
+            })?;
+            let result = self.run(task, &plan, deadline, arrived).await;
+            let span = tracing::Span::current();
+            span.record("model", tracing::field::debug(&result.model_id));
+            span.record("status", tracing::field::debug(result.status));
             Ok(result)
         }
         .instrument(span)
         .await
     }
 
-    /// The best candidate for the task, or the error that none serves it.
-    fn choose(&self, task: &Task) -> Result<Candidate, Error> {
-        selection::rank(&task.task_type, &self.registry)
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoModelForTaskType {
-                task_type: task.task_type.clone(),
-            })
-    }
-
-    fn finish(
+    /// Tries the plan's models in order until one answers, the failure is
+    /// final, or time runs out.
+    async fn run(
         &self,
-        task_id: crate::task::TaskId,
-        chosen: &Candidate,
-        end: CallEnd,
-        latency: Duration,
+        task: Task,
+        plan: &Plan,
+        deadline: Option<Instant>,
         arrived: Instant,
     ) -> TaskResult {
-        let model_id = chosen.model.id().clone();
-        let (status, outcome, output, error) = match end {
-            CallEnd::Answered(output) => (
-                TaskStatus::Succeeded,
-                AttemptOutcome::Succeeded,
-                Some(output),
-                None,
-            ),
-            CallEnd::Failed(error) => {
-                let outcome = if error.kind == WorkerErrorKind::Timeout {
-                    AttemptOutcome::TimedOut
-                } else {
-                    AttemptOutcome::Failed
-                };
-                let error = TaskError {
-                    code: error.code,
-                    message: format!("model `{model_id}` failed: {}", error.message),
-                };
-                (TaskStatus::Failed, outcome, None, Some(error))
+        let mut metrics = Metrics::default();
+        let mut ended: Option<(TaskStatus, Option<Output>, Option<TaskError>)> = None;
+        for candidate in &plan.candidates {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break;
             }
-            CallEnd::CallerDeadline => (
+            let (end, latency) = self.attempt(&task, candidate, deadline).await;
+            let model = &candidate.model;
+            if let Some(outcome) = end.feedback() {
+                model.record(
+                    &task.task_type,
+                    Instant::now(),
+                    self.selector.settings().half_life,
+                    outcome,
+                    latency,
+                );
+            }
+            let (attempt_outcome, error, retriable) = match &end {
+                CallEnd::Answered(_) => (AttemptOutcome::Succeeded, None, false),
+                CallEnd::Failed(error) => (
+                    if error.kind == WorkerErrorKind::Timeout {
+                        AttemptOutcome::TimedOut
+                    } else {
+                        AttemptOutcome::Failed
+                    },
+                    Some(TaskError {
+                        code: error.code,
+                        message: format!("model `{}` failed: {}", model.id(), error.message),
+                    }),
+                    error.kind.is_retriable(),
+                ),
+                CallEnd::CallerDeadline => (
+                    AttemptOutcome::TimedOut,
+                    Some(TaskError {
+                        code: "DEADLINE_EXCEEDED",
+                        message: format!(
+                            "the deadline passed while model `{}` was running",
+                            model.id()
+                        ),
+                    }),
+                    false,
+                ),
+                CallEnd::WorkerTimeout => (
+                    AttemptOutcome::TimedOut,
+                    Some(TaskError {
+                        code: "DEADLINE_EXCEEDED",
+                        message: format!(
+                            "model `{}` did not answer within {:?}",
+                            model.id(),
+                            self.worker_timeout
+                        ),
+                    }),
+                    true,
+                ),
+            };
+            metrics.worker_latency += latency;
+            metrics.attempts.push(Attempt {
+                model_id: model.id().clone(),
+                outcome: attempt_outcome,
+                latency,
+                error: error.clone(),
+            });
+            match end {
+                CallEnd::Answered(output) => {
+                    ended = Some((TaskStatus::Succeeded, Some(output), None));
+                    break;
+                }
+                CallEnd::CallerDeadline => {
+                    ended = Some((TaskStatus::DeadlineExceeded, None, error));
+                    break;
+                }
+                _ if !retriable => {
+                    ended = Some((TaskStatus::Failed, None, error));
+                    break;
+                }
+                _ => {
+                    if let Some(error) = &error {
+                        tracing::info!(model = %model.id(), code = error.code, "attempt failed, trying the next model");
+                    }
+                }
+            }
+        }
+
+        let (status, output, error) = ended.unwrap_or_else(|| self.exhausted(&metrics, deadline));
+        if let Some(error) = &error {
+            tracing::warn!(code = error.code, message = %error.message, "task did not succeed");
+        }
+        let fallbacks_taken = metrics.models_used().into_iter().skip(1).cloned().collect();
+        metrics.total_latency = arrived.elapsed();
+        TaskResult {
+            task_id: task.id,
+            status,
+            model_id: metrics.attempts.last().map(|a| a.model_id.clone()),
+            output,
+            error,
+            routing: plan.routing(fallbacks_taken),
+            metrics,
+        }
+    }
+
+    /// The end of a task whose every retriable attempt failed, or whose
+    /// deadline passed between attempts.
+    fn exhausted(
+        &self,
+        metrics: &Metrics,
+        deadline: Option<Instant>,
+    ) -> (TaskStatus, Option<Output>, Option<TaskError>) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return (
                 TaskStatus::DeadlineExceeded,
-                AttemptOutcome::TimedOut,
-                None,
-                Some(TaskError {
-                    code: "DEADLINE_EXCEEDED",
-                    message: format!("the deadline passed while model `{model_id}` was running"),
-                }),
-            ),
-            CallEnd::WorkerTimeout => (
-                TaskStatus::Failed,
-                AttemptOutcome::TimedOut,
                 None,
                 Some(TaskError {
                     code: "DEADLINE_EXCEEDED",
                     message: format!(
-                        "model `{model_id}` did not answer within {:?}",
-                        self.settings.worker_timeout
+                        "the deadline passed after {} attempt(s)",
+                        metrics.attempts.len()
                     ),
                 }),
-            ),
-        };
-        if let Some(error) = &error {
-            tracing::warn!(model = %model_id, code = error.code, message = %error.message, "task did not succeed");
+            );
         }
-        TaskResult {
-            task_id,
-            status,
-            model_id: Some(model_id.clone()),
-            output,
-            metrics: Metrics {
-                total_latency: arrived.elapsed(),
-                worker_latency: latency,
-                attempts: vec![Attempt {
-                    model_id,
-                    outcome,
-                    latency,
-                    error: error.clone(),
-                }],
+        let last = metrics.attempts.last().and_then(|a| a.error.clone());
+        let error = match last {
+            Some(last) if metrics.attempts.len() > 1 => TaskError {
+                code: last.code,
+                message: format!(
+                    "all {} models tried failed; the last: {}",
+                    metrics.attempts.len(),
+                    last.message
+                ),
             },
-            error,
-        }
+            Some(last) => last,
+            None => TaskError {
+                code: "UNAVAILABLE",
+                message: "no replica of any candidate model was available".to_owned(),
+            },
+        };
+        (TaskStatus::Failed, None, Some(error))
+    }
+
+    /// One call to one candidate, within the caller's deadline and the
+    /// worker timeout.
+    async fn attempt(
+        &self,
+        task: &Task,
+        candidate: &Candidate,
+        deadline: Option<Instant>,
+    ) -> (CallEnd, Duration) {
+        let started = Instant::now();
+        let Some(replica) = candidate.model.pick_replica() else {
+            let error = WorkerError {
+                kind: WorkerErrorKind::Unavailable,
+                code: "UNAVAILABLE",
+                message: "every replica is down".to_owned(),
+            };
+            return (CallEnd::Failed(error), Duration::ZERO);
+        };
+        let worker_deadline = started + self.worker_timeout;
+        let (call_deadline, caller_bound) = match deadline {
+            Some(d) if d <= worker_deadline => (d, true),
+            _ => (worker_deadline, false),
+        };
+        let call = InferCall {
+            task_id: task.id.clone(),
+            task_type: task.task_type.clone(),
+            input: task.input.clone(),
+            parameters: task.parameters.clone(),
+            context: serde_json::Map::new(),
+            deadline: call_deadline,
+        };
+        let _in_flight = replica.start_call();
+        let answer = tokio::time::timeout_at(call_deadline, replica.client().infer(call))
+            .instrument(tracing::info_span!(
+                "attempt",
+                model = %candidate.model.id(),
+                endpoint = replica.endpoint()
+            ))
+            .await;
+        let end = match answer {
+            Ok(Ok(output)) => CallEnd::Answered(output),
+            // A failure that comes as the caller's deadline passes (the
+            // worker giving up on the same deadline) is that deadline.
+            Ok(Err(_)) if caller_bound && Instant::now() >= call_deadline => {
+                CallEnd::CallerDeadline
+            }
+            Ok(Err(error)) => CallEnd::Failed(error),
+            Err(_) if caller_bound => CallEnd::CallerDeadline,
+            Err(_) => CallEnd::WorkerTimeout,
+        };
+        (end, started.elapsed())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::task::{TaskId, TaskInput, TaskType};
-    use crate::testing::{Behaviour, FakeModel};
-
-    fn task(task_type: &str) -> Task {
-        Task {
-            id: TaskId::new("t1").unwrap(),
-            task_type: TaskType::new(task_type).unwrap(),
-            input: TaskInput::Text("hello".to_owned()),
-            parameters: serde_json::Map::new(),
-        }
-    }
-
-    fn orchestrator(models: &[&FakeModel]) -> Orchestrator {
-        let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
-        Orchestrator::new(Arc::new(registry), OrchestratorSettings::default())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_task_runs_on_the_most_confident_model() {
-        let low = FakeModel::serving("low", "text_generation", 0.5);
-        let high = FakeModel::serving("high", "text_generation", 0.9);
-        let result = orchestrator(&[&low, &high])
-            .execute(task("text_generation"), None)
-            .await
-            .unwrap();
-        assert_eq!(result.status, TaskStatus::Succeeded);
-        assert_eq!(result.model_id.unwrap().as_str(), "high");
-        assert_eq!(
-            result.output.unwrap().text.as_deref(),
-            Some("text_generation")
-        );
-        assert_eq!(high.calls().len(), 1);
-        assert!(low.calls().is_empty());
-        assert_eq!(result.metrics.attempts.len(), 1);
-        assert_eq!(
-            result.metrics.attempts[0].outcome,
-            AttemptOutcome::Succeeded
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unserved_task_type_is_a_failed_precondition_naming_it() {
-        let model = FakeModel::serving("gama", "audio_analysis", 0.9);
-        let err = orchestrator(&[&model])
-            .execute(task("transcription"), None)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
-        assert!(err.to_string().contains("`transcription`"), "{err}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_worker_error_is_a_failed_result_with_its_message() {
-        let model = FakeModel::serving("gama", "audio_analysis", 0.9);
-        model.behave(Behaviour::Fail(WorkerError {
-            kind: WorkerErrorKind::Unavailable,
-            code: "UNAVAILABLE",
-            message: "connection refused".to_owned(),
-        }));
-        let result = orchestrator(&[&model])
-            .execute(task("audio_analysis"), None)
-            .await
-            .unwrap();
-        assert_eq!(result.status, TaskStatus::Failed);
-        let error = result.error.unwrap();
-        assert_eq!(error.code, "UNAVAILABLE");
-        assert!(
-            error.message.contains("connection refused"),
-            "{}",
-            error.message
-        );
-        assert_eq!(result.metrics.attempts[0].outcome, AttemptOutcome::Failed);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_callers_deadline_ends_a_slow_call_as_deadline_exceeded() {
-        let model = FakeModel::serving("slow", "audio_analysis", 0.9);
-        model.behave(Behaviour::Answer(Duration::from_secs(10)));
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let result = orchestrator(&[&model])
-            .execute(task("audio_analysis"), Some(deadline))
-            .await
-            .unwrap();
-        assert_eq!(result.status, TaskStatus::DeadlineExceeded);
-        assert_eq!(result.metrics.attempts[0].outcome, AttemptOutcome::TimedOut);
-        assert_eq!(model.calls()[0].deadline, deadline);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_worker_giving_up_at_the_callers_deadline_is_deadline_exceeded() {
-        let model = FakeModel::serving("slow", "audio_analysis", 0.9);
-        model.behave(Behaviour::FailAfter(
-            Duration::from_millis(200),
-            WorkerError {
-                kind: WorkerErrorKind::Unavailable,
-                code: "CANCELLED",
-                message: "Timeout expired".to_owned(),
-            },
-        ));
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let result = orchestrator(&[&model])
-            .execute(task("audio_analysis"), Some(deadline))
-            .await
-            .unwrap();
-        assert_eq!(result.status, TaskStatus::DeadlineExceeded);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_worker_timeout_bounds_a_call_without_a_deadline() {
-        let model = FakeModel::serving("slow", "audio_analysis", 0.9);
-        model.behave(Behaviour::Answer(Duration::from_secs(3600)));
-        let result = orchestrator(&[&model])
-            .execute(task("audio_analysis"), None)
-            .await
-            .unwrap();
-        assert_eq!(result.status, TaskStatus::Failed);
-        assert_eq!(result.error.unwrap().code, "DEADLINE_EXCEEDED");
-        assert_eq!(result.metrics.worker_latency, Duration::from_secs(30));
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@ use crate::model::Health;
 use crate::registry::{ModelEntry, Registry};
 
 /// How often and how patiently workers are probed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSettings {
     /// Time between two probes of one worker.
     pub interval: Duration,
@@ -22,14 +22,24 @@ pub struct ProbeSettings {
     pub timeout: Duration,
 }
 
-/// Probes one worker once: describes it if still needed, then checks health.
+/// Probes one model once: checks every replica's health, then asks a
+/// serving replica to describe the model if that is still needed.
 pub async fn probe_model(entry: &ModelEntry, timeout: Duration) {
-    let health = match tokio::time::timeout(timeout, entry.client().check_health()).await {
-        Ok(health) => health,
-        Err(_) => Health::NotServing,
-    };
-    if health == Health::Serving && entry.needs_description() {
-        match tokio::time::timeout(timeout, entry.client().describe()).await {
+    let before = entry.health();
+    join_all(entry.replicas().iter().map(|replica| async move {
+        let health = tokio::time::timeout(timeout, replica.client().check_health())
+            .await
+            .unwrap_or(Health::NotServing);
+        replica.set_health(health);
+    }))
+    .await;
+    if entry.needs_description()
+        && let Some(replica) = entry
+            .replicas()
+            .iter()
+            .find(|replica| replica.health() == Health::Serving)
+    {
+        match tokio::time::timeout(timeout, replica.client().describe()).await {
             Ok(Ok(description)) => {
                 tracing::info!(
                     model = %entry.id(),
@@ -45,11 +55,10 @@ pub async fn probe_model(entry: &ModelEntry, timeout: Duration) {
             Err(_) => tracing::warn!(model = %entry.id(), "worker's Describe timed out"),
         }
     }
-    let before = entry.health();
-    if before != health {
-        tracing::info!(model = %entry.id(), ?before, now = ?health, "model health changed");
+    let now = entry.health();
+    if before != now {
+        tracing::info!(model = %entry.id(), ?before, ?now, "model health changed");
     }
-    entry.set_health(health);
 }
 
 /// Probes every worker once, all at once.
@@ -57,14 +66,20 @@ pub async fn probe_all(registry: &Registry, timeout: Duration) {
     join_all(registry.models().map(|entry| probe_model(entry, timeout))).await;
 }
 
-/// Probes every worker on the period until `cancel` fires.
-pub async fn watch(registry: Arc<Registry>, settings: ProbeSettings, cancel: CancellationToken) {
+/// Probes every worker of the current registry on the period until `cancel`
+/// fires; `registry` is read anew each round, so a reloaded worker list is
+/// probed from its next round on.
+pub async fn watch(
+    registry: impl Fn() -> Arc<Registry>,
+    settings: ProbeSettings,
+    cancel: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = ticker.tick() => probe_all(&registry, settings.timeout).await,
+            _ = ticker.tick() => probe_all(&registry(), settings.timeout).await,
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::model::ModelId;
+use crate::selection::Routing;
 
 /// The longest id or task type accepted, in bytes.
 const MAX_NAME_LEN: usize = 256;
@@ -71,6 +72,12 @@ impl TaskType {
         let task_type = task_type.into();
         check_name("task.type", &task_type)?;
         Ok(Self(task_type))
+    }
+
+    /// A type the code itself names; checked in debug builds.
+    pub(crate) fn literal(task_type: &'static str) -> Self {
+        debug_assert!(check_name("task.type", task_type).is_ok());
+        Self(task_type.to_owned())
     }
 
     /// The type as text.
@@ -214,6 +221,8 @@ pub struct TaskResult {
     pub error: Option<TaskError>,
     /// How it ran.
     pub metrics: Metrics,
+    /// Which models were considered, which was chosen and why.
+    pub routing: Routing,
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub(crate) enum Behaviour {
     Fail(WorkerError),
     /// Fails with this error after a delay.
     FailAfter(Duration, WorkerError),
+    /// Fails every n-th call (the 1st, the n+1-th, ...) with this error,
+    /// answers the others at once.
+    FailEvery(usize, WorkerError),
 }
 
 struct State {
@@ -89,24 +92,24 @@ impl FakeModel {
 
     /// A registry entry that still has to learn its description.
     pub(crate) fn entry(&self) -> ModelEntry {
-        ModelEntry::new(self.id.clone(), "fake://", Arc::new(self.clone()))
+        ModelEntry::single(self.id.clone(), "fake://", Arc::new(self.clone()))
     }
 
     /// A registry entry that is described and serving.
     pub(crate) fn described_entry(&self) -> ModelEntry {
         let entry = self.entry();
         entry.learn_description(self.state().description.clone());
-        entry.set_health(Health::Serving);
+        entry.replicas()[0].set_health(Health::Serving);
         entry
     }
 }
 
 impl ModelClient for FakeModel {
     fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
-        let behaviour = {
+        let (behaviour, count) = {
             let mut state = self.state();
             state.calls.push(call.clone());
-            state.behaviour.clone()
+            (state.behaviour.clone(), state.calls.len())
         };
         async move {
             match behaviour {
@@ -122,6 +125,11 @@ impl ModelClient for FakeModel {
                     tokio::time::sleep(delay).await;
                     Err(error)
                 }
+                Behaviour::FailEvery(n, error) if (count - 1) % n.max(1) == 0 => Err(error),
+                Behaviour::FailEvery(..) => Ok(Output {
+                    text: Some(call.task_type.to_string()),
+                    ..Output::default()
+                }),
             }
         }
         .boxed()
