@@ -31,7 +31,7 @@ pub(crate) async fn start(
     Ok(vec![WorkerConfig {
         id: ModelId::new(audio_features::DEFAULT_MODEL_ID)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
-        endpoint: format!("http://{address}"),
+        endpoints: vec![format!("http://{address}")],
         kind: None,
         capabilities: None,
     }])

@@ -7,13 +7,16 @@
 //! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
-use grym_core::{Capability, ModelId, ModelKind, OrchestratorSettings, TaskType};
+use grym_core::{
+    Capability, ModelId, ModelKind, OrchestratorSettings, Policy, Route, SelectionSettings,
+    TaskType,
+};
 use serde::Deserialize;
 
 /// Why the configuration could not be loaded.
@@ -61,8 +64,68 @@ pub struct RawConfig {
     pub connect_timeout: Duration,
     /// The largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// How models are chosen.
+    pub selection: RawSelection,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
+}
+
+/// The `[selection]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSelection {
+    /// `scored` (the default) or `thompson`.
+    pub policy: RawPolicy,
+    /// Half-life of the performance statistics.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// How many calls a declared confidence is worth to Thompson sampling.
+    pub prior_strength: f64,
+    /// Seeds selection's randomness, for repeatable runs.
+    pub seed: Option<u64>,
+    /// Pinned routes; absent means the default GAMA route, `[]` means none.
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+impl Default for RawSelection {
+    fn default() -> Self {
+        let defaults = SelectionSettings::default();
+        Self {
+            policy: RawPolicy::Scored,
+            half_life: defaults.half_life,
+            prior_strength: defaults.prior_strength,
+            seed: None,
+            routes: None,
+        }
+    }
+}
+
+/// A selection policy as written.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPolicy {
+    /// The original formula.
+    Scored,
+    /// Thompson sampling.
+    Thompson,
+}
+
+/// One `[[selection.routes]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The task type routed.
+    pub task_type: String,
+    /// The model it goes to while that model is healthy.
+    pub model: String,
+    /// The confidence reported for the choice.
+    pub confidence: f64,
+    /// The latency estimate reported for the choice.
+    #[serde(default, with = "humantime_serde")]
+    pub estimated_latency: Option<Duration>,
+    /// Models tried first when it fails.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 impl Default for RawConfig {
@@ -75,6 +138,7 @@ impl Default for RawConfig {
             health_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
+            selection: RawSelection::default(),
             workers: Vec::new(),
         }
     }
@@ -87,7 +151,9 @@ pub struct RawWorker {
     /// The model's id.
     pub id: String,
     /// The worker's address, `http://host:port`.
-    pub endpoint: String,
+    pub endpoint: Option<String>,
+    /// The addresses of the model's replicas, instead of `endpoint`.
+    pub endpoints: Option<Vec<String>>,
     /// Overrides the kind the worker reports.
     pub kind: Option<String>,
     /// Overrides the capabilities the worker reports.
@@ -127,15 +193,17 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// The model workers to use.
     pub workers: Vec<WorkerConfig>,
+    /// The file this was read from, read again on SIGHUP.
+    pub source: Option<PathBuf>,
 }
 
-/// One model worker.
+/// One model and the workers serving it.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// The model's id.
     pub id: ModelId,
-    /// The worker's address.
-    pub endpoint: String,
+    /// The addresses of its replicas.
+    pub endpoints: Vec<String>,
     /// The kind, when the configuration fixes it.
     pub kind: Option<ModelKind>,
     /// The capabilities, when the configuration fixes them.
@@ -154,7 +222,9 @@ impl Config {
             .merge(Env::prefixed("GRYM_").ignore(&["config"]))
             .extract()
             .map_err(Box::new)?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.source = file.map(Path::to_path_buf);
+        Ok(config)
     }
 }
 
@@ -196,6 +266,8 @@ impl RawConfig {
             builtin_workers: self.builtin_workers,
             orchestrator: OrchestratorSettings {
                 worker_timeout: self.worker_timeout,
+                seed: self.selection.seed,
+                selection: self.selection.validate()?,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,
@@ -204,6 +276,63 @@ impl RawConfig {
             connect_timeout: self.connect_timeout,
             max_message_bytes: self.max_message_bytes,
             workers,
+            source: None,
+        })
+    }
+}
+
+impl RawSelection {
+    fn validate(self) -> Result<SelectionSettings, ConfigError> {
+        if self.half_life.is_zero() {
+            return Err(invalid("selection.half_life", "must be longer than zero"));
+        }
+        if !(self.prior_strength >= 0.0 && self.prior_strength.is_finite()) {
+            return Err(invalid(
+                "selection.prior_strength",
+                "must be a number of 0 or more",
+            ));
+        }
+        let routes = match self.routes {
+            None => SelectionSettings::default().routes,
+            Some(routes) => routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, route)| route.validate(i))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(SelectionSettings {
+            policy: match self.policy {
+                RawPolicy::Scored => Policy::Scored,
+                RawPolicy::Thompson => Policy::Thompson,
+            },
+            half_life: self.half_life,
+            prior_strength: self.prior_strength,
+            routes,
+            ..SelectionSettings::default()
+        })
+    }
+}
+
+impl RawRoute {
+    fn validate(self, i: usize) -> Result<Route, ConfigError> {
+        let key = |field: &str| format!("selection.routes[{i}].{field}");
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(invalid(
+                key("confidence"),
+                format!("{} is outside [0, 1]", self.confidence),
+            ));
+        }
+        Ok(Route {
+            task_type: TaskType::new(self.task_type)
+                .map_err(|e| invalid(key("task_type"), reason_of(e)))?,
+            model: ModelId::new(self.model).map_err(|e| invalid(key("model"), reason_of(e)))?,
+            confidence: self.confidence,
+            estimated_latency: self.estimated_latency.unwrap_or_default(),
+            fallbacks: self
+                .fallbacks
+                .into_iter()
+                .map(|id| ModelId::new(id).map_err(|e| invalid(key("fallbacks"), reason_of(e))))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -212,17 +341,25 @@ impl RawWorker {
     fn validate(self, i: usize) -> Result<WorkerConfig, ConfigError> {
         let id =
             ModelId::new(self.id).map_err(|e| invalid(format!("workers[{i}].id"), reason_of(e)))?;
-        let uri: tonic::transport::Uri = self.endpoint.parse().map_err(|_| {
-            invalid(
-                format!("workers[{i}].endpoint"),
-                format!("`{}` is not a URI", self.endpoint),
-            )
-        })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(invalid(
-                format!("workers[{i}].endpoint"),
-                format!("`{}` must look like http://host:port", self.endpoint),
-            ));
+        let endpoints = match (self.endpoint, self.endpoints) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) if !many.is_empty() => many,
+            _ => {
+                return Err(invalid(
+                    format!("workers[{i}]"),
+                    "give exactly one of `endpoint` or a non-empty `endpoints`",
+                ));
+            }
+        };
+        for (j, endpoint) in endpoints.iter().enumerate() {
+            check_endpoint(endpoint).map_err(|reason| {
+                let key = if endpoints.len() == 1 {
+                    format!("workers[{i}].endpoint")
+                } else {
+                    format!("workers[{i}].endpoints[{j}]")
+                };
+                invalid(key, reason)
+            })?;
         }
         let capabilities = self
             .capabilities
@@ -235,7 +372,7 @@ impl RawWorker {
             .transpose()?;
         Ok(WorkerConfig {
             id,
-            endpoint: self.endpoint,
+            endpoints,
             kind: self.kind,
             capabilities,
         })
@@ -255,6 +392,18 @@ impl RawCapability {
             .validate("confidence")
             .map_err(|e| invalid(format!("{key}.confidence"), reason_of(e)))?;
         Ok(capability)
+    }
+}
+
+/// Checks an endpoint looks like `http(s)://host:port`.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: tonic::transport::Uri = endpoint
+        .parse()
+        .map_err(|_| format!("`{endpoint}` is not a URI"))?;
+    if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() {
+        Ok(())
+    } else {
+        Err(format!("`{endpoint}` must look like http://host:port"))
     }
 }
 
@@ -351,6 +500,60 @@ mod tests {
             err.contains("workers[0].capabilities[0].confidence"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn replicas_and_selection_are_read() {
+        let config = from_toml(
+            r#"
+            [selection]
+            policy = "thompson"
+            half_life = "30s"
+            seed = 7
+            routes = [{ task_type = "transcription", model = "whisper", confidence = 0.9, fallbacks = ["wav2vec2"] }]
+            [[workers]]
+            id = "whisper"
+            endpoints = ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.workers[0].endpoints.len(), 2);
+        let selection = &config.orchestrator.selection;
+        assert_eq!(selection.policy, Policy::Thompson);
+        assert_eq!(selection.half_life, Duration::from_secs(30));
+        assert_eq!(config.orchestrator.seed, Some(7));
+        assert_eq!(selection.routes[0].model.as_str(), "whisper");
+    }
+
+    #[test]
+    fn without_routes_the_gama_route_applies_and_an_empty_list_removes_it() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.orchestrator.selection.routes, [Route::gama()]);
+        let config = from_toml("[selection]\nroutes = []\n").unwrap();
+        assert!(config.orchestrator.selection.routes.is_empty());
+    }
+
+    #[test]
+    fn a_worker_needs_exactly_one_of_endpoint_and_endpoints() {
+        let err = from_toml("[[workers]]\nid = \"gama\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("workers[0]") && err.contains("endpoint"),
+            "{err}"
+        );
+        let err = from_toml("[[workers]]\nid = \"gama\"\nendpoints = [\"http://a:1\", \"b:2\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers[0].endpoints[1]"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_policy_is_refused() {
+        let err = from_toml("[selection]\npolicy = \"random\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("random") || err.contains("policy"), "{err}");
     }
 
     #[test]

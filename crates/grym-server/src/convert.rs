@@ -4,14 +4,18 @@
 
 use std::time::Duration;
 
+use grym_core::analysis::{Modality, Requirements};
+use grym_core::selection::{Reason, Routing};
+use grym_core::stats::StatsSnapshot;
 use grym_core::{
     Attempt, AttemptOutcome, Audio, Capability, CapabilitySource, Description, Health, InferCall,
-    ModelEntry, ModelId, Output, Task, TaskError, TaskId, TaskInput, TaskResult, TaskStatus,
-    TaskType, WorkerError, WorkerErrorKind,
+    ModelEntry, ModelId, Output, Policy, Task, TaskError, TaskId, TaskInput, TaskResult,
+    TaskStatus, TaskType, WorkerError, WorkerErrorKind,
 };
 use grym_proto::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 use grym_proto::orchestrator::v1 as api;
 use grym_proto::worker::v1 as wire;
+use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::status::from_core;
@@ -27,11 +31,9 @@ fn from_duration(d: Option<prost_types::Duration>) -> Duration {
 
 // ---- orchestrator API -> core ----
 
-/// The task of an `ExecuteTask` request.
-pub(crate) fn task_from_request(request: api::ExecuteTaskRequest) -> Result<Task, Status> {
-    let task = request
-        .task
-        .ok_or_else(|| Status::invalid_argument("invalid task: is required"))?;
+/// The task of an `ExecuteTask` or `PlanTask` request.
+pub(crate) fn task_from_api(task: Option<api::Task>) -> Result<Task, Status> {
+    let task = task.ok_or_else(|| Status::invalid_argument("invalid task: is required"))?;
     let id = if task.id.is_empty() {
         TaskId::generate()
     } else {
@@ -91,6 +93,7 @@ pub(crate) fn result_to_api(result: TaskResult) -> api::TaskResult {
             data_mime_type: output.data_mime_type,
         }),
         error: result.error.map(api_error),
+        routing: Some(routing_to_api(&result.routing)),
         metrics: Some(api::OrchestrationMetrics {
             total_latency: duration(result.metrics.total_latency),
             worker_latency: duration(result.metrics.worker_latency),
@@ -118,13 +121,106 @@ fn attempt_to_api(attempt: Attempt) -> api::Attempt {
     }
 }
 
-/// A registered model as `ListModels` shows it.
-pub(crate) fn model_to_api(entry: &ModelEntry) -> api::Model {
+fn health_to_api(health: Health) -> api::ModelHealth {
+    match health {
+        Health::Unknown => api::ModelHealth::Unspecified,
+        Health::Serving => api::ModelHealth::Serving,
+        Health::NotServing => api::ModelHealth::NotServing,
+    }
+}
+
+/// A routing decision as the API shows it.
+pub(crate) fn routing_to_api(routing: &Routing) -> api::Routing {
+    api::Routing {
+        policy: match routing.policy {
+            Policy::Scored => api::SelectionPolicy::Scored,
+            Policy::Thompson => api::SelectionPolicy::Thompson,
+        } as i32,
+        reason: match routing.reason {
+            Reason::Route => api::RoutingReason::Route,
+            Reason::HighestScore => api::RoutingReason::HighestScore,
+            Reason::HighestSample => api::RoutingReason::HighestSample,
+        } as i32,
+        explanation: routing.explanation(),
+        chosen_model_id: routing
+            .chosen()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        estimated_latency: duration(routing.estimated_latency),
+        candidates: routing
+            .candidates
+            .iter()
+            .map(|c| {
+                let b = &c.breakdown;
+                api::CandidateScore {
+                    model_id: c.model_id.to_string(),
+                    health: health_to_api(c.health) as i32,
+                    in_flight: c.in_flight,
+                    confidence: b.confidence,
+                    success_rate: b.success_rate,
+                    error_rate: b.error_rate,
+                    samples: b.samples,
+                    expected_latency: duration(b.expected_latency),
+                    normalized_latency: b.normalized_latency,
+                    performance: b.performance,
+                    performance_weight: b.performance_weight,
+                    score: b.score,
+                    sample: c.sample,
+                }
+            })
+            .collect(),
+        fallbacks_taken: routing
+            .fallbacks_taken
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
+/// What analysis recognised, as `PlanTask` shows it.
+pub(crate) fn analysis_to_api(requirements: Requirements) -> api::TaskAnalysis {
+    api::TaskAnalysis {
+        modality: match requirements.modality {
+            Modality::Text => api::Modality::Text,
+            Modality::Audio => api::Modality::Audio,
+            Modality::Json => api::Modality::Json,
+        } as i32,
+        mime_type: requirements.mime_type.unwrap_or_default(),
+    }
+}
+
+fn stats_to_api(stats: &StatsSnapshot) -> api::PerformanceStats {
+    api::PerformanceStats {
+        attempts: stats.attempts,
+        successes: stats.successes,
+        failures: stats.failures,
+        timeouts: stats.timeouts,
+        success_rate: stats.success_rate(),
+        error_rate: stats.error_rate(),
+        mean_latency: duration(stats.mean_latency),
+        p50_latency: duration(stats.p50),
+        p95_latency: duration(stats.p95),
+        p99_latency: duration(stats.p99),
+    }
+}
+
+/// A registered model as `ListModels` shows it, with its statistics at
+/// `now`.
+pub(crate) fn model_to_api(entry: &ModelEntry, now: Instant, half_life: Duration) -> api::Model {
     let description = entry.description();
     api::Model {
         id: entry.id().to_string(),
         kind: description.kind.clone(),
-        endpoint: entry.endpoint().to_owned(),
+        replicas: entry
+            .replicas()
+            .iter()
+            .map(|replica| api::Replica {
+                endpoint: replica.endpoint().to_owned(),
+                health: health_to_api(replica.health()) as i32,
+                in_flight: replica.in_flight(),
+            })
+            .collect(),
+        in_flight: entry.in_flight(),
         capabilities: description
             .capabilities
             .iter()
@@ -133,13 +229,10 @@ pub(crate) fn model_to_api(entry: &ModelEntry) -> api::Model {
                 confidence: c.confidence,
                 estimated_latency: duration(c.estimated_latency),
                 max_concurrency: c.max_concurrency.unwrap_or(0),
+                stats: Some(stats_to_api(&entry.stats(&c.task_type, now, half_life))),
             })
             .collect(),
-        health: match entry.health() {
-            Health::Unknown => api::ModelHealth::Unspecified,
-            Health::Serving => api::ModelHealth::Serving,
-            Health::NotServing => api::ModelHealth::NotServing,
-        } as i32,
+        health: health_to_api(entry.health()) as i32,
         capability_source: match description.source {
             CapabilitySource::Unknown => api::CapabilitySource::Unspecified,
             CapabilitySource::Worker => api::CapabilitySource::Worker,
@@ -220,6 +313,17 @@ fn malformed(error: grym_core::Error) -> WorkerError {
 
 /// A failed worker call, classified for the orchestrator's decisions.
 pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
+    // tonic reports a connection broken mid-call (the worker died) as
+    // UNKNOWN with the transport error as its source: it is unavailability.
+    let broken_connection = std::error::Error::source(status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if broken_connection {
+        return WorkerError {
+            kind: WorkerErrorKind::Unavailable,
+            code: code_name(Code::Unavailable),
+            message: format!("the connection to the worker of `{model}` broke: {status}"),
+        };
+    }
     let kind = match status.code() {
         Code::Unavailable | Code::Cancelled | Code::Aborted => WorkerErrorKind::Unavailable,
         Code::DeadlineExceeded => WorkerErrorKind::Timeout,
@@ -274,8 +378,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn request(task: Option<api::Task>) -> api::ExecuteTaskRequest {
-        api::ExecuteTaskRequest { task }
+    fn request(task: Option<api::Task>) -> Option<api::Task> {
+        task
     }
 
     fn text_task(task_type: &str) -> api::Task {
@@ -289,8 +393,8 @@ mod tests {
         }
     }
 
-    fn invalid_message(request: api::ExecuteTaskRequest) -> String {
-        let status = task_from_request(request).unwrap_err();
+    fn invalid_message(task: Option<api::Task>) -> String {
+        let status = task_from_api(task).unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         status.message().to_owned()
     }
@@ -309,7 +413,7 @@ mod tests {
     #[test]
     fn an_empty_id_is_assigned_and_audio_bytes_are_shared() {
         let data = Bytes::from_static(b"RIFF....WAVE");
-        let task = task_from_request(request(Some(api::Task {
+        let task = task_from_api(request(Some(api::Task {
             input: Some(api::TaskInput {
                 kind: Some(api::task_input::Kind::Audio(api::Audio {
                     data: data.clone(),

@@ -3,13 +3,15 @@
 //! [`serve`] builds the registry from the [`Config`] (starting the built-in
 //! reference workers when asked), probes every worker once, then serves
 //! `grym.orchestrator.v1.Orchestrator`, `grpc.health.v1.Health` and server
-//! reflection until its shutdown future completes. Everything it spawns is
-//! stopped before it returns.
+//! reflection until its shutdown future completes. On SIGHUP it reads the
+//! configuration file again and applies its worker list. Everything it
+//! spawns is stopped before it returns.
 
 mod builtin;
 pub mod config;
 mod convert;
 mod deadline;
+mod reload;
 mod service;
 mod status;
 mod worker_client;
@@ -17,7 +19,7 @@ mod worker_client;
 use std::future::Future;
 use std::sync::Arc;
 
-use grym_core::{ModelEntry, Orchestrator, Registry, probe};
+use grym_core::{ModelEntry, Orchestrator, Registry, Replica, probe};
 use grym_proto::orchestrator::v1::orchestrator_server::OrchestratorServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -25,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+
+use crate::config::WorkerConfig;
 
 use crate::worker_client::{ChannelSettings, GrpcModelClient};
 
@@ -76,36 +80,18 @@ async fn run(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), ServeError> {
-    let mut workers = config.workers;
-    if config.builtin_workers {
-        workers.extend(
-            builtin::start(tasks, cancel, config.max_message_bytes)
-                .await
-                .map_err(ServeError::Builtin)?,
-        );
-    }
+    let builtin = if config.builtin_workers {
+        builtin::start(tasks, cancel, config.max_message_bytes)
+            .await
+            .map_err(ServeError::Builtin)?
+    } else {
+        Vec::new()
+    };
     let settings = ChannelSettings {
         connect_timeout: config.connect_timeout,
         max_message_bytes: config.max_message_bytes,
     };
-    let entries = workers
-        .into_iter()
-        .map(|worker| {
-            let client = GrpcModelClient::new(worker.id.clone(), &worker.endpoint, settings)
-                .map_err(|source| ServeError::Endpoint {
-                    model: worker.id.to_string(),
-                    source,
-                })?;
-            let mut entry = ModelEntry::new(worker.id, worker.endpoint, Arc::new(client));
-            if let Some(kind) = worker.kind {
-                entry = entry.with_kind(kind);
-            }
-            if let Some(capabilities) = worker.capabilities {
-                entry = entry.with_capabilities(capabilities);
-            }
-            Ok(entry)
-        })
-        .collect::<Result<Vec<_>, ServeError>>()?;
+    let entries = model_entries(config.workers.iter().chain(&builtin), settings)?;
     let registry = Arc::new(Registry::new(entries).map_err(ServeError::Registry)?);
 
     // One probe round before serving, so the first call finds models
@@ -114,19 +100,28 @@ async fn run(
     for model in registry.models() {
         tracing::info!(
             model = %model.id(),
-            endpoint = model.endpoint(),
+            replicas = model.replicas().len(),
             health = ?model.health(),
             capabilities = model.description().capabilities.len(),
             "model registered"
         );
     }
+
+    let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator.clone()));
+    let watched = Arc::clone(&orchestrator);
     tasks.spawn(probe::watch(
-        Arc::clone(&registry),
+        move || watched.registry(),
         config.probe,
         cancel.child_token(),
     ));
+    tasks.spawn(reload::on_hangup(
+        config.clone(),
+        builtin,
+        settings,
+        Arc::clone(&orchestrator),
+        cancel.child_token(),
+    ));
 
-    let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator));
     let service = OrchestratorServer::new(service::OrchestratorService::new(orchestrator))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -152,4 +147,38 @@ async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Registry entries for configured workers, each replica reached through its
+/// own lazily connected gRPC client.
+fn model_entries<'a>(
+    workers: impl IntoIterator<Item = &'a WorkerConfig>,
+    settings: ChannelSettings,
+) -> Result<Vec<ModelEntry>, ServeError> {
+    workers
+        .into_iter()
+        .map(|worker| {
+            let replicas = worker
+                .endpoints
+                .iter()
+                .map(|endpoint| {
+                    let client = GrpcModelClient::new(worker.id.clone(), endpoint, settings)
+                        .map_err(|source| ServeError::Endpoint {
+                            model: worker.id.to_string(),
+                            source,
+                        })?;
+                    Ok(Replica::new(endpoint.clone(), Arc::new(client)))
+                })
+                .collect::<Result<Vec<_>, ServeError>>()?;
+            let mut entry =
+                ModelEntry::new(worker.id.clone(), replicas).map_err(ServeError::Registry)?;
+            if let Some(kind) = &worker.kind {
+                entry = entry.with_kind(kind.clone());
+            }
+            if let Some(capabilities) = &worker.capabilities {
+                entry = entry.with_capabilities(capabilities.clone());
+            }
+            Ok(entry)
+        })
+        .collect()
 }

@@ -29,7 +29,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         request: Request<api::ExecuteTaskRequest>,
     ) -> Result<Response<api::ExecuteTaskResponse>, Status> {
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-        let task = convert::task_from_request(request.into_inner())?;
+        let task = convert::task_from_api(request.into_inner().task)?;
         let result = self
             .orchestrator
             .execute(task, deadline)
@@ -40,15 +40,29 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         }))
     }
 
+    async fn plan_task(
+        &self,
+        request: Request<api::PlanTaskRequest>,
+    ) -> Result<Response<api::PlanTaskResponse>, Status> {
+        let task = convert::task_from_api(request.into_inner().task)?;
+        let (analysis, routing) = self.orchestrator.plan(task).map_err(from_core)?;
+        Ok(Response::new(api::PlanTaskResponse {
+            analysis: Some(convert::analysis_to_api(analysis)),
+            routing: Some(convert::routing_to_api(&routing)),
+        }))
+    }
+
     async fn list_models(
         &self,
         _request: Request<api::ListModelsRequest>,
     ) -> Result<Response<api::ListModelsResponse>, Status> {
+        let now = tokio::time::Instant::now();
+        let half_life = self.orchestrator.stats_half_life();
         let models = self
             .orchestrator
             .registry()
             .models()
-            .map(|entry| convert::model_to_api(entry))
+            .map(|entry| convert::model_to_api(entry, now, half_life))
             .collect();
         Ok(Response::new(api::ListModelsResponse { models }))
     }

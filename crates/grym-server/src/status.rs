@@ -10,5 +10,6 @@ pub(crate) fn from_core(error: Error) -> Status {
     match error.kind() {
         ErrorKind::InvalidRequest => Status::invalid_argument(message),
         ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
     }
 }
