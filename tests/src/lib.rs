@@ -192,7 +192,7 @@ impl Drop for Process {
 /// A running grymd.
 pub struct Grymd {
     process: Process,
-    _config: tempfile::NamedTempFile,
+    config: tempfile::NamedTempFile,
 }
 
 impl Grymd {
@@ -221,8 +221,20 @@ impl Grymd {
         wait_serving(&process.endpoint(), "grym.orchestrator.v1.Orchestrator").await?;
         Ok(Self {
             process,
-            _config: file,
+            config: file,
         })
+    }
+
+    /// Replaces its configuration file and sends it SIGHUP to reload it.
+    pub async fn reconfigure(&self, config: &str) {
+        std::fs::write(self.config.path(), config).unwrap();
+        let pid = self.process.child.id().expect("grymd is running");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// The underlying process.
