@@ -7,7 +7,9 @@
 //! failures, for tests, load and chaos runs.
 
 pub mod audio_features;
+mod error;
 pub mod sdk;
 pub mod sim;
 
-pub use sdk::{Model, ServeError, Worker};
+pub use error::Error;
+pub use sdk::{Model, Worker};

@@ -56,7 +56,7 @@ enum WorkerCommand {
         #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
         fail_rate: f64,
         /// Calls taken at once; later ones wait.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_concurrency: Option<u32>,
         /// A JSON object merged into every structured output.
         #[arg(long, value_parser = parse_object)]

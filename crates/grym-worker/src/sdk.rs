@@ -4,12 +4,16 @@
 //! `grym.worker.v1.ModelWorker`, reports itself serving on `grpc.health.v1`
 //! (overall and per service), offers server reflection, and queues calls
 //! beyond the model's concurrency limit rather than running them at once.
+//! The queue is bounded (four waiting calls per running one by default): a
+//! call that finds it full is refused at once with `RESOURCE_EXHAUSTED`, and
+//! a queued call waits no longer than its own gRPC deadline.
 //! Failures are gRPC statuses: `UNAVAILABLE`, `RESOURCE_EXHAUSTED` and
 //! `DEADLINE_EXCEEDED` tell the orchestrator another model may succeed;
 //! `INVALID_ARGUMENT` tells it none will.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use grym_proto::worker::v1 as pb;
@@ -18,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
+
+use crate::error::Error;
 
 /// The default largest message a worker accepts or sends: 64 MiB, room for
 /// several minutes of uncompressed audio.
@@ -69,21 +75,11 @@ pub fn check_task_type(
     }
 }
 
-/// Why a worker could not serve.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The reflection service could not be built from the descriptors.
-    #[error("building the reflection service failed")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("the gRPC server failed")]
-    Transport(#[from] tonic::transport::Error),
-}
-
 /// Serves a [`Model`] over gRPC.
 pub struct Worker<M> {
     model: Arc<M>,
     max_concurrency: Option<usize>,
+    max_queue: Option<usize>,
     max_message_bytes: usize,
 }
 
@@ -93,6 +89,7 @@ impl<M: Model> Worker<M> {
         Self {
             model: Arc::new(model),
             max_concurrency: None,
+            max_queue: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
@@ -100,6 +97,12 @@ impl<M: Model> Worker<M> {
     /// Runs at most `limit` calls at once; later ones wait their turn.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = Some(limit.max(1));
+        self
+    }
+
+    /// Lets at most `calls` wait for a turn (default: four per running call).
+    pub fn max_queue(mut self, calls: usize) -> Self {
+        self.max_queue = Some(calls);
         self
     }
 
@@ -115,7 +118,7 @@ impl<M: Model> Worker<M> {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServeError> {
+    ) -> Result<(), Error> {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_serving::<ModelWorkerServer<Service<M>>>()
@@ -124,7 +127,11 @@ impl<M: Model> Worker<M> {
             grym_proto::reflection_services(&[pb::model_worker_server::SERVICE_NAME])?;
         let service = Service {
             model: self.model,
-            permits: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            limit: self.max_concurrency.map(|running| Limit {
+                permits: Semaphore::new(running),
+                waiting: AtomicUsize::new(0),
+                max_waiting: self.max_queue.unwrap_or(running * 4),
+            }),
         };
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -144,7 +151,44 @@ impl<M: Model> Worker<M> {
 
 struct Service<M> {
     model: Arc<M>,
-    permits: Option<Arc<Semaphore>>,
+    limit: Option<Limit>,
+}
+
+/// The concurrency limit and its bounded queue.
+struct Limit {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl Limit {
+    /// A turn to run, waiting in the queue if there is room in it.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        // Counted as waiting until it leaves the queue, also when the caller
+        // gives up and the call is dropped.
+        let _waiting = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            return Err(Status::resource_exhausted(
+                "the worker is at capacity and its queue is full",
+            ));
+        }
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the worker is shutting down"))
+    }
+}
+
+/// One call in the queue; dropping it leaves the queue.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[tonic::async_trait]
@@ -160,13 +204,8 @@ impl<M: Model> ModelWorker for Service<M> {
         &self,
         request: Request<pb::InferRequest>,
     ) -> Result<Response<pb::InferResponse>, Status> {
-        let _permit = match &self.permits {
-            Some(permits) => Some(
-                permits
-                    .acquire()
-                    .await
-                    .map_err(|_| Status::unavailable("the worker is shutting down"))?,
-            ),
+        let _turn = match &self.limit {
+            Some(limit) => Some(limit.turn().await?),
             None => None,
         };
         let output = self.model.infer(request.into_inner()).await?;
@@ -202,4 +241,58 @@ pub async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_with_resource_exhausted() {
+        let limit = Limit {
+            permits: Semaphore::new(1),
+            waiting: AtomicUsize::new(0),
+            max_waiting: 1,
+        };
+        let running = limit.turn().await.unwrap();
+        let queued = limit.turn();
+        tokio::pin!(queued);
+        // The second call waits in the queue ...
+        assert!(futures_poll_once(queued.as_mut()).await.is_none());
+        // ... and a third finds the queue full.
+        let status = limit.turn().await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        drop(running);
+        assert!(queued.await.is_ok());
+        assert_eq!(limit.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queued_call_that_is_dropped_leaves_the_queue() {
+        let limit = Limit {
+            permits: Semaphore::new(1),
+            waiting: AtomicUsize::new(0),
+            max_waiting: 1,
+        };
+        let _running = limit.turn().await.unwrap();
+        {
+            let queued = limit.turn();
+            tokio::pin!(queued);
+            assert!(futures_poll_once(queued.as_mut()).await.is_none());
+            assert_eq!(limit.waiting.load(Ordering::Acquire), 1);
+        }
+        assert_eq!(limit.waiting.load(Ordering::Acquire), 0);
+    }
+
+    /// Polls a future once, returning its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
 }

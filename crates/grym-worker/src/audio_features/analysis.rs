@@ -8,15 +8,20 @@
 //! - The silence ratio is the share of 20 ms frames whose RMS is below
 //!   [`SILENCE_DBFS`].
 //! - Zero-crossing rate is the share of adjacent sample pairs that change
-//!   sign, on the channels' average (as librosa defines it).
-//! - The spectrum is Welch's average: Hann-windowed frames of up to 8192
-//!   samples with half overlap. The dominant frequency is its strongest bin
-//!   above DC, refined by parabolic interpolation of the log power; the
-//!   spectral centroid is the magnitude-weighted mean frequency.
+//!   sign, on the channels' average.
+//! - The spectrum is Welch's average over the channels' average with its DC
+//!   offset removed: Hann-windowed frames of up to 8192 samples with half
+//!   overlap, the last frame ending at the last sample, each frame
+//!   zero-padded to a power of two. The dominant frequency is its strongest
+//!   bin above the DC lobe, refined by parabolic interpolation of the log
+//!   power; the spectral centroid is the magnitude-weighted mean frequency.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use realfft::RealFftPlanner;
+
+use crate::error::Error;
 
 /// The level reported for digital silence.
 pub const FLOOR_DBFS: f64 = -120.0;
@@ -53,21 +58,23 @@ pub struct Features {
     pub dominant_frequency_hz: Option<f64>,
 }
 
-/// Why audio could not be analysed.
-#[derive(Debug, thiserror::Error)]
-pub enum AnalysisError {
-    /// The bytes are not a WAV file this decoder reads.
-    #[error("not decodable as WAV: {0}")]
-    Undecodable(#[from] hound::Error),
-    /// The file holds no samples.
-    #[error("the WAV file holds no samples")]
-    Empty,
-}
-
 /// Decodes a WAV file and extracts its features.
-pub fn analyse_wav(bytes: &[u8]) -> Result<Features, AnalysisError> {
+pub fn analyse_wav(bytes: &[u8]) -> Result<Features, Error> {
     let mut reader = hound::WavReader::new(Cursor::new(bytes))?;
     let spec = reader.spec();
+    if spec.sample_rate == 0 {
+        return Err(Error::Unsupported("a sample rate of 0 Hz".to_owned()));
+    }
+    let supported = match spec.sample_format {
+        hound::SampleFormat::Int => (8..=32).contains(&spec.bits_per_sample),
+        hound::SampleFormat::Float => spec.bits_per_sample == 32,
+    };
+    if !supported {
+        return Err(Error::Unsupported(format!(
+            "{} bits per {:?} sample",
+            spec.bits_per_sample, spec.sample_format
+        )));
+    }
     let samples: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
         hound::SampleFormat::Int => {
@@ -80,7 +87,7 @@ pub fn analyse_wav(bytes: &[u8]) -> Result<Features, AnalysisError> {
     };
     let channels = usize::from(spec.channels.max(1));
     if samples.len() < channels {
-        return Err(AnalysisError::Empty);
+        return Err(Error::Empty);
     }
     let mono = downmix(&samples, channels);
     let rate = f64::from(spec.sample_rate);
@@ -107,15 +114,18 @@ pub fn analyse_wav(bytes: &[u8]) -> Result<Features, AnalysisError> {
     })
 }
 
-fn downmix(samples: &[f32], channels: usize) -> Vec<f32> {
+/// The channels' average; mono is borrowed, not copied.
+fn downmix(samples: &[f32], channels: usize) -> Cow<'_, [f32]> {
     if channels == 1 {
-        return samples.to_vec();
+        return Cow::Borrowed(samples);
     }
     let scale = 1.0 / channels as f32;
-    samples
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() * scale)
-        .collect()
+    Cow::Owned(
+        samples
+            .chunks_exact(channels)
+            .map(|frame| frame.iter().sum::<f32>() * scale)
+            .collect(),
+    )
 }
 
 fn rms(samples: &[f32]) -> f64 {
@@ -164,17 +174,19 @@ fn spectrum_features(mono: &[f32], rate: f64) -> (Option<f64>, Option<f64>) {
     if mono.len() < MIN_SPECTRUM_SAMPLES {
         return (None, None);
     }
-    let power = welch_power(mono);
-    let n = (power.len() - 1) * 2;
-    let bin_hz = rate / n as f64;
+    let (power, fft_len) = welch_power(mono);
+    let bin_hz = rate / fft_len as f64;
+    // Bins inside the Hann window's main lobe around DC hold what is left of
+    // the offset, not a tone.
+    let dc_lobe = 2 * fft_len / mono.len().min(MAX_FFT_LEN);
 
     let (peak, &peak_power) = match power
         .iter()
         .enumerate()
-        .skip(1)
+        .skip(dc_lobe.max(1))
         .max_by(|a, b| a.1.total_cmp(b.1))
     {
-        Some(found) if *found.1 > 0.0 => found,
+        Some(found) if *found.1 > f64::EPSILON * power[0].max(1e-30) => found,
         _ => return (None, None),
     };
     let offset = if peak + 1 < power.len() {
@@ -204,28 +216,38 @@ fn spectrum_features(mono: &[f32], rate: f64) -> (Option<f64>, Option<f64>) {
     (Some(weighted / total), Some(dominant))
 }
 
-/// The average power spectrum of Hann-windowed, half-overlapping frames.
-fn welch_power(mono: &[f32]) -> Vec<f64> {
-    let n = mono.len().next_power_of_two().min(MAX_FFT_LEN);
-    let hop = n / 2;
-    let window: Vec<f32> = (0..n)
+/// The average power spectrum of Hann-windowed, half-overlapping frames of
+/// the signal less its mean, and the FFT length it was computed with.
+fn welch_power(mono: &[f32]) -> (Vec<f64>, usize) {
+    let frame_len = mono.len().min(MAX_FFT_LEN);
+    let fft_len = frame_len.next_power_of_two();
+    let hop = (frame_len / 2).max(1);
+    let mean = (mono.iter().map(|&s| f64::from(s)).sum::<f64>() / mono.len() as f64) as f32;
+    let window: Vec<f32> = (0..frame_len)
         .map(|i| {
-            let phase = 2.0 * std::f64::consts::PI * i as f64 / n as f64;
+            let phase = 2.0 * std::f64::consts::PI * i as f64 / frame_len as f64;
             (0.5 - 0.5 * phase.cos()) as f32
         })
         .collect();
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(fft_len);
     let mut frame = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();
     let mut scratch = fft.make_scratch_vec();
     let mut power = vec![0.0_f64; spectrum.len()];
     let mut frames = 0_u32;
-    let mut start = 0;
-    loop {
-        let end = (start + n).min(mono.len());
-        for (i, slot) in frame.iter_mut().enumerate() {
-            *slot = mono.get(start + i).copied().unwrap_or(0.0) * window[i];
+
+    // Full frames only: the last one ends exactly at the last sample.
+    let last = mono.len() - frame_len;
+    let mut starts: Vec<usize> = (0..=last).step_by(hop).collect();
+    if starts.last() != Some(&last) {
+        starts.push(last);
+    }
+    for start in starts {
+        let samples = &mono[start..start + frame_len];
+        for ((slot, &sample), &w) in frame.iter_mut().zip(samples).zip(&window) {
+            *slot = (sample - mean) * w;
         }
+        frame[frame_len..].iter_mut().for_each(|slot| *slot = 0.0);
         if fft
             .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
             .is_ok()
@@ -235,14 +257,10 @@ fn welch_power(mono: &[f32]) -> Vec<f64> {
             }
             frames += 1;
         }
-        if end == mono.len() {
-            break;
-        }
-        start += hop;
     }
     let scale = 1.0 / f64::from(frames.max(1));
     power.iter_mut().for_each(|p| *p *= scale);
-    power
+    (power, fft_len)
 }
 
 #[cfg(test)]
@@ -250,18 +268,38 @@ mod tests {
     use super::*;
 
     fn wav(rate: u32, channels: u16, samples: &[f32]) -> Vec<u8> {
+        encode(rate, channels, 16, hound::SampleFormat::Int, samples)
+    }
+
+    fn encode(
+        rate: u32,
+        channels: u16,
+        bits: u16,
+        format: hound::SampleFormat,
+        samples: &[f32],
+    ) -> Vec<u8> {
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
+            bits_per_sample: bits,
+            sample_format: format,
         };
         let mut bytes = Cursor::new(Vec::new());
         let mut writer = hound::WavWriter::new(&mut bytes, spec).unwrap();
-        for s in samples {
-            writer
-                .write_sample((s * f32::from(i16::MAX)).round() as i16)
-                .unwrap();
+        let full_scale = ((1_i64 << (bits - 1)) - 1) as f64;
+        for &s in samples {
+            match (format, bits) {
+                (hound::SampleFormat::Float, _) => writer.write_sample(s).unwrap(),
+                (_, 8) => writer
+                    .write_sample((f64::from(s) * full_scale).round() as i8)
+                    .unwrap(),
+                (_, 16) => writer
+                    .write_sample((f64::from(s) * full_scale).round() as i16)
+                    .unwrap(),
+                _ => writer
+                    .write_sample((f64::from(s) * full_scale).round() as i32)
+                    .unwrap(),
+            }
         }
         writer.finalize().unwrap();
         bytes.into_inner()
@@ -347,10 +385,86 @@ mod tests {
     }
 
     #[test]
+    fn every_pcm_depth_and_float_reads_the_same_tone() {
+        let tone = sine(440.0, 16_000, 0.5, 0.5);
+        for (bits, format) in [
+            (8, hound::SampleFormat::Int),
+            (16, hound::SampleFormat::Int),
+            (24, hound::SampleFormat::Int),
+            (32, hound::SampleFormat::Int),
+            (32, hound::SampleFormat::Float),
+        ] {
+            let features = analyse_wav(&encode(16_000, 1, bits, format, &tone)).unwrap();
+            let dominant = features.dominant_frequency_hz.unwrap();
+            assert!(
+                (dominant - 440.0).abs() < 1.0,
+                "{bits}-bit {format:?}: {dominant}"
+            );
+            assert!(
+                (features.peak_dbfs + 6.02).abs() < 0.2,
+                "{bits}-bit {format:?}: {}",
+                features.peak_dbfs
+            );
+            assert_eq!(features.bits_per_sample, bits);
+        }
+    }
+
+    #[test]
+    fn a_dc_offset_does_not_hide_the_tone() {
+        let tone: Vec<f32> = sine(440.0, 16_000, 1.0, 0.4)
+            .iter()
+            .map(|s| s + 0.3)
+            .collect();
+        let features = analyse_wav(&wav(16_000, 1, &tone)).unwrap();
+        let dominant = features.dominant_frequency_hz.unwrap();
+        assert!((dominant - 440.0).abs() < 1.0, "dominant {dominant}");
+        let centroid = features.spectral_centroid_hz.unwrap();
+        assert!((centroid - 440.0).abs() < 60.0, "centroid {centroid}");
+    }
+
+    #[test]
+    fn a_constant_signal_has_no_dominant_frequency() {
+        let features = analyse_wav(&wav(8_000, 1, &vec![0.25; 8_000])).unwrap();
+        assert_eq!(features.dominant_frequency_hz, None);
+    }
+
+    #[test]
+    fn lengths_that_are_not_powers_of_two_keep_the_centroid_on_the_tone() {
+        for len in [4_097, 8_193, 12_300, 20_000] {
+            let tone: Vec<f32> = sine(1000.0, 16_000, 2.0, 0.5)
+                .into_iter()
+                .take(len)
+                .collect();
+            let features = analyse_wav(&wav(16_000, 1, &tone)).unwrap();
+            let centroid = features.spectral_centroid_hz.unwrap();
+            assert!(
+                (centroid - 1000.0).abs() < 60.0,
+                "{len} samples: centroid {centroid}"
+            );
+            let dominant = features.dominant_frequency_hz.unwrap();
+            assert!(
+                (dominant - 1000.0).abs() < 2.0,
+                "{len} samples: dominant {dominant}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_sample_rate_is_unsupported() {
+        let mut bytes = wav(8_000, 1, &sine(440.0, 8_000, 0.1, 0.5));
+        // The sample rate sits at byte 24 of a canonical header.
+        bytes[24..28].copy_from_slice(&0_u32.to_le_bytes());
+        assert!(matches!(
+            analyse_wav(&bytes),
+            Err(Error::Unsupported(_) | Error::Undecodable(_))
+        ));
+    }
+
+    #[test]
     fn bytes_that_are_not_wav_are_undecodable() {
         assert!(matches!(
             analyse_wav(b"ID3\x04 definitely not a wav file"),
-            Err(AnalysisError::Undecodable(_))
+            Err(Error::Undecodable(_))
         ));
     }
 
@@ -358,7 +472,7 @@ mod tests {
     fn a_wav_without_samples_is_empty() {
         assert!(matches!(
             analyse_wav(&wav(8_000, 1, &[])),
-            Err(AnalysisError::Empty)
+            Err(Error::Empty)
         ));
     }
 }
