@@ -24,6 +24,18 @@ pub enum Error {
         /// The task type asked for.
         task_type: TaskType,
     },
+    /// No described model serves the task type, but some models have not
+    /// described themselves yet and may.
+    #[error(
+        "no model serves task type `{task_type}` yet; waiting for these to describe themselves: {}",
+        list(undescribed)
+    )]
+    Undescribed {
+        /// The task type asked for.
+        task_type: TaskType,
+        /// The models whose workers have not answered Describe.
+        undescribed: Vec<ModelId>,
+    },
     /// Models declare the task type, but every one of them is down.
     #[error(
         "no healthy model serves task type `{task_type}` now (not serving: {})",
@@ -61,7 +73,7 @@ impl Error {
         match self {
             Self::InvalidRequest { .. } => ErrorKind::InvalidRequest,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
-            Self::NoHealthyModel { .. } => ErrorKind::Unavailable,
+            Self::NoHealthyModel { .. } | Self::Undescribed { .. } => ErrorKind::Unavailable,
         }
     }
 

@@ -343,16 +343,20 @@ impl Orchestrator {
                 endpoint = replica.endpoint()
             ))
             .await;
+        let timed_out = || {
+            if caller_bound {
+                CallEnd::CallerDeadline
+            } else {
+                CallEnd::WorkerTimeout
+            }
+        };
         let end = match answer {
             Ok(Ok(output)) => CallEnd::Answered(output),
-            // A failure that comes as the caller's deadline passes (the
-            // worker giving up on the same deadline) is that deadline.
-            Ok(Err(_)) if caller_bound && Instant::now() >= call_deadline => {
-                CallEnd::CallerDeadline
-            }
+            // A failure that comes as the deadline passes (the worker or the
+            // transport giving up on the same deadline) is that deadline.
+            Ok(Err(_)) if Instant::now() >= call_deadline => timed_out(),
             Ok(Err(error)) => CallEnd::Failed(error),
-            Err(_) if caller_bound => CallEnd::CallerDeadline,
-            Err(_) => CallEnd::WorkerTimeout,
+            Err(_) => timed_out(),
         };
         (end, started.elapsed())
     }

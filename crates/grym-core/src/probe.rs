@@ -1,8 +1,10 @@
 //! Keeps the registry true: asks each worker to describe itself until it has,
 //! and checks its health on a fixed period.
 //!
-//! A worker that is down at start-up is described as soon as it comes up. A
-//! check that does not answer within its timeout counts as not serving.
+//! A worker that is down at start-up is described as soon as it comes up,
+//! and a worker that comes back after being down is described again, since
+//! it may have been upgraded. A check that does not answer within its
+//! timeout counts as not serving.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +28,20 @@ pub struct ProbeSettings {
 /// serving replica to describe the model if that is still needed.
 pub async fn probe_model(entry: &ModelEntry, timeout: Duration) {
     let before = entry.health();
-    join_all(entry.replicas().iter().map(|replica| async move {
+    let recovered = join_all(entry.replicas().iter().map(|replica| async move {
         let health = tokio::time::timeout(timeout, replica.client().check_health())
             .await
             .unwrap_or(Health::NotServing);
+        let was = replica.health();
         replica.set_health(health);
+        was == Health::NotServing && health == Health::Serving
     }))
-    .await;
+    .await
+    .contains(&true);
+    // A worker that comes back may be a new version: hear what it serves.
+    if recovered && entry.describes_itself() {
+        entry.forget_description();
+    }
     if entry.needs_description()
         && let Some(replica) = entry
             .replicas()
@@ -106,6 +115,26 @@ mod tests {
         assert!(!entry.needs_description());
         assert_eq!(entry.description().capabilities.len(), 1);
         assert_eq!(fake.describe_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_comes_back_is_described_again() {
+        let fake = FakeModel::serving("gama", "audio_analysis", 0.9);
+        let registry = Registry::new([fake.entry()]).unwrap();
+        probe_all(&registry, Duration::from_secs(1)).await;
+        assert_eq!(fake.describe_calls(), 1);
+        probe_all(&registry, Duration::from_secs(1)).await;
+        assert_eq!(
+            fake.describe_calls(),
+            1,
+            "a steady worker is described once"
+        );
+
+        fake.set_health(Health::NotServing);
+        probe_all(&registry, Duration::from_secs(1)).await;
+        fake.set_health(Health::Serving);
+        probe_all(&registry, Duration::from_secs(1)).await;
+        assert_eq!(fake.describe_calls(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -213,6 +213,19 @@ impl ModelEntry {
         !self.described.load(Ordering::Acquire)
     }
 
+    /// Whether anything of the description comes from the workers.
+    pub fn describes_itself(&self) -> bool {
+        !(self.pinned_kind && self.pinned_capabilities)
+    }
+
+    /// Asks for the description to be learnt again; until then the last one
+    /// stays in use.
+    pub fn forget_description(&self) {
+        if self.describes_itself() {
+            self.described.store(false, Ordering::Release);
+        }
+    }
+
     /// Records what a worker said of the model, keeping what configuration
     /// pinned.
     pub fn learn_description(&self, described: Description) {

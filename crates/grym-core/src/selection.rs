@@ -286,14 +286,24 @@ impl Selector {
             capable.push((Arc::clone(model), health, in_flight, input));
         }
         if capable.is_empty() {
-            return Err(if down.is_empty() {
-                Error::NoModelForTaskType {
-                    task_type: task_type.clone(),
-                }
-            } else {
+            let undescribed: Vec<ModelId> = registry
+                .models()
+                .filter(|model| model.needs_description())
+                .map(|model| model.id().clone())
+                .collect();
+            return Err(if !down.is_empty() {
                 Error::NoHealthyModel {
                     task_type: task_type.clone(),
                     down,
+                }
+            } else if !undescribed.is_empty() {
+                Error::Undescribed {
+                    task_type: task_type.clone(),
+                    undescribed,
+                }
+            } else {
+                Error::NoModelForTaskType {
+                    task_type: task_type.clone(),
                 }
             });
         }

@@ -183,6 +183,26 @@ async fn a_worker_giving_up_at_the_callers_deadline_is_deadline_exceeded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_worker_giving_up_at_the_worker_timeout_is_a_timeout_not_a_failure() {
+    let stuck = FakeModel::serving("stuck", "transcription", 0.9);
+    stuck.behave(Behaviour::FailAfter(
+        Duration::from_secs(30),
+        WorkerError {
+            kind: WorkerErrorKind::Unavailable,
+            code: "CANCELLED",
+            message: "Timeout expired".to_owned(),
+        },
+    ));
+    let result = orchestrator(&[&stuck])
+        .execute(task("transcription"), None)
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Failed);
+    assert_eq!(result.metrics.attempts[0].outcome, AttemptOutcome::TimedOut);
+    assert_eq!(result.error.unwrap().code, "DEADLINE_EXCEEDED");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_worker_timeout_moves_on_to_the_next_model() {
     let stuck = FakeModel::serving("stuck", "transcription", 0.9);
     let quick = FakeModel::serving("quick", "transcription", 0.8);
