@@ -20,7 +20,12 @@ pub(crate) async fn start(
 ) -> std::io::Result<Vec<WorkerConfig>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let worker = Worker::new(AudioFeatures::default()).max_message_bytes(max_message_bytes);
+    // Analysis is CPU-bound and holds a decoded copy of the clip: running
+    // more than one per core only adds memory.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker = Worker::new(AudioFeatures::default())
+        .max_concurrency(cores)
+        .max_message_bytes(max_message_bytes);
     let stop = cancel.clone();
     tasks.spawn(async move {
         if let Err(error) = worker.serve(listener, stop.cancelled_owned()).await {

@@ -19,24 +19,22 @@ use grym_core::{
 };
 use serde::Deserialize;
 
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A source could not be read or parsed, or a key is unknown.
-    #[error(transparent)]
-    Source(#[from] Box<figment::Error>),
-    /// A value is out of its range or malformed.
-    #[error("invalid `{key}`: {reason}")]
-    Invalid {
-        /// The key, for example `workers[0].endpoint`.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+use crate::error::Error;
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+/// The keys `GRYM_*` variables may set; other `GRYM_*` variables belong to
+/// someone else and are ignored.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "builtin_workers",
+    "worker_timeout",
+    "health_interval",
+    "health_timeout",
+    "connect_timeout",
+    "max_message_bytes",
+];
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Config {
         key: key.into(),
         reason: reason.into(),
     }
@@ -213,13 +211,13 @@ pub struct WorkerConfig {
 impl Config {
     /// Reads defaults, then `file` (which must exist when given), then the
     /// `GRYM_*` environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
         let raw: RawConfig = figment
-            .merge(Env::prefixed("GRYM_").ignore(&["config"]))
+            .merge(Env::prefixed("GRYM_").only(ENV_KEYS))
             .extract()
             .map_err(Box::new)?;
         let mut config = raw.validate()?;
@@ -230,7 +228,7 @@ impl Config {
 
 impl RawConfig {
     /// Checks every value and converts it to its typed form.
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    pub fn validate(self) -> Result<Config, Error> {
         let listen = self.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -282,7 +280,7 @@ impl RawConfig {
 }
 
 impl RawSelection {
-    fn validate(self) -> Result<SelectionSettings, ConfigError> {
+    fn validate(self) -> Result<SelectionSettings, Error> {
         if self.half_life.is_zero() {
             return Err(invalid("selection.half_life", "must be longer than zero"));
         }
@@ -314,7 +312,7 @@ impl RawSelection {
 }
 
 impl RawRoute {
-    fn validate(self, i: usize) -> Result<Route, ConfigError> {
+    fn validate(self, i: usize) -> Result<Route, Error> {
         let key = |field: &str| format!("selection.routes[{i}].{field}");
         if !(0.0..=1.0).contains(&self.confidence) {
             return Err(invalid(
@@ -338,7 +336,7 @@ impl RawRoute {
 }
 
 impl RawWorker {
-    fn validate(self, i: usize) -> Result<WorkerConfig, ConfigError> {
+    fn validate(self, i: usize) -> Result<WorkerConfig, Error> {
         let id =
             ModelId::new(self.id).map_err(|e| invalid(format!("workers[{i}].id"), reason_of(e)))?;
         let endpoints = match (self.endpoint, self.endpoints) {
@@ -380,7 +378,7 @@ impl RawWorker {
 }
 
 impl RawCapability {
-    fn validate(self, key: &str) -> Result<Capability, ConfigError> {
+    fn validate(self, key: &str) -> Result<Capability, Error> {
         let capability = Capability {
             task_type: TaskType::new(self.task_type)
                 .map_err(|e| invalid(format!("{key}.task_type"), reason_of(e)))?,
@@ -395,15 +393,17 @@ impl RawCapability {
     }
 }
 
-/// Checks an endpoint looks like `http(s)://host:port`.
+/// Checks an endpoint looks like `http://host:port`.
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let uri: tonic::transport::Uri = endpoint
         .parse()
         .map_err(|_| format!("`{endpoint}` is not a URI"))?;
-    if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() {
-        Ok(())
-    } else {
-        Err(format!("`{endpoint}` must look like http://host:port"))
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(_)) => Ok(()),
+        (Some("https"), Some(_)) => Err(format!(
+            "`{endpoint}`: TLS to workers is not supported; use http:// on a trusted network"
+        )),
+        _ => Err(format!("`{endpoint}` must look like http://host:port")),
     }
 }
 
@@ -419,7 +419,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    fn from_toml(text: &str) -> Result<Config, Error> {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_bytes()).unwrap();
         let raw: RawConfig = Figment::new()

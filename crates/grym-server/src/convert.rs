@@ -9,7 +9,7 @@ use grym_core::selection::{Reason, Routing};
 use grym_core::stats::StatsSnapshot;
 use grym_core::{
     Attempt, AttemptOutcome, Audio, Capability, CapabilitySource, Description, Health, InferCall,
-    ModelEntry, ModelId, Output, Policy, Task, TaskError, TaskId, TaskInput, TaskResult,
+    ModelEntry, ModelId, Output, Policy, Registry, Task, TaskError, TaskId, TaskInput, TaskResult,
     TaskStatus, TaskType, WorkerError, WorkerErrorKind,
 };
 use grym_proto::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
@@ -70,8 +70,38 @@ fn api_error(error: TaskError) -> api::TaskError {
     }
 }
 
+/// The response of `ExecuteTask`.
+pub(crate) fn execute_response(result: TaskResult) -> api::ExecuteTaskResponse {
+    api::ExecuteTaskResponse {
+        result: Some(result_to_api(result)),
+    }
+}
+
+/// The response of `PlanTask`.
+pub(crate) fn plan_response(analysis: Requirements, routing: &Routing) -> api::PlanTaskResponse {
+    api::PlanTaskResponse {
+        analysis: Some(analysis_to_api(analysis)),
+        routing: Some(routing_to_api(routing)),
+    }
+}
+
+/// The response of `ListModels`: every model with its statistics as they
+/// stand now.
+pub(crate) fn list_models_response(
+    registry: &Registry,
+    half_life: Duration,
+) -> api::ListModelsResponse {
+    let now = Instant::now();
+    api::ListModelsResponse {
+        models: registry
+            .models()
+            .map(|entry| model_to_api(entry, now, half_life))
+            .collect(),
+    }
+}
+
 /// A task's result as the API returns it.
-pub(crate) fn result_to_api(result: TaskResult) -> api::TaskResult {
+fn result_to_api(result: TaskResult) -> api::TaskResult {
     let models_used = result
         .metrics
         .models_used()
@@ -130,7 +160,7 @@ fn health_to_api(health: Health) -> api::ModelHealth {
 }
 
 /// A routing decision as the API shows it.
-pub(crate) fn routing_to_api(routing: &Routing) -> api::Routing {
+fn routing_to_api(routing: &Routing) -> api::Routing {
     api::Routing {
         policy: match routing.policy {
             Policy::Scored => api::SelectionPolicy::Scored,
@@ -178,7 +208,7 @@ pub(crate) fn routing_to_api(routing: &Routing) -> api::Routing {
 }
 
 /// What analysis recognised, as `PlanTask` shows it.
-pub(crate) fn analysis_to_api(requirements: Requirements) -> api::TaskAnalysis {
+fn analysis_to_api(requirements: Requirements) -> api::TaskAnalysis {
     api::TaskAnalysis {
         modality: match requirements.modality {
             Modality::Text => api::Modality::Text,
@@ -206,7 +236,7 @@ fn stats_to_api(stats: &StatsSnapshot) -> api::PerformanceStats {
 
 /// A registered model as `ListModels` shows it, with its statistics at
 /// `now`.
-pub(crate) fn model_to_api(entry: &ModelEntry, now: Instant, half_life: Duration) -> api::Model {
+fn model_to_api(entry: &ModelEntry, now: Instant, half_life: Duration) -> api::Model {
     let description = entry.description();
     api::Model {
         id: entry.id().to_string(),

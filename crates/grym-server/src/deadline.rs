@@ -3,9 +3,10 @@
 //!
 //! The deadline handed on is a little earlier than the caller's: a reserve
 //! of a tenth of the timeout, at most [`MAX_RESERVE`], is kept for the
-//! answer to travel back. So a task that runs out of time still reaches its
-//! caller as a result (`TASK_STATUS_DEADLINE_EXCEEDED`, with its metrics)
-//! rather than as a bare status from the transport.
+//! answer to travel back. So a task that runs out of time reaches its caller
+//! as a result (`TASK_STATUS_DEADLINE_EXCEEDED`, with its metrics) rather
+//! than as a bare status, as long as the network's round trip fits in the
+//! reserve; this is best effort, not a promise.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use tonic::{Request, Status};
 
 /// The most time kept back from a caller's deadline for the answer.
-const MAX_RESERVE: Duration = Duration::from_millis(5);
+const MAX_RESERVE: Duration = Duration::from_millis(50);
 
 /// When the orchestrator must have answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +90,9 @@ mod tests {
         let request = interceptor(request).unwrap();
         let after = Instant::now();
         let Deadline(at) = *request.extensions().get::<Deadline>().unwrap();
-        // 500 ms less the 5 ms reserve for the answer.
-        assert!(at >= before + Duration::from_millis(495));
-        assert!(at <= after + Duration::from_millis(495));
+        // 500 ms less the 50 ms reserve for the answer.
+        assert!(at >= before + Duration::from_millis(450));
+        assert!(at <= after + Duration::from_millis(450));
 
         let mut bad = Request::new(());
         bad.metadata_mut()

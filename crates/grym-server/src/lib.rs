@@ -11,6 +11,7 @@ mod builtin;
 pub mod config;
 mod convert;
 mod deadline;
+mod error;
 mod reload;
 mod service;
 mod status;
@@ -27,43 +28,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use error::Error;
 
 use crate::config::WorkerConfig;
 
 use crate::worker_client::{ChannelSettings, GrpcModelClient};
-
-/// Why grymd could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// A built-in worker could not bind its port.
-    #[error("starting the built-in workers failed")]
-    Builtin(#[source] std::io::Error),
-    /// A worker endpoint is unusable.
-    #[error("worker `{model}` has an unusable endpoint")]
-    Endpoint {
-        /// The model.
-        model: String,
-        /// The transport's reason.
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// The registry refused the workers.
-    #[error("registering the workers failed")]
-    Registry(#[source] grym_core::Error),
-    /// The reflection service could not be built.
-    #[error("building the reflection service failed")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("the gRPC server failed")]
-    Transport(#[from] tonic::transport::Error),
-}
 
 /// Serves on `listener` until `shutdown` completes.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
+) -> Result<(), Error> {
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let result = run(config, listener, shutdown, &tasks, &cancel).await;
@@ -79,11 +55,11 @@ async fn run(
     shutdown: impl Future<Output = ()> + Send,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
-) -> Result<(), ServeError> {
+) -> Result<(), Error> {
     let builtin = if config.builtin_workers {
         builtin::start(tasks, cancel, config.max_message_bytes)
             .await
-            .map_err(ServeError::Builtin)?
+            .map_err(Error::Builtin)?
     } else {
         Vec::new()
     };
@@ -92,7 +68,7 @@ async fn run(
         max_message_bytes: config.max_message_bytes,
     };
     let entries = model_entries(config.workers.iter().chain(&builtin), settings)?;
-    let registry = Arc::new(Registry::new(entries).map_err(ServeError::Registry)?);
+    let registry = Arc::new(Registry::new(entries).map_err(Error::Registry)?);
 
     // One probe round before serving, so the first call finds models
     // described; it is bounded by the health timeout.
@@ -154,7 +130,7 @@ async fn run(
 fn model_entries<'a>(
     workers: impl IntoIterator<Item = &'a WorkerConfig>,
     settings: ChannelSettings,
-) -> Result<Vec<ModelEntry>, ServeError> {
+) -> Result<Vec<ModelEntry>, Error> {
     workers
         .into_iter()
         .map(|worker| {
@@ -163,15 +139,15 @@ fn model_entries<'a>(
                 .iter()
                 .map(|endpoint| {
                     let client = GrpcModelClient::new(worker.id.clone(), endpoint, settings)
-                        .map_err(|source| ServeError::Endpoint {
+                        .map_err(|source| Error::Endpoint {
                             model: worker.id.to_string(),
                             source,
                         })?;
                     Ok(Replica::new(endpoint.clone(), Arc::new(client)))
                 })
-                .collect::<Result<Vec<_>, ServeError>>()?;
+                .collect::<Result<Vec<_>, Error>>()?;
             let mut entry =
-                ModelEntry::new(worker.id.clone(), replicas).map_err(ServeError::Registry)?;
+                ModelEntry::new(worker.id.clone(), replicas).map_err(Error::Registry)?;
             if let Some(kind) = &worker.kind {
                 entry = entry.with_kind(kind.clone());
             }

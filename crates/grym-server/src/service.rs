@@ -35,9 +35,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
             .execute(task, deadline)
             .await
             .map_err(from_core)?;
-        Ok(Response::new(api::ExecuteTaskResponse {
-            result: Some(convert::result_to_api(result)),
-        }))
+        Ok(Response::new(convert::execute_response(result)))
     }
 
     async fn plan_task(
@@ -46,24 +44,17 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<api::PlanTaskResponse>, Status> {
         let task = convert::task_from_api(request.into_inner().task)?;
         let (analysis, routing) = self.orchestrator.plan(task).map_err(from_core)?;
-        Ok(Response::new(api::PlanTaskResponse {
-            analysis: Some(convert::analysis_to_api(analysis)),
-            routing: Some(convert::routing_to_api(&routing)),
-        }))
+        Ok(Response::new(convert::plan_response(analysis, &routing)))
     }
 
     async fn list_models(
         &self,
         _request: Request<api::ListModelsRequest>,
     ) -> Result<Response<api::ListModelsResponse>, Status> {
-        let now = tokio::time::Instant::now();
+        let registry = self.orchestrator.registry();
         let half_life = self.orchestrator.stats_half_life();
-        let models = self
-            .orchestrator
-            .registry()
-            .models()
-            .map(|entry| convert::model_to_api(entry, now, half_life))
-            .collect();
-        Ok(Response::new(api::ListModelsResponse { models }))
+        Ok(Response::new(convert::list_models_response(
+            &registry, half_life,
+        )))
     }
 }

@@ -85,18 +85,24 @@ impl ModelClient for GrpcModelClient {
         .boxed()
     }
 
+    /// Asks for the `grym.worker.v1.ModelWorker` service's health, and for
+    /// the server's overall health when the worker does not name services.
     fn check_health(&self) -> BoxFuture<'static, Health> {
         let mut health = self.health.clone();
         async move {
-            let request = HealthCheckRequest {
-                service: String::new(),
-            };
-            match health.check(request).await {
-                Ok(response) if response.get_ref().status() == ServingStatus::Serving => {
-                    Health::Serving
+            for service in [wire::model_worker_server::SERVICE_NAME, ""] {
+                let request = HealthCheckRequest {
+                    service: service.to_owned(),
+                };
+                match health.check(request).await {
+                    Ok(response) if response.get_ref().status() == ServingStatus::Serving => {
+                        return Health::Serving;
+                    }
+                    Err(status) if status.code() == tonic::Code::NotFound => continue,
+                    _ => return Health::NotServing,
                 }
-                _ => Health::NotServing,
             }
+            Health::NotServing
         }
         .boxed()
     }

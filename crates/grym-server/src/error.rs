@@ -1,0 +1,41 @@
+//! The one error type of grym-server: why grymd could not start, or
+//! stopped. Errors of a single request are gRPC statuses instead (see
+//! `status.rs`).
+
+/// Why grymd could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration source could not be read or parsed, or a key is
+    /// unknown.
+    #[error(transparent)]
+    ConfigSource(#[from] Box<figment::Error>),
+    /// A configuration value is out of its range or malformed.
+    #[error("invalid `{key}`: {reason}")]
+    Config {
+        /// The key, for example `workers[0].endpoint`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A built-in worker could not bind its port.
+    #[error("starting the built-in workers failed")]
+    Builtin(#[source] std::io::Error),
+    /// A worker endpoint is unusable.
+    #[error("worker `{model}` has an unusable endpoint")]
+    Endpoint {
+        /// The model.
+        model: String,
+        /// The transport's reason.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The registry refused the workers.
+    #[error("registering the workers failed")]
+    Registry(#[source] grym_core::Error),
+    /// The reflection service could not be built.
+    #[error("building the reflection service failed")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("the gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
