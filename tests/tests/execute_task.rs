@@ -322,14 +322,10 @@ async fn the_callers_deadline_ends_the_task_as_deadline_exceeded_before_the_call
 async fn a_worker_started_after_grymd_is_described_and_then_used() {
     let port = free_port();
     let grymd = Grymd::start(&sim_config(&[("late", format!("http://127.0.0.1:{port}"))])).await;
-    let status = execute(&grymd, task_request("text_generation", text("early")))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::FailedPrecondition,
-        "nothing serves the type yet"
-    );
+    // Nothing serves the type until `late` describes itself; the caller is
+    // told which model is awaited.
+    let early = task_request("text_generation", text("early"));
+    assert_refused(&grymd, early, Code::Unavailable, "late").await;
 
     let _late = worker(&[
         "sim",
@@ -465,4 +461,82 @@ async fn a_recording_beyond_grpcs_default_four_mebibytes_is_analysed() {
         (dominant - 220.0).abs() < 5.0,
         "dominant frequency {dominant}"
     );
+}
+
+#[tokio::test]
+async fn the_worker_timeout_ends_a_stuck_call_and_moves_on_to_the_next_model() {
+    let stuck = worker(&[
+        "sim",
+        "--model-id",
+        "stuck",
+        "--capability",
+        "transcription:0.9",
+        "--latency-ms",
+        "10000",
+    ])
+    .await;
+    let quick = worker(&[
+        "sim",
+        "--model-id",
+        "quick",
+        "--capability",
+        "transcription:0.5",
+    ])
+    .await;
+    let config = sim_config(&[("stuck", stuck.endpoint()), ("quick", quick.endpoint())]).replace(
+        "builtin_workers = false",
+        "builtin_workers = false\nworker_timeout = \"300ms\"",
+    );
+    let grymd = Grymd::start(&config).await;
+    let result = execute(&grymd, task_request("transcription", text("hi")))
+        .await
+        .unwrap();
+    assert_eq!(result.status(), api::TaskStatus::Succeeded, "{result:?}");
+    assert_eq!(result.model_id, "quick");
+    let attempts = result.metrics.unwrap().attempts;
+    assert_eq!(attempts[0].model_id, "stuck");
+    assert_eq!(attempts[0].outcome(), api::AttemptOutcome::TimedOut);
+    assert_eq!(
+        attempts[0].error.as_ref().unwrap().code,
+        "DEADLINE_EXCEEDED"
+    );
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_what_grymd_serves() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let grymd = Grymd::start_default().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", grymd.address()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"grym.orchestrator.v1.Orchestrator"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.reflection.v1.ServerReflection"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }

@@ -78,7 +78,7 @@ async fn grpcurl_executes_an_audio_task_on_a_generated_wav() {
     let wav = dir.path().join("a440.wav");
     std::fs::write(&wav, sine_wav(440.0, 22_050, 2.0)).unwrap();
     let line = format!(
-        r#"printf '{{"task":{{"type":"audio_analysis","input":{{"audio":{{"data":"%s","mime_type":"audio/wav"}}}}}}}}' "$(base64 -w0 {})" | grpcurl -plaintext -d @ {} grym.orchestrator.v1.Orchestrator/ExecuteTask"#,
+        r#"printf '{{"task":{{"type":"audio_analysis","input":{{"audio":{{"data":"%s","mime_type":"audio/wav"}}}}}}}}' "$(base64 < {} | tr -d '\n')" | grpcurl -plaintext -d @ {} grym.orchestrator.v1.Orchestrator/ExecuteTask"#,
         wav.display(),
         grymd.address()
     );
