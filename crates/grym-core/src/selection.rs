@@ -580,4 +580,61 @@ mod tests {
         let good_share = first.iter().filter(|id| *id == "good").count();
         assert!(good_share >= 95, "good chosen {good_share} times of 100");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TYPES: [&str; 3] = ["audio_analysis", "transcription", "text_generation"];
+
+        fn health(code: u8) -> Health {
+            match code % 3 {
+                0 => Health::Unknown,
+                1 => Health::Serving,
+                _ => Health::NotServing,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_candidate_serves_the_type_and_every_healthy_server_is_one(
+                models in proptest::collection::vec((0_usize..3, 0.0..=1.0_f64, any::<u8>()), 1..10),
+                asked in 0_usize..3,
+                thompson in any::<bool>(),
+            ) {
+                let entries = models.iter().enumerate().map(|(i, (serves, confidence, code))| {
+                    let name = if i == 0 { "gama".to_owned() } else { format!("m{i}") };
+                    let entry = FakeModel::serving(&name, TYPES[*serves], *confidence).described_entry();
+                    entry.replicas()[0].set_health(health(*code));
+                    entry
+                });
+                let registry = Registry::new(entries).unwrap();
+                let settings = SelectionSettings {
+                    policy: if thompson { Policy::Thompson } else { Policy::Scored },
+                    ..SelectionSettings::default()
+                };
+                let asked = task_type(TYPES[asked]);
+                let expected: Vec<&str> = registry
+                    .models()
+                    .filter(|m| m.description().capability(&asked).is_some())
+                    .filter(|m| m.health() != Health::NotServing)
+                    .map(|m| m.id().as_str())
+                    .collect();
+                match Selector::new(settings, Some(9)).plan(&asked, &registry, Instant::now()) {
+                    Ok(plan) => {
+                        let mut planned: Vec<&str> =
+                            plan.candidates.iter().map(|c| c.model.id().as_str()).collect();
+                        for candidate in &plan.candidates {
+                            prop_assert!(candidate.model.description().capability(&asked).is_some());
+                        }
+                        planned.sort_unstable();
+                        let mut expected = expected.clone();
+                        expected.sort_unstable();
+                        prop_assert_eq!(planned, expected);
+                    }
+                    Err(_) => prop_assert!(expected.is_empty()),
+                }
+            }
+        }
+    }
 }
