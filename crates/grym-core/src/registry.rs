@@ -137,23 +137,18 @@ impl ModelEntry {
                 format!("model `{id}` has no endpoint"),
             ));
         }
-        Ok(Self {
-            id,
-            replicas: replicas.into_iter().map(Arc::new).collect(),
-            cursor: AtomicUsize::new(0),
-            description: ArcSwap::from_pointee(Description::unknown()),
-            pinned_kind: false,
-            pinned_capabilities: false,
-            described: AtomicBool::new(false),
-            stats: RwLock::new(HashMap::new()),
-        })
+        Ok(Self::with_replicas(id, replicas))
     }
 
     /// A model served by one endpoint.
     pub fn single(id: ModelId, endpoint: impl Into<String>, client: Arc<dyn ModelClient>) -> Self {
+        Self::with_replicas(id, vec![Replica::new(endpoint, client)])
+    }
+
+    fn with_replicas(id: ModelId, replicas: Vec<Replica>) -> Self {
         Self {
             id,
-            replicas: vec![Arc::new(Replica::new(endpoint, client))],
+            replicas: replicas.into_iter().map(Arc::new).collect(),
             cursor: AtomicUsize::new(0),
             description: ArcSwap::from_pointee(Description::unknown()),
             pinned_kind: false,
