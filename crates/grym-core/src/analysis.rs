@@ -56,15 +56,14 @@ mod tests {
     use bytes::Bytes;
 
     fn audio_task(data: &'static [u8], mime_type: &str) -> Task {
-        Task {
-            id: TaskId::generate(),
-            task_type: TaskType::new("audio_analysis").unwrap(),
-            input: TaskInput::Audio(Audio {
+        Task::new(
+            TaskId::generate(),
+            TaskType::new("audio_analysis").unwrap(),
+            TaskInput::Audio(Audio {
                 data: Bytes::from_static(data),
                 mime_type: mime_type.to_owned(),
             }),
-            parameters: serde_json::Map::new(),
-        }
+        )
     }
 
     fn mime_of(task: &Task) -> &str {

@@ -5,7 +5,7 @@
 //! reported in its [`TaskResult`](crate::TaskResult).
 
 use crate::model::ModelId;
-use crate::task::TaskType;
+use crate::task::{TaskId, TaskType};
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,36 @@ pub enum Error {
         /// The models whose workers have not answered Describe.
         undescribed: Vec<ModelId>,
     },
+    /// Dependencies name tasks that are not known.
+    #[error("invalid task.depends_on: unknown task id(s): {}", list_tasks(ids))]
+    UnknownDependencies {
+        /// The unknown ids.
+        ids: Vec<TaskId>,
+    },
+    /// The dependencies would close a cycle.
+    #[error("invalid task.depends_on: the dependencies form a cycle: {}", path.iter().map(TaskId::as_str).collect::<Vec<_>>().join(" -> "))]
+    DependencyCycle {
+        /// The ids on the cycle, starting and ending with the new task.
+        path: Vec<TaskId>,
+    },
+    /// A live task has the same id.
+    #[error("task `{id}` already exists and has not finished")]
+    AlreadyExists {
+        /// The id.
+        id: TaskId,
+    },
+    /// The queue is full.
+    #[error("the queue is full ({max_queue} tasks waiting); retry later")]
+    QueueFull {
+        /// The configured bound.
+        max_queue: usize,
+    },
+    /// No live or kept task has the id.
+    #[error("no task `{id}` is known (finished results are kept for a limited time)")]
+    TaskNotFound {
+        /// The id.
+        id: TaskId,
+    },
     /// Models declare the task type, but every one of them is down.
     #[error(
         "no healthy model serves task type `{task_type}` now (not serving: {})",
@@ -47,6 +77,13 @@ pub enum Error {
         /// The models that serve it and are down.
         down: Vec<ModelId>,
     },
+}
+
+fn list_tasks(ids: &[TaskId]) -> String {
+    ids.iter()
+        .map(TaskId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(ids: &[ModelId]) -> String {
@@ -65,13 +102,24 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The system cannot serve it now; the same request may succeed later.
     Unavailable,
+    /// What the request names does not exist.
+    NotFound,
+    /// What the request would create exists already.
+    AlreadyExists,
+    /// A bounded resource is full; retry later.
+    CapacityExhausted,
 }
 
 impl Error {
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Self::InvalidRequest { .. }
+            | Self::UnknownDependencies { .. }
+            | Self::DependencyCycle { .. } => ErrorKind::InvalidRequest,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::QueueFull { .. } => ErrorKind::CapacityExhausted,
+            Self::TaskNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } => ErrorKind::Unavailable,
         }

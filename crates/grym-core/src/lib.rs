@@ -16,6 +16,7 @@ pub mod model;
 pub mod orchestrator;
 pub mod probe;
 pub mod registry;
+pub mod scheduler;
 pub mod scoring;
 pub mod selection;
 pub mod stats;
@@ -26,10 +27,12 @@ mod testing;
 pub use client::{InferCall, ModelClient, WorkerError, WorkerErrorKind};
 pub use error::{Error, ErrorKind};
 pub use model::{Capability, CapabilitySource, Description, Health, ModelId, ModelKind};
+pub use orchestrator::TaskHandle;
 pub use orchestrator::{Orchestrator, OrchestratorSettings};
 pub use registry::{ModelEntry, Registry, Replica};
+pub use scheduler::SchedulerSettings;
 pub use selection::{Policy, Route, SelectionSettings};
 pub use task::{
-    Attempt, AttemptOutcome, Audio, Metrics, Output, Task, TaskError, TaskId, TaskInput,
-    TaskResult, TaskStatus, TaskType,
+    Attempt, AttemptOutcome, Audio, Metrics, Output, Priority, Task, TaskError, TaskEvent, TaskId,
+    TaskInput, TaskResult, TaskStatus, TaskType,
 };

@@ -1,8 +1,17 @@
 //! The orchestrator: takes a task along its way and returns its one result.
 //!
-//! A request that cannot be accepted is an [`Error`]; from the moment a plan
-//! exists, every outcome (success, worker failure after fallbacks, timeout)
-//! is a [`TaskResult`], so the caller always learns how its task ended.
+//! A request that cannot be accepted is an [`Error`], at once: bad input,
+//! unknown dependencies or a cycle, an id in use, a full queue, a type no
+//! model serves. From then on every outcome (success, worker failure after
+//! fallbacks, deadline, cancellation, a failed dependency) is a
+//! [`TaskResult`], recorded exactly once, so the caller always learns how
+//! its task ended.
+//!
+//! An accepted task runs in a task of its own: it waits for its
+//! dependencies, is planned again with fresh statistics, waits in its
+//! model's queue for a slot, then runs. A deadline that passes while it
+//! waits ends it without a worker seeing it; cancelling it (or dropping an
+//! `execute` call) ends it wherever it is, aborting a call in flight.
 //!
 //! Models are tried in the plan's order. A retriable failure (unavailable,
 //! overloaded, timed out) moves on to the next model while the caller's
@@ -13,20 +22,31 @@
 //! them, except a refusal of the input, which says nothing of the model.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
 use crate::error::Error;
+use crate::model::ModelId;
 use crate::registry::{ModelEntry, Registry};
+use crate::scheduler::SchedulerSettings;
+use crate::scheduler::deps::{self, DependencyError};
+use crate::scheduler::queue::QueueKey;
+use crate::scheduler::slots::{ModelSlots, Slot};
+use crate::scheduler::store::{LiveTask, TaskStore};
 use crate::selection::{Candidate, Plan, Routing, SelectionSettings, Selector};
 use crate::stats::CallOutcome;
 use crate::task::{
-    Attempt, AttemptOutcome, Metrics, Output, Task, TaskError, TaskResult, TaskStatus,
+    Attempt, AttemptOutcome, Output, Task, TaskError, TaskEvent, TaskId, TaskResult, TaskStatus,
 };
 
 /// Settings of the orchestrator.
@@ -38,6 +58,8 @@ pub struct OrchestratorSettings {
     pub selection: SelectionSettings,
     /// Seeds selection's randomness, for repeatable runs.
     pub seed: Option<u64>,
+    /// How tasks are queued.
+    pub scheduler: SchedulerSettings,
 }
 
 impl Default for OrchestratorSettings {
@@ -46,6 +68,7 @@ impl Default for OrchestratorSettings {
             worker_timeout: Duration::from_secs(30),
             selection: SelectionSettings::default(),
             seed: None,
+            scheduler: SchedulerSettings::default(),
         }
     }
 }
@@ -56,6 +79,99 @@ pub struct Orchestrator {
     registry: ArcSwap<Registry>,
     selector: Selector,
     worker_timeout: Duration,
+    scheduler: SchedulerSettings,
+    store: TaskStore,
+    slots: DashMap<ModelId, Arc<ModelSlots>>,
+    /// Tasks accepted and not yet running.
+    queued: AtomicUsize,
+    seq: AtomicU64,
+    tasks: TaskTracker,
+}
+
+/// A submitted task, to wait for or cancel.
+#[derive(Debug)]
+pub struct TaskHandle {
+    id: TaskId,
+    done: watch::Receiver<Option<Arc<TaskResult>>>,
+    cancel: CancellationToken,
+}
+
+impl TaskHandle {
+    /// The task's id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// The token that cancels the task.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits for the task's final result.
+    pub async fn result(mut self) -> Arc<TaskResult> {
+        loop {
+            if let Some(result) = self.done.borrow_and_update().clone() {
+                return result;
+            }
+            if self.done.changed().await.is_err() {
+                // The sender is dropped only after the final result is sent.
+                if let Some(result) = self.done.borrow().clone() {
+                    return result;
+                }
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Counts a task as queued until it starts or ends.
+struct QueuedGuard<'a>(&'a AtomicUsize);
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One task's state, shared by the steps of its life.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    task: &'a Task,
+    live: &'a LiveTask,
+    deadline: Option<Instant>,
+    arrived: Instant,
+    events: Option<&'a mpsc::UnboundedSender<TaskEvent>>,
+}
+
+/// How a task ended, before its result is assembled.
+struct Ending {
+    status: TaskStatus,
+    output: Option<Output>,
+    error: Option<TaskError>,
+}
+
+impl Ending {
+    fn failed(status: TaskStatus, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            output: None,
+            error: Some(TaskError { code, message }),
+        }
+    }
+}
+
+/// Sends an event to whoever follows the task, if anyone does.
+fn emit(events: Option<&mpsc::UnboundedSender<TaskEvent>>, event: impl FnOnce() -> TaskEvent) {
+    if let Some(events) = events {
+        let _ = events.send(event());
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// How one attempt ended.
@@ -92,6 +208,15 @@ impl Orchestrator {
             registry: ArcSwap::new(registry),
             selector: Selector::new(settings.selection, settings.seed),
             worker_timeout: settings.worker_timeout,
+            store: TaskStore::new(
+                settings.scheduler.max_results,
+                settings.scheduler.result_retention,
+            ),
+            scheduler: settings.scheduler,
+            slots: DashMap::new(),
+            queued: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -127,52 +252,402 @@ impl Orchestrator {
     }
 
     /// Runs a task to its end. `deadline` is the caller's, when it set one.
+    /// Dropping the returned future cancels the task.
     pub async fn execute(
-        &self,
-        mut task: Task,
+        self: &Arc<Self>,
+        task: Task,
         deadline: Option<Instant>,
     ) -> Result<TaskResult, Error> {
+        self.execute_with_events(task, deadline, None).await
+    }
+
+    /// [`execute`](Self::execute), telling `events` what happens on the way.
+    pub async fn execute_with_events(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Option<Instant>,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<TaskResult, Error> {
+        let handle = self.submit(task, deadline, events)?;
+        let cancel_on_drop = handle.cancel.clone().drop_guard();
+        let result = handle.result().await;
+        cancel_on_drop.disarm();
+        Ok(Arc::unwrap_or_clone(result))
+    }
+
+    /// Accepts a task and returns at once; the task runs on its own. Refused
+    /// at once when it cannot be accepted. `deadline` is the caller's, if
+    /// any; the task's own `timeout` counts from now, and the earlier wins.
+    pub fn submit(
+        self: &Arc<Self>,
+        mut task: Task,
+        deadline: Option<Instant>,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<TaskHandle, Error> {
         let arrived = Instant::now();
+        analysis::analyse(&mut task)?;
+        deps::check(
+            &task.id,
+            &task.depends_on,
+            |id| self.store.knows(id),
+            |id| self.store.depends_on(id),
+        )
+        .map_err(|error| match error {
+            DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
+            DependencyError::Cycle(path) => Error::DependencyCycle { path },
+        })?;
+        let plan = self
+            .selector
+            .plan(&task.task_type, &self.registry.load(), arrived)?;
+        let deadline = earliest(deadline, task.timeout.map(|timeout| arrived + timeout));
+        // Counted as queued from here; the task's own guard uncounts it.
+        self.admit()?;
+
+        // Resolve each dependency now, so a result evicted later is not lost.
+        let dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)> = task
+            .depends_on
+            .iter()
+            .map(|dep| {
+                let receiver = match self.store.live(dep) {
+                    Some(live) => live.subscribe(),
+                    None => watch::Sender::new(self.store.finished(dep)).subscribe(),
+                };
+                (dep.clone(), receiver)
+            })
+            .collect();
+        let snapshot = TaskResult {
+            task_id: task.id.clone(),
+            status: TaskStatus::Queued,
+            model_id: None,
+            output: None,
+            error: None,
+            metrics: Default::default(),
+            routing: plan.routing(Vec::new()),
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let live = Arc::new(LiveTask::new(snapshot, task.depends_on.clone()));
+        if self
+            .store
+            .insert(task.id.clone(), Arc::clone(&live))
+            .is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::AlreadyExists {
+                id: task.id.clone(),
+            });
+        }
+        emit(events.as_ref(), || TaskEvent::Queued);
+        let handle = TaskHandle {
+            id: task.id.clone(),
+            done: live.subscribe(),
+            cancel: live.cancel.clone(),
+        };
+        let this = Arc::clone(self);
         let span = tracing::info_span!(
             "task",
             task.id = %task.id,
             task.r#type = %task.task_type,
-            model = tracing::field::Empty,
-            status = tracing::field::Empty,
+            task.priority = ?task.priority,
         );
-        async move {
-            tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut task))?;
-            let plan = tracing::info_span!("plan").in_scope(|| {
-                self.selector
-                    .plan(&task.task_type, &self.registry.load(), Instant::now())
-            })?;
-            let result = self.run(task, &plan, deadline, arrived).await;
-            let span = tracing::Span::current();
-            span.record("model", tracing::field::debug(&result.model_id));
-            span.record("status", tracing::field::debug(result.status));
-            Ok(result)
+        self.tasks.spawn(
+            async move {
+                this.lifecycle(task, live, dependencies, deadline, arrived, events)
+                    .await;
+            }
+            .instrument(span),
+        );
+        Ok(handle)
+    }
+
+    /// Counts a task in the queue, or refuses it when the queue is full.
+    fn admit(&self) -> Result<(), Error> {
+        let max_queue = self.scheduler.max_queue;
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < max_queue).then_some(queued + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Error::QueueFull { max_queue })
+    }
+
+    /// Where a task stands: live, or finished and still kept.
+    pub fn get(&self, id: &TaskId) -> Result<TaskResult, Error> {
+        self.store
+            .get(id)
+            .ok_or_else(|| Error::TaskNotFound { id: id.clone() })
+    }
+
+    /// Cancels a live task and waits until it has ended; a finished task is
+    /// left as it is. Either way, its final result.
+    pub async fn cancel(&self, id: &TaskId) -> Result<TaskResult, Error> {
+        if let Some(live) = self.store.live(id) {
+            let done = live.subscribe();
+            live.cancel.cancel();
+            let handle = TaskHandle {
+                id: id.clone(),
+                done,
+                cancel: live.cancel.clone(),
+            };
+            return Ok(Arc::unwrap_or_clone(handle.result().await));
         }
-        .instrument(span)
-        .await
+        self.get(id)
+    }
+
+    /// Tasks accepted and not yet running.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Cancels every live task and waits for them to end.
+    pub async fn shutdown(&self) {
+        for live in self.store.live_tasks() {
+            live.cancel.cancel();
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// A task's life after acceptance: it always ends with `store.finish`.
+    async fn lifecycle(
+        self: Arc<Self>,
+        task: Task,
+        live: Arc<LiveTask>,
+        dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)>,
+        deadline: Option<Instant>,
+        arrived: Instant,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) {
+        let queued = QueuedGuard(&self.queued);
+        let cancel = live.cancel.clone();
+        let ending = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Ending::failed(
+                TaskStatus::Cancelled,
+                "CANCELLED",
+                "the task was cancelled".to_owned(),
+            ),
+            ending = self.progress(
+                Job { task: &task, live: &live, deadline, arrived, events: events.as_ref() },
+                dependencies,
+                queued,
+            ) => ending,
+        };
+
+        let mut result = live.snapshot();
+        let finished_at = SystemTime::now();
+        result.status = ending.status;
+        result.output = ending.output;
+        result.error = ending.error;
+        result.model_id = result.metrics.attempts.last().map(|a| a.model_id.clone());
+        result.routing.fallbacks_taken = result
+            .metrics
+            .models_used()
+            .into_iter()
+            .skip(1)
+            .cloned()
+            .collect();
+        result.metrics.total_latency = arrived.elapsed();
+        if result.started_at.is_none() {
+            result.metrics.queue_wait = result.metrics.total_latency;
+        }
+        result.finished_at = Some(finished_at);
+        if let Some(error) = &result.error {
+            tracing::warn!(status = ?result.status, code = error.code, message = %error.message, "task did not succeed");
+        }
+        let result = self.store.finish(&task.id, result);
+        emit(events.as_ref(), || {
+            TaskEvent::Finished(Box::new((*result).clone()))
+        });
+    }
+
+    /// Dependencies, then the model's queue, then the attempts.
+    async fn progress(
+        &self,
+        job: Job<'_>,
+        dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)>,
+        queued: QueuedGuard<'_>,
+    ) -> Ending {
+        let Job {
+            task,
+            live,
+            deadline,
+            arrived,
+            events,
+        } = job;
+        let expired = || {
+            Ending::failed(
+                TaskStatus::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+                "the deadline passed while the task waited; no model was called".to_owned(),
+            )
+        };
+        for (dep, mut receiver) in dependencies {
+            let waited = async {
+                loop {
+                    if let Some(result) = receiver.borrow_and_update().clone() {
+                        return Some(result);
+                    }
+                    if receiver.changed().await.is_err() {
+                        return receiver.borrow().clone();
+                    }
+                }
+            };
+            let result = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, waited).await {
+                    Ok(result) => result,
+                    Err(_) => return expired(),
+                },
+                None => waited.await,
+            };
+            match result {
+                Some(result) if result.status == TaskStatus::Succeeded => {}
+                Some(result) => {
+                    return Ending::failed(
+                        TaskStatus::DependencyFailed,
+                        "FAILED_PRECONDITION",
+                        format!(
+                            "dependency `{dep}` ended {:?}; the task did not run",
+                            result.status
+                        ),
+                    );
+                }
+                None => {
+                    return Ending::failed(
+                        TaskStatus::DependencyFailed,
+                        "FAILED_PRECONDITION",
+                        format!("dependency `{dep}` ended without a result"),
+                    );
+                }
+            }
+        }
+
+        // Plan again: waiting may have changed which model is best.
+        let plan = match self
+            .selector
+            .plan(&task.task_type, &self.registry.load(), Instant::now())
+        {
+            Ok(plan) => plan,
+            Err(error) => {
+                return Ending::failed(TaskStatus::Failed, "UNAVAILABLE", error.to_string());
+            }
+        };
+        live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
+        emit(events, || TaskEvent::ModelChosen(plan.routing(Vec::new())));
+
+        let key = QueueKey {
+            priority: task.priority,
+            deadline,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let Some(first) = plan.candidates.first() else {
+            return Ending::failed(
+                TaskStatus::Failed,
+                "UNAVAILABLE",
+                "no candidate model".to_owned(),
+            );
+        };
+        let slot = match self.slot(&first.model, key, deadline).await {
+            Ok(slot) => slot,
+            Err(ending) => return ending,
+        };
+        drop(queued);
+        live.update(|snapshot| {
+            snapshot.status = TaskStatus::Running;
+            snapshot.started_at = Some(SystemTime::now());
+            snapshot.metrics.queue_wait = arrived.elapsed();
+        });
+        emit(events, || TaskEvent::Started);
+        self.run(job, &plan, key, slot).await
+    }
+
+    /// A slot on `model`'s queue, within the deadline.
+    async fn slot(
+        &self,
+        model: &ModelEntry,
+        key: QueueKey,
+        deadline: Option<Instant>,
+    ) -> Result<Slot, Ending> {
+        let slots = Arc::clone(
+            self.slots
+                .entry(model.id().clone())
+                .or_insert_with(|| {
+                    Arc::new(ModelSlots::new(
+                        self.scheduler.max_queue.max(1),
+                        self.scheduler.aging_interval,
+                    ))
+                })
+                .value(),
+        );
+        let limit = self.concurrency_limit(model);
+        let acquired = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, slots.acquire(key, limit))
+                .await
+                .map_err(|_| {
+                    Ending::failed(
+                        TaskStatus::DeadlineExceeded,
+                        "DEADLINE_EXCEEDED",
+                        format!(
+                            "the deadline passed while waiting for model `{}`",
+                            model.id()
+                        ),
+                    )
+                })?,
+            None => slots.acquire(key, limit).await,
+        };
+        acquired.map_err(|_| {
+            Ending::failed(
+                TaskStatus::Failed,
+                "RESOURCE_EXHAUSTED",
+                format!("the queue of model `{}` is full", model.id()),
+            )
+        })
+    }
+
+    /// Calls a model takes at once: what it declares per replica (the most
+    /// of its capabilities) times its replicas, or the configured default.
+    fn concurrency_limit(&self, model: &ModelEntry) -> u32 {
+        let declared = model
+            .description()
+            .capabilities
+            .iter()
+            .filter_map(|c| c.max_concurrency)
+            .max();
+        match declared {
+            Some(per_replica) => per_replica
+                .saturating_mul(u32::try_from(model.replicas().len()).unwrap_or(u32::MAX)),
+            None => self.scheduler.default_model_concurrency,
+        }
     }
 
     /// Tries the plan's models in order until one answers, the failure is
-    /// final, or time runs out.
-    async fn run(
-        &self,
-        task: Task,
-        plan: &Plan,
-        deadline: Option<Instant>,
-        arrived: Instant,
-    ) -> TaskResult {
-        let mut metrics = Metrics::default();
-        let mut ended: Option<(TaskStatus, Option<Output>, Option<TaskError>)> = None;
+    /// final, or time runs out. The first model's slot is held already;
+    /// each fallback waits for a slot of its own.
+    async fn run(&self, job: Job<'_>, plan: &Plan, key: QueueKey, first_slot: Slot) -> Ending {
+        let Job {
+            task,
+            live,
+            deadline,
+            events,
+            ..
+        } = job;
+        let mut first_slot = Some(first_slot);
+        let mut last_error = None;
+        let mut tried = 0_usize;
         for candidate in &plan.candidates {
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let (end, latency) = self.attempt(&task, candidate, deadline).await;
+            let _slot = match first_slot.take() {
+                Some(slot) => slot,
+                None => match self.slot(&candidate.model, key, deadline).await {
+                    Ok(slot) => slot,
+                    Err(ending) => return ending,
+                },
+            };
+            let (end, latency) = self.attempt(task, candidate, deadline).await;
+            tried += 1;
             let model = &candidate.model;
             if let Some(outcome) = end.feedback() {
                 model.record(
@@ -221,78 +696,60 @@ impl Orchestrator {
                     true,
                 ),
             };
-            metrics.worker_latency += latency;
-            metrics.attempts.push(Attempt {
+            let attempt = Attempt {
                 model_id: model.id().clone(),
                 outcome: attempt_outcome,
                 latency,
                 error: error.clone(),
+            };
+            live.update(|snapshot| {
+                snapshot.metrics.worker_latency += latency;
+                snapshot.metrics.attempts.push(attempt.clone());
+                snapshot.model_id = Some(model.id().clone());
             });
+            emit(events, || TaskEvent::AttemptFinished(attempt));
             match end {
                 CallEnd::Answered(output) => {
-                    ended = Some((TaskStatus::Succeeded, Some(output), None));
-                    break;
+                    return Ending {
+                        status: TaskStatus::Succeeded,
+                        output: Some(output),
+                        error: None,
+                    };
                 }
                 CallEnd::CallerDeadline => {
-                    ended = Some((TaskStatus::DeadlineExceeded, None, error));
-                    break;
+                    return Ending {
+                        status: TaskStatus::DeadlineExceeded,
+                        output: None,
+                        error,
+                    };
                 }
                 _ if !retriable => {
-                    ended = Some((TaskStatus::Failed, None, error));
-                    break;
+                    return Ending {
+                        status: TaskStatus::Failed,
+                        output: None,
+                        error,
+                    };
                 }
                 _ => {
                     if let Some(error) = &error {
                         tracing::info!(model = %model.id(), code = error.code, "attempt failed, trying the next model");
                     }
+                    last_error = error;
                 }
             }
         }
-
-        let (status, output, error) = ended.unwrap_or_else(|| self.exhausted(&metrics, deadline));
-        if let Some(error) = &error {
-            tracing::warn!(code = error.code, message = %error.message, "task did not succeed");
-        }
-        let fallbacks_taken = metrics.models_used().into_iter().skip(1).cloned().collect();
-        metrics.total_latency = arrived.elapsed();
-        TaskResult {
-            task_id: task.id,
-            status,
-            model_id: metrics.attempts.last().map(|a| a.model_id.clone()),
-            output,
-            error,
-            routing: plan.routing(fallbacks_taken),
-            metrics,
-        }
-    }
-
-    /// The end of a task whose every retriable attempt failed, or whose
-    /// deadline passed between attempts.
-    fn exhausted(
-        &self,
-        metrics: &Metrics,
-        deadline: Option<Instant>,
-    ) -> (TaskStatus, Option<Output>, Option<TaskError>) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return (
+            return Ending::failed(
                 TaskStatus::DeadlineExceeded,
-                None,
-                Some(TaskError {
-                    code: "DEADLINE_EXCEEDED",
-                    message: format!(
-                        "the deadline passed after {} attempt(s)",
-                        metrics.attempts.len()
-                    ),
-                }),
+                "DEADLINE_EXCEEDED",
+                format!("the deadline passed after {tried} attempt(s)"),
             );
         }
-        let last = metrics.attempts.last().and_then(|a| a.error.clone());
-        let error = match last {
-            Some(last) if metrics.attempts.len() > 1 => TaskError {
+        let error = match last_error {
+            Some(last) if tried > 1 => TaskError {
                 code: last.code,
                 message: format!(
-                    "all {} models tried failed; the last: {}",
-                    metrics.attempts.len(),
+                    "all {tried} models tried failed; the last: {}",
                     last.message
                 ),
             },
@@ -302,7 +759,11 @@ impl Orchestrator {
                 message: "no replica of any candidate model was available".to_owned(),
             },
         };
-        (TaskStatus::Failed, None, Some(error))
+        Ending {
+            status: TaskStatus::Failed,
+            output: None,
+            error: Some(error),
+        }
     }
 
     /// One call to one candidate, within the caller's deadline and the

@@ -1,13 +1,14 @@
 //! Tasks and their results.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::model::ModelId;
+pub use crate::scheduler::queue::Priority;
 use crate::selection::Routing;
 
 /// The longest id or task type accepted, in bytes.
@@ -123,6 +124,27 @@ pub struct Task {
     pub input: TaskInput,
     /// Parameters passed through to the model.
     pub parameters: Map<String, Value>,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// The longest it may take from submission to result, if bounded.
+    pub timeout: Option<Duration>,
+    /// Tasks that must have succeeded before it runs.
+    pub depends_on: Vec<TaskId>,
+}
+
+impl Task {
+    /// A task with the default priority, no timeout and no dependencies.
+    pub fn new(id: TaskId, task_type: TaskType, input: TaskInput) -> Self {
+        Self {
+            id,
+            task_type,
+            input,
+            parameters: Map::new(),
+            priority: Priority::default(),
+            timeout: None,
+            depends_on: Vec::new(),
+        }
+    }
 }
 
 /// What a model produced.
@@ -141,12 +163,27 @@ pub struct Output {
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
+    /// Accepted, waiting for its dependencies or for a model.
+    Queued,
+    /// A model is working on it.
+    Running,
     /// Finished with an output.
     Succeeded,
     /// Finished without an output.
     Failed,
     /// Its deadline passed before a model finished it.
     DeadlineExceeded,
+    /// Cancelled by its caller.
+    Cancelled,
+    /// A task it depends on did not succeed, so it never ran.
+    DependencyFailed,
+}
+
+impl TaskStatus {
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
 }
 
 /// Why a task, or one attempt of it, did not succeed.
@@ -187,6 +224,8 @@ pub struct Attempt {
 pub struct Metrics {
     /// From arrival to result.
     pub total_latency: Duration,
+    /// From arrival to the first call: dependencies and the model's queue.
+    pub queue_wait: Duration,
     /// Time spent in worker calls, summed over attempts.
     pub worker_latency: Duration,
     /// Every worker call, in order.
@@ -223,6 +262,27 @@ pub struct TaskResult {
     pub metrics: Metrics,
     /// Which models were considered, which was chosen and why.
     pub routing: Routing,
+    /// When it was accepted.
+    pub queued_at: SystemTime,
+    /// When its first call started.
+    pub started_at: Option<SystemTime>,
+    /// When it ended.
+    pub finished_at: Option<SystemTime>,
+}
+
+/// What happens to a task, in order, for a caller that follows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// Accepted and waiting.
+    Queued,
+    /// A model was chosen (again, after waiting) and the task is about to run.
+    ModelChosen(Routing),
+    /// Its first call is starting.
+    Started,
+    /// One call ended.
+    AttemptFinished(Attempt),
+    /// The task ended; the last event.
+    Finished(Box<TaskResult>),
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ impl FakeModel {
         self.state.lock().unwrap()
     }
 
+    /// Declares that the model takes at most `limit` calls at once.
+    pub(crate) fn limit(self, limit: u32) -> Self {
+        for capability in &mut self.state().description.capabilities {
+            capability.max_concurrency = Some(limit);
+        }
+        self
+    }
+
     pub(crate) fn set_health(&self, health: Health) {
         self.state().health = health;
     }

@@ -1,27 +1,32 @@
 use super::*;
+use crate::scheduler::SchedulerSettings;
 use crate::selection::Reason;
 use crate::task::{TaskId, TaskInput, TaskType};
 use crate::testing::{Behaviour, FakeModel};
 use crate::{ErrorKind, Health};
 
 fn task(task_type: &str) -> Task {
-    Task {
-        id: TaskId::new("t1").unwrap(),
-        task_type: TaskType::new(task_type).unwrap(),
-        input: TaskInput::Text("hello".to_owned()),
-        parameters: serde_json::Map::new(),
-    }
+    Task::new(
+        TaskId::generate(),
+        TaskType::new(task_type).unwrap(),
+        TaskInput::Text("hello".to_owned()),
+    )
 }
 
-fn orchestrator(models: &[&FakeModel]) -> Orchestrator {
+fn orchestrator(models: &[&FakeModel]) -> Arc<Orchestrator> {
+    orchestrator_with(models, SchedulerSettings::default())
+}
+
+fn orchestrator_with(models: &[&FakeModel], scheduler: SchedulerSettings) -> Arc<Orchestrator> {
     let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
-    Orchestrator::new(
+    Arc::new(Orchestrator::new(
         Arc::new(registry),
         OrchestratorSettings {
             seed: Some(3),
+            scheduler,
             ..OrchestratorSettings::default()
         },
-    )
+    ))
 }
 
 fn unavailable() -> WorkerError {
@@ -327,4 +332,340 @@ async fn replacing_the_models_keeps_the_statistics_of_unchanged_ones() {
             orchestrator.stats_half_life(),
         );
     assert_eq!(stats.attempts, 1.0, "the kept model's history carried over");
+}
+
+// ---- scheduling ----
+
+fn with_id(task_type: &str, id: &str) -> Task {
+    Task {
+        id: TaskId::new(id).unwrap(),
+        ..task(task_type)
+    }
+}
+
+fn prioritized(id: &str, priority: crate::Priority) -> Task {
+    Task {
+        priority,
+        ..with_id("transcription", id)
+    }
+}
+
+fn called_ids(model: &FakeModel) -> Vec<String> {
+    model
+        .calls()
+        .iter()
+        .map(|c| c.task_id.to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn high_priority_tasks_overtake_queued_low_ones() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_millis(100)));
+    let orchestrator = orchestrator(&[&model]);
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        handles.push(
+            orchestrator
+                .submit(
+                    prioritized(&format!("low-{i}"), crate::Priority::Low),
+                    None,
+                    None,
+                )
+                .unwrap(),
+        );
+    }
+    for i in 0..3 {
+        handles.push(
+            orchestrator
+                .submit(
+                    prioritized(&format!("high-{i}"), crate::Priority::High),
+                    None,
+                    None,
+                )
+                .unwrap(),
+        );
+    }
+    for handle in handles {
+        assert_eq!(handle.result().await.status, TaskStatus::Succeeded);
+    }
+    let order = called_ids(&model);
+    let last_high = order.iter().rposition(|id| id.starts_with("high")).unwrap();
+    let lows_after = order[last_high..]
+        .iter()
+        .filter(|id| id.starts_with("low"))
+        .count();
+    assert!(lows_after >= 7, "order: {order:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_millis(100)));
+    let orchestrator = orchestrator(&[&model]);
+    let blockers: Vec<_> = (0..3)
+        .map(|i| {
+            orchestrator
+                .submit(with_id("transcription", &format!("b{i}")), None, None)
+                .unwrap()
+        })
+        .collect();
+    let hurried = Task {
+        timeout: Some(Duration::from_millis(50)),
+        ..with_id("transcription", "hurried")
+    };
+    let result = orchestrator
+        .submit(hurried, None, None)
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(result.status, TaskStatus::DeadlineExceeded);
+    assert!(result.metrics.attempts.is_empty());
+    for blocker in blockers {
+        blocker.result().await;
+    }
+    assert!(!called_ids(&model).contains(&"hurried".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_at_once_and_every_admitted_task_finishes() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_millis(10)));
+    let orchestrator = orchestrator_with(
+        &[&model],
+        SchedulerSettings {
+            max_queue: 5,
+            ..SchedulerSettings::default()
+        },
+    );
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        match orchestrator.submit(with_id("transcription", &format!("t{i}")), None, None) {
+            Ok(handle) => admitted.push(handle),
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::CapacityExhausted);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(admitted.len(), 5);
+    assert_eq!(refused, 15);
+    for handle in admitted {
+        assert_eq!(handle.result().await.status, TaskStatus::Succeeded);
+    }
+    assert_eq!(orchestrator.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_task_starts_after_its_dependency_ends() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    model.behave(Behaviour::Answer(Duration::from_millis(100)));
+    let orchestrator = orchestrator(&[&model]);
+    let a = orchestrator
+        .submit(with_id("transcription", "a"), None, None)
+        .unwrap();
+    let b = Task {
+        depends_on: vec![TaskId::new("a").unwrap()],
+        ..with_id("transcription", "b")
+    };
+    let b = orchestrator.submit(b, None, None).unwrap();
+    let a = a.result().await;
+    let b = b.result().await;
+    assert_eq!(b.status, TaskStatus::Succeeded);
+    assert!(b.started_at.unwrap() >= a.finished_at.unwrap());
+    assert_eq!(called_ids(&model), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_dependency_ends_the_dependent_without_running_it() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    model.behave(Behaviour::Fail(WorkerError {
+        kind: WorkerErrorKind::Rejected,
+        code: "INVALID_ARGUMENT",
+        message: "bad".to_owned(),
+    }));
+    let orchestrator = orchestrator(&[&model]);
+    orchestrator
+        .submit(with_id("transcription", "a"), None, None)
+        .unwrap();
+    let b = Task {
+        depends_on: vec![TaskId::new("a").unwrap()],
+        ..with_id("transcription", "b")
+    };
+    let b = orchestrator.submit(b, None, None).unwrap().result().await;
+    assert_eq!(b.status, TaskStatus::DependencyFailed);
+    assert!(b.error.as_ref().unwrap().message.contains("`a`"));
+    assert_eq!(called_ids(&model), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_dependencies_and_cycles_are_refused_at_submission() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let unknown = Task {
+        depends_on: vec![TaskId::new("ghost").unwrap()],
+        ..with_id("transcription", "x")
+    };
+    let error = orchestrator.submit(unknown, None, None).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    assert!(error.to_string().contains("ghost") && error.to_string().contains("task.depends_on"));
+
+    let itself = Task {
+        depends_on: vec![TaskId::new("x").unwrap()],
+        ..with_id("transcription", "x")
+    };
+    let error = orchestrator.submit(itself, None, None).unwrap_err();
+    assert!(error.to_string().contains("cycle"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    model.behave(Behaviour::Answer(Duration::from_millis(100)));
+    let orchestrator = orchestrator(&[&model]);
+    let first = orchestrator
+        .submit(with_id("transcription", "same"), None, None)
+        .unwrap();
+    let error = orchestrator
+        .submit(with_id("transcription", "same"), None, None)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists);
+    first.result().await;
+    assert!(
+        orchestrator
+            .submit(with_id("transcription", "same"), None, None)
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_task_follows_a_task_from_queued_to_final() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_millis(100)));
+    let orchestrator = orchestrator(&[&model]);
+    let running = orchestrator
+        .submit(with_id("transcription", "r"), None, None)
+        .unwrap();
+    let waiting = orchestrator
+        .submit(with_id("transcription", "w"), None, None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let id = |s: &str| TaskId::new(s).unwrap();
+    assert_eq!(
+        orchestrator.get(&id("r")).unwrap().status,
+        TaskStatus::Running
+    );
+    assert_eq!(
+        orchestrator.get(&id("w")).unwrap().status,
+        TaskStatus::Queued
+    );
+    running.result().await;
+    let done = waiting.result().await;
+    let kept = orchestrator.get(&id("w")).unwrap();
+    assert_eq!(kept.status, TaskStatus::Succeeded);
+    assert!(
+        kept.metrics.queue_wait >= Duration::from_millis(90),
+        "{:?}",
+        kept.metrics.queue_wait
+    );
+    assert_eq!(kept, *done);
+    assert_eq!(
+        orchestrator.get(&id("nobody")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_ends_a_queued_task_unrun_and_aborts_a_running_one() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_secs(60)));
+    let orchestrator = orchestrator(&[&model]);
+    let _running = orchestrator
+        .submit(with_id("transcription", "r"), None, None)
+        .unwrap();
+    let _queued = orchestrator
+        .submit(with_id("transcription", "q"), None, None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let queued = orchestrator
+        .cancel(&TaskId::new("q").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(queued.status, TaskStatus::Cancelled);
+    let running = orchestrator
+        .cancel(&TaskId::new("r").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(running.status, TaskStatus::Cancelled);
+    assert_eq!(called_ids(&model), ["r"], "the queued task never ran");
+    assert_eq!(orchestrator.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_an_execute_call_cancels_its_task() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    model.behave(Behaviour::Answer(Duration::from_secs(60)));
+    let orchestrator = orchestrator(&[&model]);
+    let call = orchestrator.execute(with_id("transcription", "dropped"), None);
+    let _ = tokio::time::timeout(Duration::from_millis(50), call).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let result = orchestrator.get(&TaskId::new("dropped").unwrap()).unwrap();
+    assert_eq!(result.status, TaskStatus::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_tell_the_way_of_a_task_in_order() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let result = orchestrator
+        .execute_with_events(task("transcription"), None, Some(sender))
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        names.push(match event {
+            TaskEvent::Queued => "queued",
+            TaskEvent::ModelChosen(_) => "model chosen",
+            TaskEvent::Started => "started",
+            TaskEvent::AttemptFinished(_) => "attempt finished",
+            TaskEvent::Finished(finished) => {
+                assert_eq!(*finished, result);
+                "finished"
+            }
+        });
+    }
+    assert_eq!(
+        names,
+        [
+            "queued",
+            "model chosen",
+            "started",
+            "attempt finished",
+            "finished"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_model_does_not_hold_up_tasks_for_another() {
+    let busy = FakeModel::serving("busy", "transcription", 0.9).limit(1);
+    let free = FakeModel::serving("free", "text_generation", 0.9).limit(1);
+    busy.behave(Behaviour::Answer(Duration::from_secs(60)));
+    let orchestrator = orchestrator(&[&busy, &free]);
+    for i in 0..3 {
+        orchestrator
+            .submit(with_id("transcription", &format!("slow{i}")), None, None)
+            .unwrap();
+    }
+    let started = Instant::now();
+    let quick = orchestrator
+        .execute(task("text_generation"), None)
+        .await
+        .unwrap();
+    assert_eq!(quick.status, TaskStatus::Succeeded);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    orchestrator.shutdown().await;
 }

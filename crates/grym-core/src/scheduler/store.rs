@@ -1,0 +1,155 @@
+//! Where tasks are while they live, and where their results stay after.
+//!
+//! Live tasks sit in a sharded map, so looking one up never waits on
+//! another. A finished result moves to a moka cache bounded in count and in
+//! time (both configured), so `GetTask` can answer for a while and memory
+//! stays bounded. A result is stored among the finished before it leaves
+//! the live map, so a lookup always finds a task somewhere.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::task::{TaskId, TaskResult};
+
+/// A task that has not ended.
+#[derive(Debug)]
+pub struct LiveTask {
+    /// Fires to cancel it.
+    pub cancel: CancellationToken,
+    /// The tasks it waits for.
+    pub depends_on: Vec<TaskId>,
+    snapshot: Mutex<TaskResult>,
+    done: watch::Sender<Option<Arc<TaskResult>>>,
+}
+
+impl LiveTask {
+    /// A task as it stands when accepted.
+    pub fn new(snapshot: TaskResult, depends_on: Vec<TaskId>) -> Self {
+        Self {
+            cancel: CancellationToken::new(),
+            depends_on,
+            snapshot: Mutex::new(snapshot),
+            done: watch::Sender::new(None),
+        }
+    }
+
+    /// Where it stands now.
+    pub fn snapshot(&self) -> TaskResult {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes where it stands.
+    pub fn update(&self, change: impl FnOnce(&mut TaskResult)) {
+        change(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Sees its final result once there is one.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<TaskResult>>> {
+        self.done.subscribe()
+    }
+}
+
+/// Live tasks and recent results.
+pub struct TaskStore {
+    live: DashMap<TaskId, Arc<LiveTask>>,
+    finished: moka::sync::Cache<TaskId, Arc<TaskResult>>,
+}
+
+impl std::fmt::Debug for TaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskStore")
+            .field("live", &self.live.len())
+            .field("finished", &self.finished.entry_count())
+            .finish()
+    }
+}
+
+/// A live task with that id exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyLive;
+
+impl TaskStore {
+    /// Keeps at most `max_results` finished results, each for `retention`.
+    pub fn new(max_results: u64, retention: Duration) -> Self {
+        Self {
+            live: DashMap::new(),
+            finished: moka::sync::Cache::builder()
+                .max_capacity(max_results)
+                .time_to_live(retention)
+                .build(),
+        }
+    }
+
+    /// Adds a live task; refused while another live task has its id.
+    pub fn insert(&self, id: TaskId, task: Arc<LiveTask>) -> Result<(), AlreadyLive> {
+        match self.live.entry(id) {
+            Entry::Occupied(_) => Err(AlreadyLive),
+            Entry::Vacant(vacant) => {
+                vacant.insert(task);
+                Ok(())
+            }
+        }
+    }
+
+    /// The live task with this id.
+    pub fn live(&self, id: &TaskId) -> Option<Arc<LiveTask>> {
+        self.live.get(id).map(|task| Arc::clone(task.value()))
+    }
+
+    /// The finished result with this id, while it is kept.
+    pub fn finished(&self, id: &TaskId) -> Option<Arc<TaskResult>> {
+        self.finished.get(id)
+    }
+
+    /// Where the task stands: live or finished.
+    pub fn get(&self, id: &TaskId) -> Option<TaskResult> {
+        match self.live(id) {
+            Some(task) => Some(task.snapshot()),
+            None => self.finished(id).map(|result| (*result).clone()),
+        }
+    }
+
+    /// Whether the id names a live or a kept task.
+    pub fn knows(&self, id: &TaskId) -> bool {
+        self.live.contains_key(id) || self.finished.contains_key(id)
+    }
+
+    /// The dependencies of a live task; none once it has finished.
+    pub fn depends_on(&self, id: &TaskId) -> Vec<TaskId> {
+        self.live
+            .get(id)
+            .map(|task| task.depends_on.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records a task's final result and tells whoever waits for it.
+    pub fn finish(&self, id: &TaskId, result: TaskResult) -> Arc<TaskResult> {
+        let result = Arc::new(result);
+        self.finished.insert(id.clone(), Arc::clone(&result));
+        if let Some((_, task)) = self.live.remove(id) {
+            task.done.send_replace(Some(Arc::clone(&result)));
+        }
+        result
+    }
+
+    /// Every live task, for shutdown.
+    pub fn live_tasks(&self) -> Vec<Arc<LiveTask>> {
+        self.live
+            .iter()
+            .map(|task| Arc::clone(task.value()))
+            .collect()
+    }
+
+    /// How many tasks are live.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+}
