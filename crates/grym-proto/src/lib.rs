@@ -10,6 +10,10 @@ pub mod json;
 
 /// `grym.orchestrator.v1`: the API agents call.
 pub mod orchestrator {
+    #[allow(
+        clippy::large_enum_variant,
+        reason = "generated: a stream event holds either a marker or a whole result"
+    )]
     pub mod v1 {
         tonic::include_proto!("grym.orchestrator.v1");
     }
