@@ -14,8 +14,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
 use grym_core::{
-    Capability, ModelId, ModelKind, OrchestratorSettings, Policy, Route, SelectionSettings,
-    TaskType,
+    Capability, ModelId, ModelKind, OrchestratorSettings, Policy, Route, SchedulerSettings,
+    SelectionSettings, TaskType,
 };
 use serde::Deserialize;
 
@@ -64,8 +64,68 @@ pub struct RawConfig {
     pub max_message_bytes: usize,
     /// How models are chosen.
     pub selection: RawSelection,
+    /// How tasks are queued.
+    pub scheduler: RawScheduler,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
+}
+
+/// The `[scheduler]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScheduler {
+    /// The most tasks waiting at once; more are refused.
+    pub max_queue: usize,
+    /// How long a waiting task takes to rise one priority level.
+    #[serde(with = "humantime_serde")]
+    pub aging_interval: Duration,
+    /// Calls a model takes at once when it declares no limit.
+    pub default_model_concurrency: u32,
+    /// How many finished results are kept for GetTask.
+    pub max_results: u64,
+    /// How long a finished result is kept.
+    #[serde(with = "humantime_serde")]
+    pub result_retention: Duration,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        let defaults = SchedulerSettings::default();
+        Self {
+            max_queue: defaults.max_queue,
+            aging_interval: defaults.aging_interval,
+            default_model_concurrency: defaults.default_model_concurrency,
+            max_results: defaults.max_results,
+            result_retention: defaults.result_retention,
+        }
+    }
+}
+
+impl RawScheduler {
+    fn validate(self) -> Result<SchedulerSettings, Error> {
+        if self.max_queue == 0 {
+            return Err(invalid("scheduler.max_queue", "must be at least 1"));
+        }
+        if self.default_model_concurrency == 0 {
+            return Err(invalid(
+                "scheduler.default_model_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.aging_interval.is_zero() {
+            return Err(invalid(
+                "scheduler.aging_interval",
+                "must be longer than zero",
+            ));
+        }
+        Ok(SchedulerSettings {
+            max_queue: self.max_queue,
+            aging_interval: self.aging_interval,
+            default_model_concurrency: self.default_model_concurrency,
+            max_results: self.max_results,
+            result_retention: self.result_retention,
+        })
+    }
 }
 
 /// The `[selection]` table as written.
@@ -137,6 +197,7 @@ impl Default for RawConfig {
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
             selection: RawSelection::default(),
+            scheduler: RawScheduler::default(),
             workers: Vec::new(),
         }
     }
@@ -266,6 +327,7 @@ impl RawConfig {
                 worker_timeout: self.worker_timeout,
                 seed: self.selection.seed,
                 selection: self.selection.validate()?,
+                scheduler: self.scheduler.validate()?,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,
@@ -546,6 +608,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("workers[0].endpoints[1]"), "{err}");
+    }
+
+    #[test]
+    fn the_scheduler_table_is_read_and_checked() {
+        let config = from_toml("[scheduler]\nmax_queue = 5\naging_interval = \"2s\"\n").unwrap();
+        assert_eq!(config.orchestrator.scheduler.max_queue, 5);
+        assert_eq!(
+            config.orchestrator.scheduler.aging_interval,
+            Duration::from_secs(2)
+        );
+        let err = from_toml("[scheduler]\nmax_queue = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.max_queue"), "{err}");
     }
 
     #[test]

@@ -9,12 +9,13 @@ use grym_core::selection::{Reason, Routing};
 use grym_core::stats::StatsSnapshot;
 use grym_core::{
     Attempt, AttemptOutcome, Audio, Capability, CapabilitySource, Description, Health, InferCall,
-    ModelEntry, ModelId, Output, Policy, Registry, Task, TaskError, TaskId, TaskInput, TaskResult,
-    TaskStatus, TaskType, WorkerError, WorkerErrorKind,
+    ModelEntry, ModelId, Output, Policy, Priority, Registry, Task, TaskError, TaskEvent, TaskId,
+    TaskInput, TaskResult, TaskStatus, TaskType, WorkerError, WorkerErrorKind,
 };
 use grym_proto::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 use grym_proto::orchestrator::v1 as api;
 use grym_proto::worker::v1 as wire;
+use std::time::SystemTime;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -53,12 +54,99 @@ pub(crate) fn task_from_api(task: Option<api::Task>) -> Result<Task, Status> {
             ));
         }
     };
+    let timeout = match task.timeout {
+        None => None,
+        Some(timeout) => Some(
+            Duration::try_from(timeout)
+                .ok()
+                .filter(|timeout| !timeout.is_zero())
+                .ok_or_else(|| {
+                    Status::invalid_argument("invalid task.timeout: must be positive")
+                })?,
+        ),
+    };
+    let depends_on = task
+        .depends_on
+        .into_iter()
+        .map(|id| {
+            TaskId::new(id).map_err(|error| {
+                Status::invalid_argument(format!("invalid task.depends_on: {}", reason(error)))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Task {
         id,
         task_type,
         input,
         parameters: task.parameters.map(struct_to_json).unwrap_or_default(),
+        priority: match api::Priority::try_from(task.priority) {
+            Ok(api::Priority::Low) => Priority::Low,
+            Ok(api::Priority::High) => Priority::High,
+            Ok(api::Priority::Critical) => Priority::Critical,
+            Ok(api::Priority::Normal | api::Priority::Unspecified) => Priority::Normal,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid task.priority: unknown value {}",
+                    task.priority
+                )));
+            }
+        },
+        timeout,
+        depends_on,
     })
+}
+
+fn reason(error: grym_core::Error) -> String {
+    match error {
+        grym_core::Error::InvalidRequest { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// The task id of a `GetTask` or `CancelTask` request.
+pub(crate) fn task_id(id: String) -> Result<TaskId, Status> {
+    TaskId::new(id)
+        .map_err(|error| Status::invalid_argument(format!("invalid task_id: {}", reason(error))))
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+/// The response of `SubmitTask`.
+pub(crate) fn submit_response(id: &TaskId) -> api::SubmitTaskResponse {
+    api::SubmitTaskResponse {
+        task_id: id.to_string(),
+    }
+}
+
+/// The response of `GetTask`.
+pub(crate) fn get_response(result: TaskResult) -> api::GetTaskResponse {
+    api::GetTaskResponse {
+        result: Some(result_to_api(result)),
+    }
+}
+
+/// The response of `CancelTask`.
+pub(crate) fn cancel_response(result: TaskResult) -> api::CancelTaskResponse {
+    api::CancelTaskResponse {
+        result: Some(result_to_api(result)),
+    }
+}
+
+/// One event of `StreamTask`.
+pub(crate) fn stream_event(id: &TaskId, event: TaskEvent) -> api::StreamTaskResponse {
+    use api::stream_task_response::Event;
+    api::StreamTaskResponse {
+        task_id: id.to_string(),
+        event: Some(match event {
+            TaskEvent::Queued => Event::Queued(api::TaskQueued {}),
+            TaskEvent::ModelChosen(routing) => Event::ModelChosen(routing_to_api(&routing)),
+            TaskEvent::Started => Event::Started(api::TaskStarted {}),
+            TaskEvent::AttemptFinished(attempt) => Event::AttemptFinished(attempt_to_api(attempt)),
+            TaskEvent::Finished(result) => Event::Result(result_to_api(*result)),
+        }),
+    }
 }
 
 // ---- core -> orchestrator API ----
@@ -111,10 +199,17 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
     api::TaskResult {
         task_id: result.task_id.to_string(),
         status: match result.status {
+            TaskStatus::Queued => api::TaskStatus::Queued,
+            TaskStatus::Running => api::TaskStatus::Running,
             TaskStatus::Succeeded => api::TaskStatus::Succeeded,
             TaskStatus::Failed => api::TaskStatus::Failed,
             TaskStatus::DeadlineExceeded => api::TaskStatus::DeadlineExceeded,
+            TaskStatus::Cancelled => api::TaskStatus::Cancelled,
+            TaskStatus::DependencyFailed => api::TaskStatus::DependencyFailed,
         } as i32,
+        queued_at: Some(timestamp(result.queued_at)),
+        started_at: result.started_at.map(timestamp),
+        finished_at: result.finished_at.map(timestamp),
         model_id: result.model_id.map(|m| m.to_string()).unwrap_or_default(),
         output: result.output.map(|output| api::TaskOutput {
             text: output.text,
@@ -126,6 +221,7 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
         routing: Some(routing_to_api(&result.routing)),
         metrics: Some(api::OrchestrationMetrics {
             total_latency: duration(result.metrics.total_latency),
+            queue_wait: duration(result.metrics.queue_wait),
             worker_latency: duration(result.metrics.worker_latency),
             models_used,
             attempts: result
@@ -414,13 +510,51 @@ mod tests {
 
     fn text_task(task_type: &str) -> api::Task {
         api::Task {
-            id: String::new(),
             r#type: task_type.to_owned(),
             input: Some(api::TaskInput {
                 kind: Some(api::task_input::Kind::Text("hi".to_owned())),
             }),
-            parameters: None,
+            ..api::Task::default()
         }
+    }
+
+    #[test]
+    fn scheduling_fields_are_read_and_checked() {
+        let task = task_from_api(Some(api::Task {
+            priority: api::Priority::High as i32,
+            timeout: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            depends_on: vec!["a".into(), "b".into()],
+            ..text_task("transcription")
+        }))
+        .unwrap();
+        assert_eq!(task.priority, Priority::High);
+        assert_eq!(task.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(task.depends_on.len(), 2);
+
+        let unset = task_from_api(Some(text_task("transcription"))).unwrap();
+        assert_eq!(unset.priority, Priority::Normal);
+
+        let negative = Some(api::Task {
+            timeout: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..text_task("transcription")
+        });
+        assert!(invalid_message(negative).contains("task.timeout"));
+        let bad_dep = Some(api::Task {
+            depends_on: vec!["has space".into()],
+            ..text_task("transcription")
+        });
+        assert!(invalid_message(bad_dep).contains("task.depends_on"));
+        let bad_priority = Some(api::Task {
+            priority: 42,
+            ..text_task("transcription")
+        });
+        assert!(invalid_message(bad_priority).contains("task.priority"));
     }
 
     fn invalid_message(task: Option<api::Task>) -> String {

@@ -98,9 +98,10 @@ async fn run(
         cancel.child_token(),
     ));
 
-    let service = OrchestratorServer::new(service::OrchestratorService::new(orchestrator))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let service =
+        OrchestratorServer::new(service::OrchestratorService::new(Arc::clone(&orchestrator)))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<OrchestratorServer<service::OrchestratorService>>()
@@ -122,6 +123,8 @@ async fn run(
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    // Tasks still queued or running end cancelled, each with its result.
+    orchestrator.shutdown().await;
     Ok(())
 }
 

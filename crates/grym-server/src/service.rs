@@ -1,10 +1,13 @@
 //! The `grym.orchestrator.v1.Orchestrator` service: convert, call the
 //! orchestrator, map the error. Nothing else belongs here.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use grym_core::Orchestrator;
+use futures::Stream;
+use grym_core::{Orchestrator, TaskEvent};
 use grym_proto::orchestrator::v1 as api;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -36,6 +39,74 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
             .await
             .map_err(from_core)?;
         Ok(Response::new(convert::execute_response(result)))
+    }
+
+    async fn submit_task(
+        &self,
+        request: Request<api::SubmitTaskRequest>,
+    ) -> Result<Response<api::SubmitTaskResponse>, Status> {
+        let task = convert::task_from_api(request.into_inner().task)?;
+        let handle = self
+            .orchestrator
+            .submit(task, None, None)
+            .map_err(from_core)?;
+        Ok(Response::new(convert::submit_response(handle.id())))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<api::GetTaskRequest>,
+    ) -> Result<Response<api::GetTaskResponse>, Status> {
+        let id = convert::task_id(request.into_inner().task_id)?;
+        let result = self.orchestrator.get(&id).map_err(from_core)?;
+        Ok(Response::new(convert::get_response(result)))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<api::CancelTaskRequest>,
+    ) -> Result<Response<api::CancelTaskResponse>, Status> {
+        let id = convert::task_id(request.into_inner().task_id)?;
+        let result = self.orchestrator.cancel(&id).await.map_err(from_core)?;
+        Ok(Response::new(convert::cancel_response(result)))
+    }
+
+    type StreamTaskStream =
+        Pin<Box<dyn Stream<Item = Result<api::StreamTaskResponse, Status>> + Send + 'static>>;
+
+    async fn stream_task(
+        &self,
+        request: Request<api::StreamTaskRequest>,
+    ) -> Result<Response<Self::StreamTaskStream>, Status> {
+        let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+        let task = convert::task_from_api(request.into_inner().task)?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let handle = self
+            .orchestrator
+            .submit(task, deadline, Some(sender))
+            .map_err(from_core)?;
+        let id = handle.id().clone();
+        // Closing the stream before the result cancels the task.
+        let cancel_on_drop = Some(handle.cancellation().drop_guard());
+        let events = futures::stream::unfold(
+            (receiver, cancel_on_drop),
+            move |(mut receiver, mut cancel_on_drop)| {
+                let id = id.clone();
+                async move {
+                    let event = receiver.recv().await?;
+                    if matches!(event, TaskEvent::Finished(_))
+                        && let Some(guard) = cancel_on_drop.take()
+                    {
+                        guard.disarm();
+                    }
+                    Some((
+                        Ok(convert::stream_event(&id, event)),
+                        (receiver, cancel_on_drop),
+                    ))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn plan_task(

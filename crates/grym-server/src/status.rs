@@ -11,5 +11,8 @@ pub(crate) fn from_core(error: Error) -> Status {
         ErrorKind::InvalidRequest => Status::invalid_argument(message),
         ErrorKind::FailedPrecondition => Status::failed_precondition(message),
         ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::AlreadyExists => Status::already_exists(message),
+        ErrorKind::CapacityExhausted => Status::resource_exhausted(message),
     }
 }

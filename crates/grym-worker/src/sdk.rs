@@ -204,11 +204,13 @@ impl<M: Model> ModelWorker for Service<M> {
         &self,
         request: Request<pb::InferRequest>,
     ) -> Result<Response<pb::InferResponse>, Status> {
+        let request = request.into_inner();
+        tracing::debug!(task.id = %request.task_id, task.r#type = %request.task_type, "infer");
         let _turn = match &self.limit {
             Some(limit) => Some(limit.turn().await?),
             None => None,
         };
-        let output = self.model.infer(request.into_inner()).await?;
+        let output = self.model.infer(request).await?;
         Ok(Response::new(pb::InferResponse {
             output: Some(output),
         }))
