@@ -124,7 +124,7 @@ impl Process {
         let log = tempfile::NamedTempFile::new()?;
         let mut child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,grym_worker::sdk=debug")
             .env_remove("GRYM_CONFIG")
             .env_remove("GRYM_LISTEN")
             .stdin(Stdio::null())
@@ -386,10 +386,9 @@ pub fn sine_wav(frequency: f64, sample_rate: u32, seconds: f64) -> Vec<u8> {
 pub fn task_request(task_type: &str, input: api::task_input::Kind) -> api::ExecuteTaskRequest {
     api::ExecuteTaskRequest {
         task: Some(api::Task {
-            id: String::new(),
             r#type: task_type.to_owned(),
             input: Some(api::TaskInput { kind: Some(input) }),
-            parameters: None,
+            ..api::Task::default()
         }),
     }
 }
