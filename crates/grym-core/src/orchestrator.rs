@@ -559,7 +559,9 @@ impl Orchestrator {
             snapshot.metrics.queue_wait = arrived.elapsed();
         });
         emit(events, || TaskEvent::Started);
-        self.run(job, &plan, key, slot).await
+        // Boxed: a task waiting in a queue holds only the small future of its
+        // waiting state, not the larger one of running calls.
+        Box::pin(self.run(job, &plan, key, slot)).await
     }
 
     /// A slot on `model`'s queue, within the deadline.
