@@ -43,9 +43,11 @@ pub enum WorkerErrorKind {
 }
 
 impl WorkerErrorKind {
-    /// Whether another model might succeed where this one failed.
+    /// Whether another model might succeed where this one failed: any
+    /// failure but a refusal of the input, which another model would refuse
+    /// too. A crash inside one model says nothing of the next.
     pub fn is_retriable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Timeout | Self::Overloaded)
+        !matches!(self, Self::Rejected)
     }
 }
 

@@ -196,7 +196,10 @@ impl CallEnd {
                 | WorkerErrorKind::Overloaded
                 | WorkerErrorKind::Internal => Some(CallOutcome::Failure),
             },
-            Self::CallerDeadline | Self::WorkerTimeout => Some(CallOutcome::Timeout),
+            // The caller's deadline cut the call short: that says nothing of
+            // the model.
+            Self::CallerDeadline => None,
+            Self::WorkerTimeout => Some(CallOutcome::Timeout),
         }
     }
 }
@@ -225,16 +228,12 @@ impl Orchestrator {
         self.registry.load_full()
     }
 
-    /// Replaces the registry with one of `entries`, keeping the entries (and
-    /// so the statistics and health) of models that did not change. Calls in
-    /// flight finish on the entries they started with.
-    pub fn replace_models(
-        &self,
-        entries: impl IntoIterator<Item = ModelEntry>,
-    ) -> Result<(), Error> {
-        let next = self.registry.load().succeed_with(entries)?;
+    /// Replaces the registry, typically with one made by
+    /// [`Registry::succeed_with`] from the current one, so unchanged models
+    /// keep their statistics and health. Calls in flight finish on the
+    /// entries they started with.
+    pub fn replace_registry(&self, next: Registry) {
         self.registry.store(Arc::new(next));
-        Ok(())
     }
 
     /// The half-life of the performance statistics.
@@ -648,7 +647,10 @@ impl Orchestrator {
                     Err(ending) => return ending,
                 },
             };
-            let (end, latency) = self.attempt(task, candidate, deadline).await;
+            // A model whose every replica went down since planning is skipped.
+            let Some((end, latency)) = self.attempt(task, candidate, deadline).await else {
+                continue;
+            };
             tried += 1;
             let model = &candidate.model;
             if let Some(outcome) = end.feedback() {
@@ -775,16 +777,9 @@ impl Orchestrator {
         task: &Task,
         candidate: &Candidate,
         deadline: Option<Instant>,
-    ) -> (CallEnd, Duration) {
+    ) -> Option<(CallEnd, Duration)> {
         let started = Instant::now();
-        let Some(replica) = candidate.model.pick_replica() else {
-            let error = WorkerError {
-                kind: WorkerErrorKind::Unavailable,
-                code: "UNAVAILABLE",
-                message: "every replica is down".to_owned(),
-            };
-            return (CallEnd::Failed(error), Duration::ZERO);
-        };
+        let replica = candidate.model.pick_replica()?;
         let worker_deadline = started + self.worker_timeout;
         let (call_deadline, caller_bound) = match deadline {
             Some(d) if d <= worker_deadline => (d, true),
@@ -816,12 +811,17 @@ impl Orchestrator {
         let end = match answer {
             Ok(Ok(output)) => CallEnd::Answered(output),
             // A failure that comes as the deadline passes (the worker or the
-            // transport giving up on the same deadline) is that deadline.
-            Ok(Err(_)) if Instant::now() >= call_deadline => timed_out(),
+            // transport giving up on the same deadline) is that deadline; a
+            // refusal of the input stays a refusal.
+            Ok(Err(error))
+                if error.kind != WorkerErrorKind::Rejected && Instant::now() >= call_deadline =>
+            {
+                timed_out()
+            }
             Ok(Err(error)) => CallEnd::Failed(error),
             Err(_) => timed_out(),
         };
-        (end, started.elapsed())
+        Some((end, started.elapsed()))
     }
 }
 

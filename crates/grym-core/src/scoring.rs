@@ -10,16 +10,17 @@
 //! score = c · (1 − w) + perf · w
 //! ```
 //!
-//! where `samples` is the decayed number of recent calls (see
-//! [`stats`](crate::stats)).
+//! where `samples` is the number of the model's outcomes, faded while it is
+//! idle (see [`stats`](crate::stats)), and the rates follow its last
+//! seconds.
 //!
-//! **Expected latency** is the measured mean latency (the declared estimate
-//! while there are no samples) times a load factor
-//! `1 + in_flight / capacity`, where `capacity` is the model's declared
-//! concurrency ([`ScoringSettings::default_capacity`] when it declares
-//! none): a model with as many calls in flight as it runs at once is
-//! expected to take twice as long, so a saturated model sheds share to an
-//! idle peer.
+//! **Expected latency** is the measured mean latency of answers (the
+//! declared estimate while there are none) times a load factor
+//! `1 + in_flight / capacity`, where `capacity` is the declared concurrency
+//! of the model's replicas that are not down, added up: a model with as
+//! many calls in flight as it runs at once is expected to take twice as
+//! long, so a saturated model sheds share to an idle peer. A model that
+//! declares no limit gets no load factor.
 //!
 //! **Normalised latency** is a candidate's expected latency divided by the
 //! largest expected latency among the candidates for the same task, in
@@ -45,8 +46,6 @@ pub struct ScoringSettings {
     pub max_performance_weight: f64,
     /// The divisor of `w = min(max_performance_weight, samples / full_weight_samples)`.
     pub full_weight_samples: f64,
-    /// Concurrency assumed for a model that declares none.
-    pub default_capacity: u32,
 }
 
 impl Default for ScoringSettings {
@@ -57,7 +56,6 @@ impl Default for ScoringSettings {
             error_weight: 0.3,
             max_performance_weight: 0.8,
             full_weight_samples: 100.0,
-            default_capacity: 4,
         }
     }
 }
@@ -69,8 +67,8 @@ pub struct ScoreInput {
     pub confidence: f64,
     /// Declared latency estimate.
     pub estimated_latency: Duration,
-    /// Declared concurrency, if any.
-    pub max_concurrency: Option<u32>,
+    /// Calls the model's live replicas take at once; `None` when unlimited.
+    pub capacity: Option<u32>,
     /// Recent performance.
     pub stats: StatsSnapshot,
     /// Calls in flight now.
@@ -86,7 +84,7 @@ pub struct ScoreBreakdown {
     pub success_rate: f64,
     /// Recent error rate (failures and timeouts).
     pub error_rate: f64,
-    /// Decayed number of recent calls.
+    /// The sample size: outcomes, faded while idle.
     pub samples: f64,
     /// Expected latency of one more call, load included.
     pub expected_latency: Duration,
@@ -100,12 +98,18 @@ pub struct ScoreBreakdown {
     pub score: f64,
 }
 
+impl ScoreBreakdown {
+    /// Sets the confidence and the score that follows from it.
+    pub fn set_confidence(&mut self, confidence: f64) {
+        self.confidence = confidence.clamp(0.0, 1.0);
+        self.score = self.confidence * (1.0 - self.performance_weight)
+            + self.performance * self.performance_weight;
+    }
+}
+
 /// Scores every candidate for one task.
 pub fn score_all(settings: &ScoringSettings, inputs: &[ScoreInput]) -> Vec<ScoreBreakdown> {
-    let expected: Vec<Duration> = inputs
-        .iter()
-        .map(|input| expected_latency(settings, input))
-        .collect();
+    let expected: Vec<Duration> = inputs.iter().map(expected_latency).collect();
     let slowest = expected.iter().max().copied().unwrap_or_default();
     inputs
         .iter()
@@ -124,35 +128,37 @@ pub fn score_all(settings: &ScoringSettings, inputs: &[ScoreInput]) -> Vec<Score
                 + settings.error_weight * (1.0 - error_rate);
             let performance_weight = settings
                 .max_performance_weight
-                .min(stats.attempts / settings.full_weight_samples)
+                .min(stats.samples / settings.full_weight_samples)
                 .max(0.0);
-            let confidence = input.confidence.clamp(0.0, 1.0);
-            ScoreBreakdown {
-                confidence,
+            let mut breakdown = ScoreBreakdown {
+                confidence: 0.0,
                 success_rate,
                 error_rate,
-                samples: stats.attempts,
+                samples: stats.samples,
                 expected_latency,
                 normalized_latency,
                 performance,
                 performance_weight,
-                score: confidence * (1.0 - performance_weight) + performance * performance_weight,
-            }
+                score: 0.0,
+            };
+            breakdown.set_confidence(input.confidence);
+            breakdown
         })
         .collect()
 }
 
-fn expected_latency(settings: &ScoringSettings, input: &ScoreInput) -> Duration {
-    let base = if input.stats.attempts > 0.0 {
+fn expected_latency(input: &ScoreInput) -> Duration {
+    let base = if input.stats.successes > 0.0 {
         input.stats.mean_latency
     } else {
         input.estimated_latency
     };
-    let capacity = input
-        .max_concurrency
-        .unwrap_or(settings.default_capacity)
-        .max(1);
-    base.mul_f64(1.0 + f64::from(input.in_flight) / f64::from(capacity))
+    match input.capacity {
+        Some(capacity) => {
+            base.mul_f64(1.0 + f64::from(input.in_flight) / f64::from(capacity.max(1)))
+        }
+        None => base,
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +168,7 @@ mod tests {
 
     fn stats(attempts: f64, successes: f64, mean_ms: u64) -> StatsSnapshot {
         StatsSnapshot {
+            samples: attempts,
             attempts,
             successes,
             failures: attempts - successes,
@@ -177,7 +184,7 @@ mod tests {
         ScoreInput {
             confidence,
             estimated_latency: Duration::from_millis(100),
-            max_concurrency: Some(4),
+            capacity: Some(4),
             stats,
             in_flight: 0,
         }
@@ -247,10 +254,10 @@ mod tests {
             0_u32..100,
         )
             .prop_map(
-                |(confidence, stats, estimate, max_concurrency, in_flight)| ScoreInput {
+                |(confidence, stats, estimate, capacity, in_flight)| ScoreInput {
                     confidence,
                     estimated_latency: Duration::from_millis(estimate),
-                    max_concurrency,
+                    capacity,
                     stats,
                     in_flight,
                 },

@@ -279,7 +279,14 @@ impl Selector {
             let input = ScoreInput {
                 confidence: capability.confidence,
                 estimated_latency: capability.estimated_latency,
-                max_concurrency: capability.max_concurrency,
+                capacity: capability.max_concurrency.map(|per_replica| {
+                    let live = model
+                        .replicas()
+                        .iter()
+                        .filter(|replica| replica.health() != Health::NotServing)
+                        .count();
+                    per_replica.saturating_mul(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
+                }),
                 stats: model.stats(task_type, now, self.settings.half_life),
                 in_flight,
             };
@@ -367,7 +374,7 @@ impl Selector {
         let chosen = position(candidates, &route.model)
             .filter(|&i| candidates[i].health == Health::Serving)?;
         let mut front = vec![candidates.remove(chosen)];
-        front[0].breakdown.confidence = route.confidence;
+        front[0].breakdown.set_confidence(route.confidence);
         for fallback in &route.fallbacks {
             if let Some(i) = position(candidates, fallback) {
                 front.push(candidates.remove(i));

@@ -1,12 +1,20 @@
 //! Performance statistics per (model, task type), following recent
 //! behaviour.
 //!
-//! Counts decay exponentially with time: an outcome `t` seconds old weighs
+//! Rates decay exponentially with time: an outcome `t` seconds old weighs
 //! `0.5^(t / half_life)` (default half-life 10 s), so at a steady 10 calls a
 //! second a model's rates reflect roughly its last 15 seconds, and a model
-//! that starts failing loses its traffic within seconds. The mean latency is
-//! decayed the same way. Tail quantiles come from the last
-//! [`LATENCY_WINDOW`] calls.
+//! that starts failing loses its traffic within seconds. The mean latency,
+//! decayed the same way, and the tail quantiles (from the last
+//! [`LATENCY_WINDOW`] answers) are of successful calls only: a model that
+//! fails fast must not look fast.
+//!
+//! The sample size, which decides how much measured performance weighs, is
+//! the number of outcomes recorded, faded only by the time since the last
+//! one, with [`IDLE_FADE`] times the half-life (a minute by default): at low
+//! traffic a model's history still counts in full, and a model that got no
+//! calls for a while (one shunned after failures, say) counts less and less
+//! until it is tried again and its numbers renewed.
 //!
 //! Decay is applied lazily, when a cell is updated or read, from the time the
 //! caller passes in: the statistics hold no clock and work the same in
@@ -24,6 +32,9 @@ use tokio::time::Instant;
 /// How many recent latencies the tail quantiles are computed from.
 pub const LATENCY_WINDOW: usize = 256;
 
+/// How many half-lives an idle model's sample size takes to halve.
+pub const IDLE_FADE: f64 = 6.0;
+
 /// How one call ended, for the statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -39,11 +50,13 @@ pub enum CallOutcome {
 #[derive(Debug, Clone)]
 pub struct PerformanceStats {
     updated: Option<Instant>,
+    /// Outcomes recorded, not decayed.
+    count: u64,
     attempts: f64,
     successes: f64,
     failures: f64,
     timeouts: f64,
-    /// Decayed sum of latency seconds, over all attempts.
+    /// Decayed sum of the latency seconds of successful calls.
     latency_sum: f64,
     recent: VecDeque<Duration>,
 }
@@ -51,7 +64,10 @@ pub struct PerformanceStats {
 /// A read of [`PerformanceStats`] at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StatsSnapshot {
-    /// Decayed number of calls: the sample size.
+    /// Outcomes recorded, decayed by the time since the last one: the sample
+    /// size.
+    pub samples: f64,
+    /// Decayed number of calls.
     pub attempts: f64,
     /// Decayed number of calls that answered.
     pub successes: f64,
@@ -59,7 +75,7 @@ pub struct StatsSnapshot {
     pub failures: f64,
     /// Decayed number of calls that ran out of time.
     pub timeouts: f64,
-    /// Decayed mean latency of all calls; zero without samples.
+    /// Decayed mean latency of successful calls; zero without any.
     pub mean_latency: Duration,
     /// Median of the recent latencies.
     pub p50: Duration,
@@ -93,6 +109,7 @@ impl Default for PerformanceStats {
     fn default() -> Self {
         Self {
             updated: None,
+            count: 0,
             attempts: 0.0,
             successes: 0.0,
             failures: 0.0,
@@ -113,17 +130,20 @@ impl PerformanceStats {
         latency: Duration,
     ) {
         self.decay_to(now, half_life);
+        self.count += 1;
         self.attempts += 1.0;
         match outcome {
-            CallOutcome::Success => self.successes += 1.0,
+            CallOutcome::Success => {
+                self.successes += 1.0;
+                self.latency_sum += latency.as_secs_f64();
+                if self.recent.len() == LATENCY_WINDOW {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(latency);
+            }
             CallOutcome::Failure => self.failures += 1.0,
             CallOutcome::Timeout => self.timeouts += 1.0,
         }
-        self.latency_sum += latency.as_secs_f64();
-        if self.recent.len() == LATENCY_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(latency);
     }
 
     /// The statistics as they stand at `now`.
@@ -133,12 +153,13 @@ impl PerformanceStats {
         let mut sorted: Vec<Duration> = self.recent.iter().copied().collect();
         sorted.sort_unstable();
         StatsSnapshot {
+            samples: self.count as f64 * factor.powf(1.0 / IDLE_FADE),
             attempts,
             successes: self.successes * factor,
             failures: self.failures * factor,
             timeouts: self.timeouts * factor,
-            mean_latency: if self.attempts > 0.0 {
-                Duration::from_secs_f64(self.latency_sum / self.attempts)
+            mean_latency: if self.successes > 0.0 {
+                Duration::from_secs_f64(self.latency_sum / self.successes)
             } else {
                 Duration::ZERO
             },
@@ -194,15 +215,17 @@ mod tests {
         let mut stats = PerformanceStats::default();
         stats.record(now, HALF_LIFE, CallOutcome::Success, ms(100));
         stats.record(now, HALF_LIFE, CallOutcome::Success, ms(300));
-        stats.record(now, HALF_LIFE, CallOutcome::Failure, ms(50));
+        stats.record(now, HALF_LIFE, CallOutcome::Failure, ms(1));
         stats.record(now, HALF_LIFE, CallOutcome::Timeout, ms(550));
         let snapshot = stats.snapshot(now, HALF_LIFE);
         assert_eq!(snapshot.attempts, 4.0);
+        assert_eq!(snapshot.samples, 4.0);
         assert_eq!(snapshot.success_rate(), 0.5);
         assert_eq!(snapshot.error_rate(), 0.5);
-        assert_eq!(snapshot.mean_latency, ms(250));
+        // Latency is of answers only: a fast failure does not look fast.
+        assert_eq!(snapshot.mean_latency, ms(200));
         assert_eq!(snapshot.p50, ms(100));
-        assert_eq!(snapshot.p99, ms(550));
+        assert_eq!(snapshot.p99, ms(300));
     }
 
     #[test]
@@ -246,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_size_holds_at_low_traffic_and_fades_when_idle() {
+        let start = Instant::now();
+        let mut stats = PerformanceStats::default();
+        // One call a second for 100 seconds: rates follow the last seconds,
+        // but the whole history counts as samples.
+        for i in 0..100 {
+            stats.record(
+                start + Duration::from_secs(i),
+                HALF_LIFE,
+                CallOutcome::Success,
+                ms(20),
+            );
+        }
+        let last = start + Duration::from_secs(99);
+        assert!((stats.snapshot(last, HALF_LIFE).samples - 100.0).abs() < 1e-9);
+        assert!(stats.snapshot(last, HALF_LIFE).attempts < 20.0);
+        // Idle for six half-lives: half as many samples count.
+        let idle = stats.snapshot(last + HALF_LIFE.mul_f64(IDLE_FADE), HALF_LIFE);
+        assert!((idle.samples - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn the_latency_window_is_bounded() {
         let now = Instant::now();
         let mut stats = PerformanceStats::default();
@@ -260,6 +305,7 @@ mod tests {
     fn no_samples_reads_as_zero() {
         let snapshot = PerformanceStats::default().snapshot(Instant::now(), HALF_LIFE);
         assert_eq!(snapshot.attempts, 0.0);
+        assert_eq!(snapshot.samples, 0.0);
         assert_eq!(snapshot.success_rate(), 0.0);
         assert_eq!(snapshot.p95, Duration::ZERO);
     }

@@ -251,8 +251,8 @@ async fn traffic_moves_to_the_healthy_model_within_a_hundred_tasks() {
 
 #[tokio::test(start_paused = true)]
 async fn a_saturated_model_sheds_share_to_an_idle_peer() {
-    let busy = FakeModel::serving("busy", "transcription", 0.8);
-    let idle = FakeModel::serving("idle", "transcription", 0.8);
+    let busy = FakeModel::serving("busy", "transcription", 0.8).limit(4);
+    let idle = FakeModel::serving("idle", "transcription", 0.8).limit(4);
     let orchestrator = orchestrator(&[&busy, &idle]);
     let registry = orchestrator.registry();
     let transcription = TaskType::new("transcription").unwrap();
@@ -270,7 +270,7 @@ async fn a_saturated_model_sheds_share_to_an_idle_peer() {
     }
     let plan = orchestrator.plan(task("transcription")).unwrap().1;
     assert_eq!(plan.candidates[0].model_id.as_str(), "busy");
-    // Four calls in flight fill `busy`'s capacity (4 by default) ...
+    // Four calls in flight fill `busy`'s declared capacity of 4 ...
     let busy_entry = registry.get(&crate::ModelId::new("busy").unwrap()).unwrap();
     let guards: Vec<_> = (0..4)
         .map(|_| busy_entry.replicas()[0].start_call())
@@ -281,6 +281,56 @@ async fn a_saturated_model_sheds_share_to_an_idle_peer() {
     assert_eq!(plan.candidates[1].in_flight, 4);
     drop(guards);
     assert_eq!(busy_entry.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_model_loses_first_place_at_one_task_a_second() {
+    let flaky = FakeModel::serving("flaky", "transcription", 0.95);
+    let steady = FakeModel::serving("steady", "transcription", 0.7);
+    flaky.behave(Behaviour::Fail(unavailable()));
+    let orchestrator = orchestrator(&[&flaky, &steady]);
+    let mut first_choice = Vec::new();
+    for _ in 0..60 {
+        let result = orchestrator
+            .execute(task("transcription"), None)
+            .await
+            .unwrap();
+        assert_eq!(result.status, TaskStatus::Succeeded);
+        first_choice.push(result.metrics.attempts[0].model_id.to_string());
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let switched = first_choice.iter().position(|m| m == "steady").unwrap();
+    assert!(switched <= 40, "steady first only from task {switched}");
+    assert!(
+        first_choice[switched..].iter().all(|m| m == "steady"),
+        "{first_choice:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_running_task_frees_its_replica_and_its_slot() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_secs(60)));
+    let orchestrator = orchestrator(&[&model]);
+    orchestrator
+        .submit(with_id("transcription", "long"), None, None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let registry = orchestrator.registry();
+    let entry = registry.models().next().unwrap();
+    assert_eq!(entry.in_flight(), 1);
+    orchestrator
+        .cancel(&TaskId::new("long").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(entry.in_flight(), 0);
+    // The slot is free: the next task runs at once.
+    model.behave(Behaviour::Answer(Duration::ZERO));
+    let next = orchestrator
+        .execute(task("transcription"), None)
+        .await
+        .unwrap();
+    assert_eq!(next.status, TaskStatus::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,9 +367,11 @@ async fn replacing_the_models_keeps_the_statistics_of_unchanged_ones() {
         .unwrap();
 
     let added = FakeModel::serving("added", "transcription", 0.7);
-    orchestrator
-        .replace_models([kept.described_entry(), added.described_entry()])
+    let next = orchestrator
+        .registry()
+        .succeed_with([kept.described_entry(), added.described_entry()])
         .unwrap();
+    orchestrator.replace_registry(next);
     let registry = orchestrator.registry();
     let ids: Vec<&str> = registry.models().map(|m| m.id().as_str()).collect();
     assert_eq!(ids, ["added", "kept"]);
