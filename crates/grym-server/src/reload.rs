@@ -1,15 +1,16 @@
 //! Applying an edited worker list without a restart.
 //!
 //! On SIGHUP grymd reads its configuration file again. The `[[workers]]`
-//! list takes effect at once: models that did not change keep their entry,
-//! with its health and statistics; calls in flight finish on the entries
-//! they started with. Other settings are read at start-up only; a change to
+//! list takes effect as soon as its workers have been probed: models that
+//! did not change keep their entry, with its health and statistics (a model
+//! whose endpoints changed starts afresh); calls in flight finish on the
+//! entries they started with. Other settings are read at start-up only; a change to
 //! them is reported and left for the next restart. A file that does not
 //! load is reported and changes nothing.
 
 use std::sync::Arc;
 
-use grym_core::Orchestrator;
+use grym_core::{Orchestrator, probe};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, WorkerConfig};
@@ -41,7 +42,7 @@ pub(crate) async fn on_hangup(
                     if received.is_none() {
                         return;
                     }
-                    reload(&initial, &builtin, settings, &orchestrator);
+                    reload(&initial, &builtin, settings, &orchestrator).await;
                 }
             }
         }
@@ -53,7 +54,7 @@ pub(crate) async fn on_hangup(
     }
 }
 
-fn reload(
+async fn reload(
     initial: &Config,
     builtin: &[WorkerConfig],
     settings: ChannelSettings,
@@ -81,15 +82,20 @@ fn reload(
             "SIGHUP: only [[workers]] reload; other changed settings apply at the next restart"
         );
     }
-    let applied = model_entries(next.workers.iter().chain(builtin), settings)
+    let registry = model_entries(next.workers.iter().chain(builtin), settings)
         .map_err(|error| error.to_string())
         .and_then(|entries| {
             orchestrator
-                .replace_models(entries)
+                .registry()
+                .succeed_with(entries)
                 .map_err(|error| error.to_string())
         });
-    match applied {
-        Ok(()) => {
+    match registry {
+        Ok(registry) => {
+            // Probe before the swap, so new models serve from the moment
+            // they appear.
+            probe::probe_all(&registry, initial.probe.timeout).await;
+            orchestrator.replace_registry(registry);
             let registry = orchestrator.registry();
             let models: Vec<&str> = registry.models().map(|m| m.id().as_str()).collect();
             tracing::info!(?models, "SIGHUP: worker list reloaded");

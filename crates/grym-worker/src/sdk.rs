@@ -7,9 +7,9 @@
 //! The queue is bounded (four waiting calls per running one by default): a
 //! call that finds it full is refused at once with `RESOURCE_EXHAUSTED`, and
 //! a queued call waits no longer than its own gRPC deadline.
-//! Failures are gRPC statuses: `UNAVAILABLE`, `RESOURCE_EXHAUSTED` and
-//! `DEADLINE_EXCEEDED` tell the orchestrator another model may succeed;
-//! `INVALID_ARGUMENT` tells it none will.
+//! Failures are gRPC statuses: a refusal of the input (`INVALID_ARGUMENT`
+//! and its kin) tells the orchestrator no model will do better; any other
+//! failure makes it try the next model.
 
 use std::future::Future;
 use std::sync::Arc;
