@@ -281,7 +281,10 @@ async fn plan_task_explains_each_candidates_score_and_runs_nothing() {
         routing.explanation
     );
     let whisper = &routing.candidates[0];
-    assert!((whisper.samples - 10.0).abs() < 0.5, "{whisper:?}");
+    assert!(
+        whisper.samples > 9.0 && whisper.samples <= 10.0,
+        "{whisper:?}"
+    );
     assert_eq!(whisper.success_rate, 1.0);
     assert!((whisper.performance_weight - whisper.samples / 100.0).abs() < 1e-9);
     let expected = whisper.confidence * (1.0 - whisper.performance_weight)
@@ -304,7 +307,7 @@ async fn plan_task_explains_each_candidates_score_and_runs_nothing() {
         .capabilities[0]
         .stats
         .unwrap();
-    assert!((stats.attempts - 10.0).abs() < 0.5, "{stats:?}");
+    assert!(stats.attempts > 9.0 && stats.attempts <= 10.0, "{stats:?}");
     assert_eq!(stats.success_rate, 1.0);
     assert!(stats.p50_latency.is_some() && stats.mean_latency.is_some());
 }
@@ -415,7 +418,11 @@ async fn an_edited_worker_list_applies_on_sighup_without_disturbing_calls_in_fli
     ])
     .await;
     let new = worker(&["sim", "--model-id", "new", "--capability", "transcription"]).await;
-    let grymd = Grymd::start(&config("", &[("old", old.endpoint())])).await;
+    // The built-in worker is on, and must survive the reload.
+    let with_builtin = |workers: &[(&str, String)]| {
+        config("", workers).replace("builtin_workers = false", "builtin_workers = true")
+    };
+    let grymd = Grymd::start(&with_builtin(&[("old", old.endpoint())])).await;
 
     let mut client = grymd.client().await;
     let in_flight =
@@ -424,7 +431,7 @@ async fn an_edited_worker_list_applies_on_sighup_without_disturbing_calls_in_fli
         );
     tokio::time::sleep(Duration::from_millis(300)).await;
     grymd
-        .reconfigure(&config("", &[("new", new.endpoint())]))
+        .reconfigure(&with_builtin(&[("new", new.endpoint())]))
         .await;
 
     let mut client = grymd.client().await;
@@ -437,7 +444,11 @@ async fn an_edited_worker_list_applies_on_sighup_without_disturbing_calls_in_fli
                 .into_inner()
                 .models;
             let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
-            if ids == ["new"] && !models[0].capabilities.is_empty() {
+            if ids != ["audio-features", "old"] {
+                assert_eq!(ids, ["audio-features", "new"]);
+                // Probed before it appeared: described and serving at once.
+                assert!(!models[1].capabilities.is_empty(), "{:?}", models[1]);
+                assert_eq!(models[1].health(), api::ModelHealth::Serving);
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
