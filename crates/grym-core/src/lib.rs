@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod client;
+pub mod context;
 pub mod error;
 pub mod model;
 pub mod orchestrator;

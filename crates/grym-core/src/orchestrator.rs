@@ -35,6 +35,8 @@ use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
+use crate::context::canonical::ContentHash;
+use crate::context::{ContextManager, ContextSettings};
 use crate::error::Error;
 use crate::model::ModelId;
 use crate::registry::{ModelEntry, Registry};
@@ -60,6 +62,8 @@ pub struct OrchestratorSettings {
     pub seed: Option<u64>,
     /// How tasks are queued.
     pub scheduler: SchedulerSettings,
+    /// How context is shaped and kept.
+    pub context: ContextSettings,
 }
 
 impl Default for OrchestratorSettings {
@@ -69,6 +73,7 @@ impl Default for OrchestratorSettings {
             selection: SelectionSettings::default(),
             seed: None,
             scheduler: SchedulerSettings::default(),
+            context: ContextSettings::default(),
         }
     }
 }
@@ -80,6 +85,7 @@ pub struct Orchestrator {
     selector: Selector,
     worker_timeout: Duration,
     scheduler: SchedulerSettings,
+    context: Arc<ContextManager>,
     store: TaskStore,
     slots: DashMap<ModelId, Arc<ModelSlots>>,
     /// Tasks accepted and not yet running.
@@ -141,6 +147,27 @@ struct Job<'a> {
     deadline: Option<Instant>,
     arrived: Instant,
     events: Option<&'a mpsc::UnboundedSender<TaskEvent>>,
+    /// The hash of the task's inline context, computed once.
+    context_hash: Option<ContentHash>,
+}
+
+/// What a session keeps of a task's output.
+fn session_entry(
+    task: &Task,
+    model: &ModelId,
+    output: &Output,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut entry = serde_json::Map::new();
+    entry.insert("task_id".into(), task.id.as_str().into());
+    entry.insert("task_type".into(), task.task_type.as_str().into());
+    entry.insert("model_id".into(), model.as_str().into());
+    if let Some(text) = &output.text {
+        entry.insert("text".into(), text.clone().into());
+    }
+    if let Some(json) = &output.json {
+        entry.insert("json".into(), json.clone());
+    }
+    entry
 }
 
 /// How a task ended, before its result is assembled.
@@ -216,6 +243,7 @@ impl Orchestrator {
                 settings.scheduler.result_retention,
             ),
             scheduler: settings.scheduler,
+            context: Arc::new(ContextManager::new(settings.context)),
             slots: DashMap::new(),
             queued: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
@@ -234,6 +262,11 @@ impl Orchestrator {
     /// entries they started with.
     pub fn replace_registry(&self, next: Registry) {
         self.registry.store(Arc::new(next));
+    }
+
+    /// The context manager: sessions and the transform cache.
+    pub fn context(&self) -> &Arc<ContextManager> {
+        &self.context
     }
 
     /// The half-life of the performance statistics.
@@ -285,6 +318,7 @@ impl Orchestrator {
     ) -> Result<TaskHandle, Error> {
         let arrived = Instant::now();
         analysis::analyse(&mut task)?;
+        self.context.check_size("task.context", &task.context)?;
         deps::check(
             &task.id,
             &task.depends_on,
@@ -428,7 +462,14 @@ impl Orchestrator {
                 "the task was cancelled".to_owned(),
             ),
             ending = self.progress(
-                Job { task: &task, live: &live, deadline, arrived, events: events.as_ref() },
+                Job {
+                    task: &task,
+                    live: &live,
+                    deadline,
+                    arrived,
+                    events: events.as_ref(),
+                    context_hash: (!task.context.is_empty()).then(|| ContentHash::of(&task.context)),
+                },
                 dependencies,
                 queued,
             ) => ending,
@@ -474,6 +515,7 @@ impl Orchestrator {
             deadline,
             arrived,
             events,
+            ..
         } = job;
         let expired = || {
             Ending::failed(
@@ -648,7 +690,7 @@ impl Orchestrator {
                 },
             };
             // A model whose every replica went down since planning is skipped.
-            let Some((end, latency)) = self.attempt(task, candidate, deadline).await else {
+            let Some((end, latency)) = self.attempt(job, candidate).await else {
                 continue;
             };
             tried += 1;
@@ -714,6 +756,14 @@ impl Orchestrator {
             emit(events, || TaskEvent::AttemptFinished(attempt));
             match end {
                 CallEnd::Answered(output) => {
+                    if let Some(session) = &task.session_id {
+                        self.context.record(
+                            &task.tenant,
+                            session,
+                            model.description().kind.clone(),
+                            session_entry(task, model.id(), &output),
+                        );
+                    }
                     return Ending {
                         status: TaskStatus::Succeeded,
                         output: Some(output),
@@ -772,12 +822,14 @@ impl Orchestrator {
 
     /// One call to one candidate, within the caller's deadline and the
     /// worker timeout.
-    async fn attempt(
-        &self,
-        task: &Task,
-        candidate: &Candidate,
-        deadline: Option<Instant>,
-    ) -> Option<(CallEnd, Duration)> {
+    async fn attempt(&self, job: Job<'_>, candidate: &Candidate) -> Option<(CallEnd, Duration)> {
+        let Job {
+            task,
+            live,
+            deadline,
+            context_hash,
+            ..
+        } = job;
         let started = Instant::now();
         let replica = candidate.model.pick_replica()?;
         let worker_deadline = started + self.worker_timeout;
@@ -785,12 +837,27 @@ impl Orchestrator {
             Some(d) if d <= worker_deadline => (d, true),
             _ => (worker_deadline, false),
         };
+        let target_kind = candidate.model.description().kind.clone();
+        let prepared = self
+            .context
+            .prepare(
+                &task.tenant,
+                context_hash.map(|hash| (&task.context, hash)),
+                task.session_id.as_deref(),
+                &target_kind,
+            )
+            .instrument(tracing::info_span!("prepare context", target.kind = %target_kind))
+            .await;
+        live.update(|snapshot| {
+            snapshot.metrics.context_cache_hits += prepared.cache_hits;
+            snapshot.metrics.context_cache_misses += prepared.cache_misses;
+        });
         let call = InferCall {
             task_id: task.id.clone(),
             task_type: task.task_type.clone(),
             input: task.input.clone(),
             parameters: task.parameters.clone(),
-            context: serde_json::Map::new(),
+            context: prepared.context,
             deadline: call_deadline,
         };
         let _in_flight = replica.start_call();

@@ -130,6 +130,13 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// Tasks that must have succeeded before it runs.
     pub depends_on: Vec<TaskId>,
+    /// Context given inline, for the models it runs on.
+    pub context: Map<String, Value>,
+    /// The session whose context it shares and extends, if any.
+    pub session_id: Option<String>,
+    /// Who submitted it: sessions and cached context are never shared
+    /// between tenants. Empty for callers that name none.
+    pub tenant: String,
 }
 
 impl Task {
@@ -143,6 +150,9 @@ impl Task {
             priority: Priority::default(),
             timeout: None,
             depends_on: Vec::new(),
+            context: Map::new(),
+            session_id: None,
+            tenant: String::new(),
         }
     }
 }
@@ -226,6 +236,10 @@ pub struct Metrics {
     pub total_latency: Duration,
     /// From arrival to the first call: dependencies and the model's queue.
     pub queue_wait: Duration,
+    /// Parts of context found already transformed in the shared cache.
+    pub context_cache_hits: u32,
+    /// Parts of context transformed for this task.
+    pub context_cache_misses: u32,
     /// Time spent in worker calls, summed over attempts.
     pub worker_latency: Duration,
     /// Every worker call, in order.

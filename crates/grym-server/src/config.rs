@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use grym_core::context::ContextSettings;
+use grym_core::context::session::SessionLimits;
+use grym_core::context::transform::TemplateSpec;
 use grym_core::probe::ProbeSettings;
 use grym_core::{
     Capability, ModelId, ModelKind, OrchestratorSettings, Policy, Route, SchedulerSettings,
@@ -66,8 +69,115 @@ pub struct RawConfig {
     pub selection: RawSelection,
     /// How tasks are queued.
     pub scheduler: RawScheduler,
+    /// How context is shaped and kept.
+    pub context: RawContext,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
+}
+
+/// The `[context]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawContext {
+    /// The transform cache's bound, in bytes.
+    pub cache_max_bytes: u64,
+    /// How long a transformed context is kept.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How often expired and evicted cache entries are cleared out.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// The largest context a task or a session put may carry, in bytes.
+    pub max_context_bytes: usize,
+    /// Sessions kept at once.
+    pub max_sessions: u64,
+    /// Time without use after which a session expires.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Bytes one session holds at most.
+    pub session_max_bytes: usize,
+    /// Task outputs one session keeps at most.
+    pub session_max_entries: usize,
+    /// Template transformers, over the built-in ones.
+    pub transformers: Vec<RawTransformer>,
+}
+
+/// One `[[context.transformers]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransformer {
+    /// The kind of model whose context it reads (`agent` for the agent's).
+    pub source: String,
+    /// The kind of model it writes for.
+    pub target: String,
+    /// A minijinja template over the source context.
+    pub template: String,
+    /// The key its rendering is put under.
+    #[serde(default = "default_transformer_key")]
+    pub key: String,
+}
+
+fn default_transformer_key() -> String {
+    "prompt_context".to_owned()
+}
+
+impl Default for RawContext {
+    fn default() -> Self {
+        let defaults = ContextSettings::default();
+        Self {
+            cache_max_bytes: defaults.cache_max_bytes,
+            cache_ttl: defaults.cache_ttl,
+            maintenance_interval: defaults.maintenance_interval,
+            max_context_bytes: defaults.max_context_bytes,
+            max_sessions: defaults.sessions.max_sessions,
+            session_ttl: defaults.sessions.ttl,
+            session_max_bytes: defaults.sessions.max_bytes,
+            session_max_entries: defaults.sessions.max_entries,
+            transformers: Vec::new(),
+        }
+    }
+}
+
+impl RawContext {
+    fn validate(self) -> Result<ContextSettings, Error> {
+        for (key, value) in [
+            ("context.cache_ttl", self.cache_ttl),
+            ("context.maintenance_interval", self.maintenance_interval),
+            ("context.session_ttl", self.session_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        let templates = self
+            .transformers
+            .into_iter()
+            .map(|t| TemplateSpec {
+                source: t.source,
+                target: t.target,
+                template: t.template,
+                key: t.key,
+            })
+            .collect();
+        ContextSettings {
+            cache_max_bytes: self.cache_max_bytes,
+            cache_ttl: self.cache_ttl,
+            maintenance_interval: self.maintenance_interval,
+            max_context_bytes: self.max_context_bytes,
+            sessions: SessionLimits {
+                max_sessions: self.max_sessions,
+                ttl: self.session_ttl,
+                max_bytes: self.session_max_bytes,
+                max_entries: self.session_max_entries,
+            },
+            ..ContextSettings::default()
+        }
+        .with_templates(templates)
+        .map_err(|error| match error {
+            grym_core::Error::InvalidRequest { field, reason } => invalid(field, reason),
+            other => invalid("context.transformers", other.to_string()),
+        })
+    }
 }
 
 /// The `[scheduler]` table as written.
@@ -198,6 +308,7 @@ impl Default for RawConfig {
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
             selection: RawSelection::default(),
             scheduler: RawScheduler::default(),
+            context: RawContext::default(),
             workers: Vec::new(),
         }
     }
@@ -328,6 +439,7 @@ impl RawConfig {
                 seed: self.selection.seed,
                 selection: self.selection.validate()?,
                 scheduler: self.scheduler.validate()?,
+                context: self.context.validate()?,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,
@@ -622,6 +734,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("scheduler.max_queue"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_context_template_stops_start_up_naming_it_and_its_line() {
+        let err = from_toml(
+            "[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"ok\\n{% if %}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("context.transformers[0] (agent -> text-generation)"),
+            "{err}"
+        );
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use grym_core::analysis::{Modality, Requirements};
+use grym_core::context::session::SessionSnapshot;
 use grym_core::selection::{Reason, Routing};
 use grym_core::stats::StatsSnapshot;
 use grym_core::{
@@ -32,8 +33,8 @@ fn from_duration(d: Option<prost_types::Duration>) -> Duration {
 
 // ---- orchestrator API -> core ----
 
-/// The task of an `ExecuteTask` or `PlanTask` request.
-pub(crate) fn task_from_api(task: Option<api::Task>) -> Result<Task, Status> {
+/// The task of a request, submitted by `tenant`.
+pub(crate) fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<Task, Status> {
     let task = task.ok_or_else(|| Status::invalid_argument("invalid task: is required"))?;
     let id = if task.id.is_empty() {
         TaskId::generate()
@@ -93,7 +94,37 @@ pub(crate) fn task_from_api(task: Option<api::Task>) -> Result<Task, Status> {
         },
         timeout,
         depends_on,
+        context: task.context.map(struct_to_json).unwrap_or_default(),
+        session_id: if task.session_id.is_empty() {
+            None
+        } else {
+            Some(session_id(task.session_id, "task.session_id")?)
+        },
+        tenant,
     })
+}
+
+/// A session id, checked like a task id; `field` names it in errors.
+pub(crate) fn session_id(id: String, field: &str) -> Result<String, Status> {
+    TaskId::new(id)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|error| Status::invalid_argument(format!("invalid {field}: {}", reason(error))))
+}
+
+/// A session as the API shows it.
+pub(crate) fn session_to_api(id: &str, session: &SessionSnapshot) -> api::Session {
+    api::Session {
+        session_id: id.to_owned(),
+        context: Some(json_to_struct((*session.context).clone())),
+        entries: session
+            .entries
+            .iter()
+            .map(|entry| api::SessionEntry {
+                model_kind: entry.kind.clone(),
+                context: Some(json_to_struct(entry.context.clone())),
+            })
+            .collect(),
+    }
 }
 
 fn reason(error: grym_core::Error) -> String {
@@ -222,6 +253,8 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
         metrics: Some(api::OrchestrationMetrics {
             total_latency: duration(result.metrics.total_latency),
             queue_wait: duration(result.metrics.queue_wait),
+            context_cache_hits: result.metrics.context_cache_hits,
+            context_cache_misses: result.metrics.context_cache_misses,
             worker_latency: duration(result.metrics.worker_latency),
             models_used,
             attempts: result
@@ -520,7 +553,7 @@ mod tests {
 
     #[test]
     fn scheduling_fields_are_read_and_checked() {
-        let task = task_from_api(Some(api::Task {
+        let task = task_from_api_test(Some(api::Task {
             priority: api::Priority::High as i32,
             timeout: Some(prost_types::Duration {
                 seconds: 2,
@@ -534,7 +567,7 @@ mod tests {
         assert_eq!(task.timeout, Some(Duration::from_secs(2)));
         assert_eq!(task.depends_on.len(), 2);
 
-        let unset = task_from_api(Some(text_task("transcription"))).unwrap();
+        let unset = task_from_api_test(Some(text_task("transcription"))).unwrap();
         assert_eq!(unset.priority, Priority::Normal);
 
         let negative = Some(api::Task {
@@ -557,8 +590,12 @@ mod tests {
         assert!(invalid_message(bad_priority).contains("task.priority"));
     }
 
+    fn task_from_api_test(task: Option<api::Task>) -> Result<Task, Status> {
+        task_from_api(task, String::new())
+    }
+
     fn invalid_message(task: Option<api::Task>) -> String {
-        let status = task_from_api(task).unwrap_err();
+        let status = task_from_api(task, String::new()).unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         status.message().to_owned()
     }
@@ -577,7 +614,7 @@ mod tests {
     #[test]
     fn an_empty_id_is_assigned_and_audio_bytes_are_shared() {
         let data = Bytes::from_static(b"RIFF....WAVE");
-        let task = task_from_api(request(Some(api::Task {
+        let task = task_from_api_test(request(Some(api::Task {
             input: Some(api::TaskInput {
                 kind: Some(api::task_input::Kind::Audio(api::Audio {
                     data: data.clone(),

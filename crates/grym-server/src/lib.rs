@@ -15,6 +15,7 @@ mod error;
 mod reload;
 mod service;
 mod status;
+mod tenant;
 mod worker_client;
 
 use std::future::Future;
@@ -90,6 +91,7 @@ async fn run(
         config.probe,
         cancel.child_token(),
     ));
+    tasks.spawn(Arc::clone(orchestrator.context()).maintain(cancel.child_token()));
     tasks.spawn(reload::on_hangup(
         config.clone(),
         builtin,
@@ -116,10 +118,12 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         // The caller's grpc-timeout becomes a `Deadline` the handler passes
-        // to the core, which carries what remains of it to the worker.
+        // to the core, which carries what remains of it to the worker; the
+        // `grym-tenant` metadata becomes the `Tenant` whose sessions and
+        // cached context the request may use.
         .add_service(tonic::service::interceptor::InterceptedService::new(
             service,
-            deadline::interceptor,
+            |request| tenant::interceptor(deadline::interceptor(request)?),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

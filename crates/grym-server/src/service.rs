@@ -10,9 +10,9 @@ use grym_proto::orchestrator::v1 as api;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::deadline::Deadline;
 use crate::status::from_core;
+use crate::{convert, tenant};
 
 /// The gRPC face of an [`Orchestrator`].
 pub(crate) struct OrchestratorService {
@@ -32,7 +32,8 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         request: Request<api::ExecuteTaskRequest>,
     ) -> Result<Response<api::ExecuteTaskResponse>, Status> {
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-        let task = convert::task_from_api(request.into_inner().task)?;
+        let tenant = tenant::of(&request);
+        let task = convert::task_from_api(request.into_inner().task, tenant)?;
         let result = self
             .orchestrator
             .execute(task, deadline)
@@ -45,7 +46,8 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         request: Request<api::SubmitTaskRequest>,
     ) -> Result<Response<api::SubmitTaskResponse>, Status> {
-        let task = convert::task_from_api(request.into_inner().task)?;
+        let tenant = tenant::of(&request);
+        let task = convert::task_from_api(request.into_inner().task, tenant)?;
         let handle = self
             .orchestrator
             .submit(task, None, None)
@@ -79,7 +81,8 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         request: Request<api::StreamTaskRequest>,
     ) -> Result<Response<Self::StreamTaskStream>, Status> {
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-        let task = convert::task_from_api(request.into_inner().task)?;
+        let tenant = tenant::of(&request);
+        let task = convert::task_from_api(request.into_inner().task, tenant)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let handle = self
             .orchestrator
@@ -113,9 +116,60 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         request: Request<api::PlanTaskRequest>,
     ) -> Result<Response<api::PlanTaskResponse>, Status> {
-        let task = convert::task_from_api(request.into_inner().task)?;
+        let tenant = tenant::of(&request);
+        let task = convert::task_from_api(request.into_inner().task, tenant)?;
         let (analysis, routing) = self.orchestrator.plan(task).map_err(from_core)?;
         Ok(Response::new(convert::plan_response(analysis, &routing)))
+    }
+
+    async fn put_session_context(
+        &self,
+        request: Request<api::PutSessionContextRequest>,
+    ) -> Result<Response<api::PutSessionContextResponse>, Status> {
+        let tenant = tenant::of(&request);
+        let request = request.into_inner();
+        let id = convert::session_id(request.session_id, "session_id")?;
+        let context = request
+            .context
+            .map(grym_proto::json::struct_to_json)
+            .unwrap_or_default();
+        let session = self
+            .orchestrator
+            .context()
+            .put_session(&tenant, &id, context, request.replace)
+            .map_err(from_core)?;
+        Ok(Response::new(api::PutSessionContextResponse {
+            session: Some(convert::session_to_api(&id, &session)),
+        }))
+    }
+
+    async fn get_session_context(
+        &self,
+        request: Request<api::GetSessionContextRequest>,
+    ) -> Result<Response<api::GetSessionContextResponse>, Status> {
+        let tenant = tenant::of(&request);
+        let id = convert::session_id(request.into_inner().session_id, "session_id")?;
+        let session = self
+            .orchestrator
+            .context()
+            .session(&tenant, &id)
+            .ok_or_else(|| Status::not_found(format!("no session `{id}`")))?;
+        Ok(Response::new(api::GetSessionContextResponse {
+            session: Some(convert::session_to_api(&id, &session)),
+        }))
+    }
+
+    async fn delete_session_context(
+        &self,
+        request: Request<api::DeleteSessionContextRequest>,
+    ) -> Result<Response<api::DeleteSessionContextResponse>, Status> {
+        let tenant = tenant::of(&request);
+        let id = convert::session_id(request.into_inner().session_id, "session_id")?;
+        if self.orchestrator.context().delete_session(&tenant, &id) {
+            Ok(Response::new(api::DeleteSessionContextResponse {}))
+        } else {
+            Err(Status::not_found(format!("no session `{id}`")))
+        }
     }
 
     async fn list_models(

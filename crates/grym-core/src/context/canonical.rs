@@ -1,0 +1,171 @@
+//! Canonical hashing of context: the same JSON, whatever the order of its
+//! keys, hashes the same; the hash is blake3 over a type-tagged,
+//! length-prefixed encoding, so no two different documents share an
+//! encoding. A content hash is computed once per context and combined
+//! cheaply with the tenant and the model kinds into cache keys.
+
+use serde_json::{Map, Value};
+
+/// The blake3 hash of one context's canonical encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash([u8; 32]);
+
+/// The key of one transformed context: content, source, target and tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl ContentHash {
+    /// Hashes a context.
+    pub fn of(context: &Map<String, Value>) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        write_object(&mut hasher, context);
+        Self(*hasher.finalize().as_bytes())
+    }
+
+    /// The key of this content transformed from `source` to `target` kind
+    /// for `tenant`: each part is length-prefixed, so no two different
+    /// tuples share a key.
+    pub fn key(&self, tenant: &str, source: &str, target: &str) -> CacheKey {
+        let mut hasher = blake3::Hasher::new();
+        for part in [tenant, source, target] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.update(&self.0);
+        CacheKey(*hasher.finalize().as_bytes())
+    }
+}
+
+fn write_len(hasher: &mut blake3::Hasher, len: usize) {
+    hasher.update(&(len as u64).to_le_bytes());
+}
+
+fn write_str(hasher: &mut blake3::Hasher, s: &str) {
+    write_len(hasher, s.len());
+    hasher.update(s.as_bytes());
+}
+
+fn write_object(hasher: &mut blake3::Hasher, object: &Map<String, Value>) {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort_unstable();
+    hasher.update(b"o");
+    write_len(hasher, keys.len());
+    for key in keys {
+        write_str(hasher, key);
+        if let Some(value) = object.get(key) {
+            write_value(hasher, value);
+        }
+    }
+}
+
+fn write_value(hasher: &mut blake3::Hasher, value: &Value) {
+    match value {
+        Value::Null => {
+            hasher.update(b"n");
+        }
+        Value::Bool(b) => {
+            hasher.update(if *b { b"t" } else { b"f" });
+        }
+        Value::Number(n) => {
+            hasher.update(b"d");
+            // Integers and floats of the same value hash the same.
+            let canonical = n
+                .as_f64()
+                .map_or_else(|| n.to_string(), |f| format!("{f:?}"));
+            write_str(hasher, &canonical);
+        }
+        Value::String(s) => {
+            hasher.update(b"s");
+            write_str(hasher, s);
+        }
+        Value::Array(items) => {
+            hasher.update(b"a");
+            write_len(hasher, items.len());
+            for item in items {
+                write_value(hasher, item);
+            }
+        }
+        Value::Object(object) => write_object(hasher, object),
+    }
+}
+
+/// An estimate of the bytes a context holds in memory, for limits and for
+/// the cache's weigher: string lengths plus a fixed cost per value.
+pub fn weight(context: &Map<String, Value>) -> usize {
+    context.iter().map(|(k, v)| k.len() + value_weight(v)).sum()
+}
+
+fn value_weight(value: &Value) -> usize {
+    const PER_VALUE: usize = 16;
+    PER_VALUE
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_weight).sum(),
+            Value::Object(object) => weight(object),
+            _ => 0,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("object expected, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_hash_is_stable_under_key_order() {
+        let a = object(json!({"b": 1, "a": {"y": [1, 2], "x": "s"}}));
+        let mut b = Map::new();
+        b.insert("a".into(), json!({"x": "s", "y": [1, 2]}));
+        b.insert("b".into(), json!(1));
+        assert_eq!(ContentHash::of(&a), ContentHash::of(&b));
+    }
+
+    #[test]
+    fn different_content_hashes_differently() {
+        let pairs = [
+            (json!({"a": "1"}), json!({"a": 1})),
+            (json!({"a": [1, 2]}), json!({"a": [2, 1]})),
+            (json!({"ab": "c"}), json!({"a": "bc"})),
+            (json!({"a": null}), json!({})),
+        ];
+        for (x, y) in pairs {
+            assert_ne!(
+                ContentHash::of(&object(x.clone())),
+                ContentHash::of(&object(y.clone())),
+                "{x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_key_separates_tenants_and_kinds() {
+        let hash = ContentHash::of(&object(json!({"clip": "birdsong"})));
+        let base = hash.key("acme", "audio-language", "text-generation");
+        assert_eq!(base, hash.key("acme", "audio-language", "text-generation"));
+        assert_ne!(
+            base,
+            hash.key("globex", "audio-language", "text-generation")
+        );
+        assert_ne!(
+            base,
+            hash.key("acme", "speech-recognition", "text-generation")
+        );
+        assert_ne!(base, hash.key("acme", "audio-language", "audio-language"));
+        // Length prefixes: moving a boundary changes the key.
+        assert_ne!(hash.key("ab", "c", "d"), hash.key("a", "bc", "d"));
+    }
+
+    #[test]
+    fn weight_grows_with_content() {
+        let small = object(json!({"a": "x"}));
+        let large = object(json!({"a": "x".repeat(1000)}));
+        assert!(weight(&large) > weight(&small) + 900);
+    }
+}

@@ -1,0 +1,370 @@
+//! Step 4 of a task's way: the context each model needs.
+//!
+//! Context reaches a model from three places: what the agent put in its
+//! session, what the task carries inline, and what earlier tasks of the
+//! session produced. Each part is reshaped for the kind of model about to
+//! run by the [`transform`] registered for its (source kind, target kind),
+//! and what was reshaped once is kept in the shared [`cache`] for every
+//! later request. The model receives one object: the agent's context (the
+//! session's, then the task's over it) at the top, and the earlier outputs,
+//! oldest first, under `history`.
+//!
+//! - [`canonical`] computes the content hash and the cache keys;
+//! - [`transform`] holds the transformers;
+//! - [`cache`] is the transform cache;
+//! - [`session`] keeps sessions.
+
+pub mod cache;
+pub mod canonical;
+pub mod session;
+pub mod transform;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use self::cache::{CacheStats, TransformCache};
+use self::canonical::ContentHash;
+use self::session::{SessionEntry, SessionLimits, SessionSnapshot, Sessions};
+use self::transform::{AGENT, TemplateSpec, Transformers};
+use crate::error::Error;
+
+/// Settings of the context manager.
+#[derive(Debug, Clone)]
+pub struct ContextSettings {
+    /// The transform cache's bound, in bytes.
+    pub cache_max_bytes: u64,
+    /// How long a transformed context is kept.
+    pub cache_ttl: Duration,
+    /// How often expired and evicted entries are cleared out.
+    pub maintenance_interval: Duration,
+    /// The largest context a task or a session put may carry, in bytes.
+    pub max_context_bytes: usize,
+    /// The bounds of sessions.
+    pub sessions: SessionLimits,
+    /// Configured template transformers.
+    pub templates: Vec<TemplateSpec>,
+    /// The transformers: the defaults and `templates`, checked.
+    pub transformers: Arc<Transformers>,
+}
+
+impl PartialEq for ContextSettings {
+    fn eq(&self, other: &Self) -> bool {
+        // The transformers follow from the templates.
+        self.cache_max_bytes == other.cache_max_bytes
+            && self.cache_ttl == other.cache_ttl
+            && self.maintenance_interval == other.maintenance_interval
+            && self.max_context_bytes == other.max_context_bytes
+            && self.sessions == other.sessions
+            && self.templates == other.templates
+    }
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        Self {
+            cache_max_bytes: 100 * 1024 * 1024,
+            cache_ttl: Duration::from_secs(30 * 60),
+            maintenance_interval: Duration::from_secs(5 * 60),
+            max_context_bytes: 1024 * 1024,
+            sessions: SessionLimits {
+                max_sessions: 10_000,
+                ttl: Duration::from_secs(30 * 60),
+                max_bytes: 1024 * 1024,
+                max_entries: 32,
+            },
+            templates: Vec::new(),
+            transformers: Arc::new(Transformers::with_defaults()),
+        }
+    }
+}
+
+impl ContextSettings {
+    /// Adds configured templates, checking them; errors name the template
+    /// and its line.
+    pub fn with_templates(mut self, templates: Vec<TemplateSpec>) -> Result<Self, Error> {
+        self.transformers = Arc::new(
+            Transformers::with_defaults().with_templates(&templates, "context.transformers")?,
+        );
+        self.templates = templates;
+        Ok(self)
+    }
+}
+
+/// The context for one call, and how it was made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prepared {
+    /// What the model receives.
+    pub context: Map<String, Value>,
+    /// Parts found already transformed in the cache.
+    pub cache_hits: u32,
+    /// Parts transformed for this call.
+    pub cache_misses: u32,
+}
+
+/// Context: sessions, transformers and the transform cache.
+#[derive(Debug)]
+pub struct ContextManager {
+    settings: ContextSettings,
+    cache: TransformCache,
+    sessions: Sessions,
+}
+
+impl ContextManager {
+    /// A manager with these settings.
+    pub fn new(settings: ContextSettings) -> Self {
+        Self {
+            cache: TransformCache::new(settings.cache_max_bytes, settings.cache_ttl),
+            sessions: Sessions::new(settings.sessions),
+            settings,
+        }
+    }
+
+    /// Refuses a context over the size bound, naming `field`.
+    pub fn check_size(
+        &self,
+        field: &'static str,
+        context: &Map<String, Value>,
+    ) -> Result<(), Error> {
+        let bytes = canonical::weight(context);
+        if bytes > self.settings.max_context_bytes {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "is {bytes} bytes, over the limit of {}",
+                    self.settings.max_context_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The context for a call to a model of `target` kind: the session's
+    /// and the task's own, reshaped and cached.
+    pub async fn prepare(
+        &self,
+        tenant: &str,
+        inline: Option<(&Map<String, Value>, ContentHash)>,
+        session: Option<&str>,
+        target: &str,
+    ) -> Prepared {
+        let mut prepared = Prepared::default();
+        let session = session.and_then(|id| self.sessions.get(tenant, id));
+        let mut history = Vec::new();
+        if let Some(session) = &session {
+            if let Some(hash) = session.context_hash {
+                let part = self
+                    .reshape(tenant, AGENT, target, &session.context, hash, &mut prepared)
+                    .await;
+                prepared.context.extend(part);
+            }
+            for entry in &session.entries {
+                let part = self
+                    .reshape(
+                        tenant,
+                        &entry.kind,
+                        target,
+                        &entry.context,
+                        entry.hash,
+                        &mut prepared,
+                    )
+                    .await;
+                history.push(Value::Object(part));
+            }
+        }
+        if let Some((context, hash)) = inline {
+            let part = self
+                .reshape(tenant, AGENT, target, context, hash, &mut prepared)
+                .await;
+            prepared.context.extend(part);
+        }
+        if !history.is_empty() {
+            prepared
+                .context
+                .insert("history".to_owned(), Value::Array(history));
+        }
+        prepared
+    }
+
+    /// One part reshaped from `source` to `target`, through the cache when
+    /// a transformer changes it.
+    async fn reshape(
+        &self,
+        tenant: &str,
+        source: &str,
+        target: &str,
+        context: &Map<String, Value>,
+        hash: ContentHash,
+        prepared: &mut Prepared,
+    ) -> Map<String, Value> {
+        let transformers = &self.settings.transformers;
+        if !transformers.changes(source, target) {
+            return context.clone();
+        }
+        let (part, hit) = self
+            .cache
+            .get_or_compute(hash.key(tenant, source, target), || {
+                transformers.transform(source, target, context)
+            })
+            .await;
+        if hit {
+            prepared.cache_hits += 1;
+        } else {
+            prepared.cache_misses += 1;
+        }
+        (*part).clone()
+    }
+
+    /// Keeps a task's output in its session.
+    pub fn record(&self, tenant: &str, session: &str, kind: String, context: Map<String, Value>) {
+        self.sessions
+            .append(tenant, session, SessionEntry::new(kind, context));
+    }
+
+    /// A session as it stands.
+    pub fn session(&self, tenant: &str, id: &str) -> Option<SessionSnapshot> {
+        self.sessions.get(tenant, id)
+    }
+
+    /// Sets a session's context; refused over the size bound.
+    pub fn put_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        context: Map<String, Value>,
+        replace: bool,
+    ) -> Result<SessionSnapshot, Error> {
+        self.check_size("context", &context)?;
+        self.sessions
+            .put(tenant, id, context, replace)
+            .ok_or_else(|| {
+                Error::invalid("context", "would make the session larger than its limit")
+            })
+    }
+
+    /// Deletes a session; whether it existed.
+    pub fn delete_session(&self, tenant: &str, id: &str) -> bool {
+        self.sessions.delete(tenant, id)
+    }
+
+    /// The transform cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Clears expired and evicted entries on the configured period until
+    /// `cancel` fires.
+    pub async fn maintain(self: Arc<Self>, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.settings.maintenance_interval);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => self.cache.maintain().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("object expected, got {other}"),
+        }
+    }
+
+    fn analysis() -> Map<String, Value> {
+        object(
+            json!({"model_id": "gama", "task_type": "audio_analysis", "text": "rain on a tin roof"}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_output_reaches_the_next_model_reshaped_and_cached() {
+        let manager = ContextManager::new(ContextSettings::default());
+        manager.record("t", "s", "audio-language".into(), analysis());
+        let first = manager
+            .prepare("t", None, Some("s"), "text-generation")
+            .await;
+        assert_eq!(
+            first.context["history"][0]["prompt_context"],
+            "Audio analysis by gama: rain on a tin roof"
+        );
+        assert_eq!((first.cache_hits, first.cache_misses), (0, 1));
+        let second = manager
+            .prepare("t", None, Some("s"), "text-generation")
+            .await;
+        assert_eq!((second.cache_hits, second.cache_misses), (1, 0));
+        assert_eq!(second.context, first.context);
+    }
+
+    #[tokio::test]
+    async fn one_tenant_never_reads_another_tenants_context() {
+        let manager = ContextManager::new(ContextSettings::default());
+        manager.record("acme", "s", "audio-language".into(), analysis());
+        let other = manager
+            .prepare("globex", None, Some("s"), "text-generation")
+            .await;
+        assert!(other.context.is_empty());
+        // The same content under another tenant is a separate cache entry.
+        manager.record("globex", "s", "audio-language".into(), analysis());
+        manager
+            .prepare("acme", None, Some("s"), "text-generation")
+            .await;
+        let globex = manager
+            .prepare("globex", None, Some("s"), "text-generation")
+            .await;
+        assert_eq!(globex.cache_misses, 1);
+    }
+
+    #[tokio::test]
+    async fn inline_context_goes_over_the_sessions_and_history_stays_apart() {
+        let manager = ContextManager::new(ContextSettings::default());
+        manager
+            .put_session(
+                "t",
+                "s",
+                object(json!({"language": "fr", "topic": "birds"})),
+                false,
+            )
+            .unwrap();
+        manager.record(
+            "t",
+            "s",
+            "speech-recognition".into(),
+            object(json!({"text": "bonjour"})),
+        );
+        let inline = object(json!({"language": "en"}));
+        let prepared = manager
+            .prepare(
+                "t",
+                Some((&inline, ContentHash::of(&inline))),
+                Some("s"),
+                "text-generation",
+            )
+            .await;
+        assert_eq!(
+            Value::Object(prepared.context),
+            json!({"language": "en", "topic": "birds", "history": [{"transcript": "bonjour"}]})
+        );
+    }
+
+    #[test]
+    fn a_context_over_the_limit_names_the_field() {
+        let manager = ContextManager::new(ContextSettings {
+            max_context_bytes: 100,
+            ..ContextSettings::default()
+        });
+        let big = object(json!({"x": "y".repeat(200)}));
+        match manager.check_size("task.context", &big).unwrap_err() {
+            Error::InvalidRequest { field, .. } => assert_eq!(field, "task.context"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

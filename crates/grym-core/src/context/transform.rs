@@ -1,0 +1,284 @@
+//! Transformers: context reshaped for the kind of model that will read it.
+//!
+//! A transformer is registered per (source kind, target kind). The source
+//! of a context is the kind of model that produced it (`agent` for context
+//! the agent gave); the target is the kind of the model about to run.
+//! Built in:
+//! - same kind: unchanged;
+//! - `audio-language` or `audio-features` -> `text-generation`: the
+//!   analysis as prompt context (`prompt_context`, and the structured
+//!   `audio_analysis`);
+//! - `speech-recognition` -> `text-generation`: the `transcript`;
+//! - `text-generation` -> `audio-language`: the text as the `question` to
+//!   ask of the audio.
+//!
+//! Configured transformers are minijinja templates (the Jinja dialect of
+//! prompt tooling), checked when grymd starts; they see the source context
+//! as their variables and their rendering is put under a key (default
+//! `prompt_context`). A pair with no transformer passes context unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::Error;
+
+/// The kind of context given by the agent itself.
+pub const AGENT: &str = "agent";
+
+type Builtin = fn(&Map<String, Value>) -> Map<String, Value>;
+
+enum Transformer {
+    Builtin(Builtin),
+    Template {
+        env: Arc<minijinja::Environment<'static>>,
+        name: String,
+        key: String,
+    },
+}
+
+/// The transformers, by (source kind, target kind).
+pub struct Transformers {
+    pairs: HashMap<(String, String), Transformer>,
+}
+
+impl std::fmt::Debug for Transformers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformers")
+            .field("pairs", &self.pairs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One configured template transformer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateSpec {
+    /// The kind of model whose context it reads.
+    pub source: String,
+    /// The kind of model it writes for.
+    pub target: String,
+    /// The minijinja template.
+    pub template: String,
+    /// The key its rendering is put under.
+    pub key: String,
+}
+
+fn text_of(context: &Map<String, Value>) -> String {
+    context
+        .get("text")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+fn analysis_to_prompt(context: &Map<String, Value>) -> Map<String, Value> {
+    let model = context
+        .get("model_id")
+        .and_then(Value::as_str)
+        .unwrap_or("a model");
+    let mut out = Map::new();
+    out.insert(
+        "prompt_context".into(),
+        json!(format!("Audio analysis by {model}: {}", text_of(context))),
+    );
+    if let Some(structured) = context.get("json") {
+        out.insert("audio_analysis".into(), structured.clone());
+    }
+    out
+}
+
+fn transcript_to_text(context: &Map<String, Value>) -> Map<String, Value> {
+    Map::from_iter([("transcript".to_owned(), json!(text_of(context)))])
+}
+
+fn instructions_to_question(context: &Map<String, Value>) -> Map<String, Value> {
+    Map::from_iter([("question".to_owned(), json!(text_of(context)))])
+}
+
+impl Transformers {
+    /// The built-in transformers.
+    pub fn with_defaults() -> Self {
+        let mut pairs = HashMap::new();
+        let builtins: [(&str, &str, Builtin); 4] = [
+            ("audio-language", "text-generation", analysis_to_prompt),
+            ("audio-features", "text-generation", analysis_to_prompt),
+            ("speech-recognition", "text-generation", transcript_to_text),
+            (
+                "text-generation",
+                "audio-language",
+                instructions_to_question,
+            ),
+        ];
+        for (source, target, f) in builtins {
+            pairs.insert(
+                (source.to_owned(), target.to_owned()),
+                Transformer::Builtin(f),
+            );
+        }
+        Self { pairs }
+    }
+
+    /// Adds configured templates over the defaults; `field` names where they
+    /// come from in errors, which also name the template and line.
+    pub fn with_templates(
+        mut self,
+        specs: &[TemplateSpec],
+        field: &'static str,
+    ) -> Result<Self, Error> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        let mut names = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let name = format!("{field}[{i}] ({} -> {})", spec.source, spec.target);
+            env.add_template_owned(name.clone(), spec.template.clone())
+                .map_err(|error| {
+                    Error::invalid(
+                        field,
+                        format!(
+                            "template {name}: {}{}",
+                            error.detail().unwrap_or("invalid template"),
+                            error
+                                .line()
+                                .map(|line| format!(" at line {line}"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                })?;
+            names.push(name);
+        }
+        let env = Arc::new(env);
+        for (spec, name) in specs.iter().zip(names) {
+            self.pairs.insert(
+                (spec.source.clone(), spec.target.clone()),
+                Transformer::Template {
+                    env: Arc::clone(&env),
+                    name,
+                    key: spec.key.clone(),
+                },
+            );
+        }
+        Ok(self)
+    }
+
+    /// Whether the pair changes anything: same kinds, or no transformer,
+    /// pass context unchanged.
+    pub fn changes(&self, source: &str, target: &str) -> bool {
+        source != target
+            && self
+                .pairs
+                .contains_key(&(source.to_owned(), target.to_owned()))
+    }
+
+    /// `context` reshaped from `source` kind for `target` kind.
+    pub fn transform(
+        &self,
+        source: &str,
+        target: &str,
+        context: &Map<String, Value>,
+    ) -> Map<String, Value> {
+        if source == target {
+            return context.clone();
+        }
+        match self.pairs.get(&(source.to_owned(), target.to_owned())) {
+            None => context.clone(),
+            Some(Transformer::Builtin(f)) => f(context),
+            Some(Transformer::Template { env, name, key }) => {
+                let rendered = env.get_template(name).and_then(|template| {
+                    template.render(minijinja::Value::from(minijinja::value::Serde(context)))
+                });
+                match rendered {
+                    Ok(text) => Map::from_iter([(key.clone(), Value::String(text))]),
+                    Err(error) => {
+                        tracing::warn!(template = %name, %error, "context template failed; passing context unchanged");
+                        context.clone()
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("object expected, got {other}"),
+        }
+    }
+
+    #[test]
+    fn an_analysis_becomes_prompt_context_for_a_text_model() {
+        let analysis = object(json!({
+            "model_id": "gama",
+            "text": "a blackbird singing over light rain",
+            "json": {"species": "blackbird"}
+        }));
+        let out =
+            Transformers::with_defaults().transform("audio-language", "text-generation", &analysis);
+        assert_eq!(
+            out["prompt_context"],
+            "Audio analysis by gama: a blackbird singing over light rain"
+        );
+        assert_eq!(out["audio_analysis"]["species"], "blackbird");
+    }
+
+    #[test]
+    fn same_kinds_and_unknown_pairs_pass_context_unchanged() {
+        let transformers = Transformers::with_defaults();
+        let context = object(json!({"anything": [1, 2]}));
+        assert_eq!(
+            transformers.transform("text-generation", "text-generation", &context),
+            context
+        );
+        assert_eq!(
+            transformers.transform("embedding", "synthesis", &context),
+            context
+        );
+        assert!(!transformers.changes("embedding", "synthesis"));
+        assert!(transformers.changes("speech-recognition", "text-generation"));
+    }
+
+    #[test]
+    fn a_template_transform_renders_its_worked_example() {
+        let spec = TemplateSpec {
+            source: "speech-recognition".into(),
+            target: "text-generation".into(),
+            template: "Transcript ({{ model_id }}): {{ text | upper }}{% if json.language %} [{{ json.language }}]{% endif %}".into(),
+            key: "prompt".into(),
+        };
+        let transformers = Transformers::with_defaults()
+            .with_templates(&[spec], "context.transformers")
+            .unwrap();
+        let transcript = object(
+            json!({"model_id": "wav2vec2", "text": "hello there", "json": {"language": "en"}}),
+        );
+        let out = transformers.transform("speech-recognition", "text-generation", &transcript);
+        assert_eq!(
+            out,
+            object(json!({"prompt": "Transcript (wav2vec2): HELLO THERE [en]"}))
+        );
+    }
+
+    #[test]
+    fn an_invalid_template_is_an_error_naming_it_and_its_line() {
+        let spec = TemplateSpec {
+            source: "agent".into(),
+            target: "text-generation".into(),
+            template: "fine first line\n{{ unclosed ".into(),
+            key: "prompt".into(),
+        };
+        let error = Transformers::with_defaults()
+            .with_templates(&[spec], "context.transformers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("context.transformers[0] (agent -> text-generation)"),
+            "{error}"
+        );
+        assert!(error.contains("line 2"), "{error}");
+    }
+}
