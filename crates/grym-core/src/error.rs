@@ -66,6 +66,9 @@ pub enum Error {
         /// The id.
         id: TaskId,
     },
+    /// The orchestrator is shutting down.
+    #[error("grymd is shutting down; submit to another instance")]
+    ShuttingDown,
     /// Models declare the task type, but every one of them is down.
     #[error(
         "no healthy model serves task type `{task_type}` now (not serving: {})",
@@ -121,7 +124,9 @@ impl Error {
             Self::QueueFull { .. } => ErrorKind::CapacityExhausted,
             Self::TaskNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
-            Self::NoHealthyModel { .. } | Self::Undescribed { .. } => ErrorKind::Unavailable,
+            Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {
+                ErrorKind::Unavailable
+            }
         }
     }
 

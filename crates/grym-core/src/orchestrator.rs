@@ -21,12 +21,14 @@
 //! is fed back into the model's statistics before the next selection reads
 //! them, except a refusal of the input, which says nothing of the model.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +94,8 @@ pub struct Orchestrator {
     queued: AtomicUsize,
     seq: AtomicU64,
     tasks: TaskTracker,
+    /// Set when shutdown begins: new tasks are refused.
+    closing: AtomicBool,
 }
 
 /// A submitted task, to wait for or cancel.
@@ -248,6 +252,7 @@ impl Orchestrator {
             queued: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -316,23 +321,27 @@ impl Orchestrator {
         deadline: Option<Instant>,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskHandle, Error> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
         let arrived = Instant::now();
         analysis::analyse(&mut task)?;
         self.context.check_size("task.context", &task.context)?;
-        deps::check(
-            &task.id,
-            &task.depends_on,
-            |id| self.store.knows(id),
-            |id| self.store.depends_on(id),
-        )
-        .map_err(|error| match error {
-            DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
-            DependencyError::Cycle(path) => Error::DependencyCycle { path },
+        deps::check(&task.id, &task.depends_on, |id| self.store.knows(id)).map_err(|error| {
+            match error {
+                DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
+                DependencyError::Cycle(path) => Error::DependencyCycle { path },
+            }
         })?;
         let plan = self
             .selector
             .plan(&task.task_type, &self.registry.load(), arrived)?;
-        let deadline = earliest(deadline, task.timeout.map(|timeout| arrived + timeout));
+        // A timeout too far out to represent is no bound at all.
+        let deadline = earliest(
+            deadline,
+            task.timeout
+                .and_then(|timeout| arrived.checked_add(timeout)),
+        );
         // Counted as queued from here; the task's own guard uncounts it.
         self.admit()?;
 
@@ -370,6 +379,11 @@ impl Orchestrator {
             return Err(Error::AlreadyExists {
                 id: task.id.clone(),
             });
+        }
+        // Shutdown may have begun since the check above, after its sweep of
+        // the live tasks: this one is then cancelled like the others.
+        if self.closing.load(Ordering::SeqCst) {
+            live.cancel.cancel();
         }
         emit(events.as_ref(), || TaskEvent::Queued);
         let handle = TaskHandle {
@@ -433,11 +447,18 @@ impl Orchestrator {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Cancels every live task and waits for them to end.
-    pub async fn shutdown(&self) {
+    /// Begins shutdown: refuses new tasks and cancels every live one (each
+    /// still ends with its result).
+    pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         for live in self.store.live_tasks() {
             live.cancel.cancel();
         }
+    }
+
+    /// Shuts down and waits until every task has ended.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -461,7 +482,7 @@ impl Orchestrator {
                 "CANCELLED",
                 "the task was cancelled".to_owned(),
             ),
-            ending = self.progress(
+            ending = AssertUnwindSafe(self.progress(
                 Job {
                     task: &task,
                     live: &live,
@@ -472,7 +493,17 @@ impl Orchestrator {
                 },
                 dependencies,
                 queued,
-            ) => ending,
+            ))
+            .catch_unwind() => ending.unwrap_or_else(|_| {
+                // A panic below (a model client's, say) must not leave the
+                // task without its result.
+                tracing::error!("the task's execution panicked");
+                Ending::failed(
+                    TaskStatus::Failed,
+                    "INTERNAL",
+                    "an internal error ended the task".to_owned(),
+                )
+            }),
         };
 
         let mut result = live.snapshot();

@@ -228,6 +228,15 @@ impl RawScheduler {
                 "must be longer than zero",
             ));
         }
+        if self.max_results == 0 {
+            return Err(invalid("scheduler.max_results", "must be at least 1"));
+        }
+        if self.result_retention.is_zero() {
+            return Err(invalid(
+                "scheduler.result_retention",
+                "must be longer than zero",
+            ));
+        }
         Ok(SchedulerSettings {
             max_queue: self.max_queue,
             aging_interval: self.aging_interval,

@@ -100,6 +100,7 @@ async fn run(
         cancel.child_token(),
     ));
 
+    let draining = Arc::clone(&orchestrator);
     let service =
         OrchestratorServer::new(service::OrchestratorService::new(Arc::clone(&orchestrator)))
             .max_decoding_message_size(config.max_message_bytes)
@@ -125,9 +126,14 @@ async fn run(
             service,
             |request| tenant::interceptor(deadline::interceptor(request)?),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // At once, not after connections close: callers waiting on
+            // queued tasks get their cancelled results and let go.
+            draining.begin_shutdown();
+        })
         .await?;
-    // Tasks still queued or running end cancelled, each with its result.
+    // Every task has ended, each with its result.
     orchestrator.shutdown().await;
     Ok(())
 }

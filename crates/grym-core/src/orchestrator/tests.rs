@@ -572,6 +572,32 @@ async fn unknown_dependencies_and_cycles_are_refused_at_submission() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    orchestrator
+        .execute(with_id("transcription", "a"), None)
+        .await
+        .unwrap();
+    let x = Task {
+        depends_on: vec![TaskId::new("a").unwrap()],
+        ..with_id("transcription", "x")
+    };
+    orchestrator.submit(x, None, None).unwrap();
+    // `x` waits for the finished `a`; a new `a` waiting for `x` is no cycle.
+    let again = Task {
+        depends_on: vec![TaskId::new("x").unwrap()],
+        ..with_id("transcription", "a")
+    };
+    let result = orchestrator
+        .submit(again, None, None)
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(result.status, TaskStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
@@ -665,6 +691,40 @@ async fn dropping_an_execute_call_cancels_its_task() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let result = orchestrator.get(&TaskId::new("dropped").unwrap()).unwrap();
     assert_eq!(result.status, TaskStatus::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_waiting_tasks_and_refuses_new_ones() {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(Duration::from_secs(3600)));
+    let orchestrator = orchestrator(&[&model]);
+    let running = orchestrator
+        .submit(with_id("transcription", "r"), None, None)
+        .unwrap();
+    let waiting = orchestrator
+        .submit(with_id("transcription", "w"), None, None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    orchestrator.begin_shutdown();
+    assert_eq!(running.result().await.status, TaskStatus::Cancelled);
+    assert_eq!(waiting.result().await.status, TaskStatus::Cancelled);
+    let refused = orchestrator
+        .submit(task("transcription"), None, None)
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable);
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_too_large_to_represent_is_no_bound() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let task = Task {
+        timeout: Some(Duration::from_secs(u64::MAX / 2)),
+        ..task("transcription")
+    };
+    let result = orchestrator.execute(task, None).await.unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]

@@ -81,9 +81,12 @@ impl TaskStore {
     pub fn new(max_results: u64, retention: Duration) -> Self {
         Self {
             live: DashMap::new(),
+            // Least recently used goes first: moka's default admission
+            // policy would turn new results away once the cache is full.
             finished: moka::sync::Cache::builder()
                 .max_capacity(max_results)
                 .time_to_live(retention)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
         }
     }
@@ -122,14 +125,6 @@ impl TaskStore {
         self.live.contains_key(id) || self.finished.contains_key(id)
     }
 
-    /// The dependencies of a live task; none once it has finished.
-    pub fn depends_on(&self, id: &TaskId) -> Vec<TaskId> {
-        self.live
-            .get(id)
-            .map(|task| task.depends_on.clone())
-            .unwrap_or_default()
-    }
-
     /// Records a task's final result and tells whoever waits for it.
     pub fn finish(&self, id: &TaskId, result: TaskResult) -> Arc<TaskResult> {
         let result = Arc::new(result);
@@ -151,5 +146,49 @@ impl TaskStore {
     /// How many tasks are live.
     pub fn live_count(&self) -> usize {
         self.live.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{TaskStatus, TaskType};
+
+    fn result(id: &TaskId) -> TaskResult {
+        TaskResult {
+            task_id: id.clone(),
+            status: TaskStatus::Succeeded,
+            model_id: None,
+            output: None,
+            error: None,
+            metrics: Default::default(),
+            routing: crate::selection::Routing {
+                task_type: TaskType::literal("t"),
+                policy: crate::Policy::Scored,
+                reason: crate::selection::Reason::HighestScore,
+                estimated_latency: Duration::ZERO,
+                candidates: Vec::new(),
+                fallbacks_taken: Vec::new(),
+            },
+            queued_at: std::time::SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_results_are_kept_when_the_store_is_full() {
+        let store = TaskStore::new(100, Duration::from_secs(600));
+        let ids: Vec<TaskId> = (0..1000)
+            .map(|i| TaskId::new(format!("t{i}")).unwrap())
+            .collect();
+        for id in &ids {
+            store.finish(id, result(id));
+        }
+        store.finished.run_pending_tasks();
+        for id in &ids[990..] {
+            assert!(store.get(id).is_some(), "{id} was dropped");
+        }
+        assert!(store.finished.entry_count() <= 100);
     }
 }
