@@ -369,7 +369,7 @@ impl Orchestrator {
             started_at: None,
             finished_at: None,
         };
-        let live = Arc::new(LiveTask::new(snapshot, task.depends_on.clone()));
+        let live = Arc::new(LiveTask::new(snapshot));
         if self
             .store
             .insert(task.id.clone(), Arc::clone(&live))
@@ -595,34 +595,52 @@ impl Orchestrator {
             }
         }
 
-        // Plan again: waiting may have changed which model is best.
-        let plan = match self
-            .selector
-            .plan(&task.task_type, &self.registry.load(), Instant::now())
-        {
-            Ok(plan) => plan,
-            Err(error) => {
-                return Ending::failed(TaskStatus::Failed, "UNAVAILABLE", error.to_string());
-            }
-        };
-        live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
-        emit(events, || TaskEvent::ModelChosen(plan.routing(Vec::new())));
-
         let key = QueueKey {
             priority: task.priority,
             deadline,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        let Some(first) = plan.candidates.first() else {
-            return Ending::failed(
-                TaskStatus::Failed,
-                "UNAVAILABLE",
-                "no candidate model".to_owned(),
-            );
-        };
-        let slot = match self.slot(&first.model, key, deadline).await {
-            Ok(slot) => slot,
-            Err(ending) => return ending,
+        // Plan again: waiting may have changed which model is best. And
+        // again, keeping the task's place in line, if a reload replaced the
+        // chosen model while the task waited for it.
+        let mut replans = 0;
+        let (plan, slot) = loop {
+            let plan =
+                match self
+                    .selector
+                    .plan(&task.task_type, &self.registry.load(), Instant::now())
+                {
+                    Ok(plan) => plan,
+                    Err(error) => {
+                        return Ending::failed(
+                            TaskStatus::Failed,
+                            "UNAVAILABLE",
+                            error.to_string(),
+                        );
+                    }
+                };
+            live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
+            emit(events, || TaskEvent::ModelChosen(plan.routing(Vec::new())));
+            let Some(first) = plan.candidates.first() else {
+                return Ending::failed(
+                    TaskStatus::Failed,
+                    "UNAVAILABLE",
+                    "no candidate model".to_owned(),
+                );
+            };
+            let slot = match self.slot(&first.model, key, deadline).await {
+                Ok(slot) => slot,
+                Err(ending) => return ending,
+            };
+            let current = self
+                .registry
+                .load()
+                .get(first.model.id())
+                .is_some_and(|entry| Arc::ptr_eq(entry, &first.model));
+            replans += 1;
+            if current || replans >= 3 {
+                break (plan, slot);
+            }
         };
         drop(queued);
         live.update(|snapshot| {
@@ -647,8 +665,10 @@ impl Orchestrator {
             self.slots
                 .entry(model.id().clone())
                 .or_insert_with(|| {
+                    // Room for twice the queue: waiters that gave up linger
+                    // until a sweep, which then runs once per many pushes.
                     Arc::new(ModelSlots::new(
-                        self.scheduler.max_queue.max(1),
+                        self.scheduler.max_queue.max(1) * 2,
                         self.scheduler.aging_interval,
                     ))
                 })

@@ -466,6 +466,7 @@ async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
         timeout: Some(Duration::from_millis(50)),
         ..with_id("transcription", "hurried")
     };
+    let submitted = Instant::now();
     let result = orchestrator
         .submit(hurried, None, None)
         .unwrap()
@@ -473,6 +474,8 @@ async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
         .await;
     assert_eq!(result.status, TaskStatus::DeadlineExceeded);
     assert!(result.metrics.attempts.is_empty());
+    // It ended at its deadline, not when its turn came (300 ms later).
+    assert_eq!(submitted.elapsed(), Duration::from_millis(50));
     for blocker in blockers {
         blocker.result().await;
     }

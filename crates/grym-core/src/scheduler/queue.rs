@@ -2,17 +2,24 @@
 //! time source of its own.
 //!
 //! Items pop in the order of their [`QueueKey`]: effective priority level
-//! (highest first), then earliest deadline (none last), then arrival. Push
-//! and pop are O(log n). A push onto a full queue hands the item back.
+//! (highest first), then how many times the item has aged (more first),
+//! then earliest deadline (none last), then arrival. A push onto a full
+//! queue hands the item back.
 //!
 //! **Aging**: an item's effective level rises by one for every
-//! `aging_interval` it has waited, up to [`Priority::High`]; so a low
-//! priority item waits at most three intervals behind a stream of high
-//! priority ones and never starves, while `Critical` always stays first.
-//! Levels are raised in a pass over the queue at most every half interval,
-//! when popping: O(n) then, amortised over the pops in between.
+//! `aging_interval` it has waited, up to [`Priority::High`], and within a
+//! level an aged item goes ahead of those that never aged, whatever their
+//! deadlines. So a low priority item reaches the head of the queue at most
+//! two intervals after it arrived, behind only `Critical` work and items
+//! that aged before it: nothing starves, while `Critical` always stays
+//! first.
+//!
+//! **Cost**: push and pop are O(log n) amortised. An item ages at most
+//! twice; each time a fresh heap entry with its new level is pushed, and the
+//! old one is skipped when it surfaces. Skipped entries are compacted away
+//! once they outnumber the live items.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
@@ -49,124 +56,197 @@ pub struct QueueKey {
     pub seq: u64,
 }
 
+/// A live item.
 #[derive(Debug)]
-struct Entry<T> {
+struct Queued<T> {
+    /// Unique for the queue's life: slab slots are reused, ids are not.
+    id: u64,
     key: QueueKey,
-    /// The level after aging.
     level: u8,
-    /// When the level last rose (or the item arrived).
+    aged: u8,
     leveled_at: Instant,
     item: T,
 }
 
-impl<T> Entry<T> {
+/// A heap entry: a snapshot of an item's rank; stale once the item aged or
+/// left.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    level: u8,
+    aged: u8,
+    deadline: Option<Instant>,
+    seq: u64,
+    id: u64,
+    slot: usize,
+}
+
+impl Rank {
+    fn of<T>(slot: usize, queued: &Queued<T>) -> Self {
+        Self {
+            level: queued.level,
+            aged: queued.aged,
+            deadline: queued.key.deadline,
+            seq: queued.key.seq,
+            id: queued.id,
+            slot,
+        }
+    }
+}
+
+impl PartialEq for Rank {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Rank {}
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Rank {
     /// Greater pops first.
-    fn rank(&self, other: &Self) -> Ordering {
+    fn cmp(&self, other: &Self) -> Ordering {
         self.level
             .cmp(&other.level)
-            .then_with(|| match (self.key.deadline, other.key.deadline) {
+            .then(self.aged.cmp(&other.aged))
+            .then_with(|| match (self.deadline, other.deadline) {
                 (Some(a), Some(b)) => b.cmp(&a),
                 (Some(_), None) => Ordering::Greater,
                 (None, Some(_)) => Ordering::Less,
                 (None, None) => Ordering::Equal,
             })
-            .then_with(|| other.key.seq.cmp(&self.key.seq))
-    }
-}
-
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.rank(other) == Ordering::Equal
-    }
-}
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Entry<T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank(other)
+            .then_with(|| other.seq.cmp(&self.seq))
+            .then_with(|| other.id.cmp(&self.id))
     }
 }
 
 /// A bounded priority queue with aging.
 #[derive(Debug)]
 pub struct PriorityQueue<T> {
-    heap: BinaryHeap<Entry<T>>,
+    items: slab::Slab<Queued<T>>,
+    ranks: BinaryHeap<Rank>,
+    /// When each item below `High` next ages: (due, id, slab slot).
+    aging: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    next_id: u64,
     capacity: usize,
     aging_interval: Duration,
-    next_aging: Option<Instant>,
 }
 
 impl<T> PriorityQueue<T> {
     /// An empty queue holding at most `capacity` items.
     pub fn new(capacity: usize, aging_interval: Duration) -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            items: slab::Slab::new(),
+            ranks: BinaryHeap::new(),
+            aging: BinaryHeap::new(),
+            next_id: 0,
             capacity,
             aging_interval,
-            next_aging: None,
         }
     }
 
     /// Items queued.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.items.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.items.is_empty()
+    }
+
+    fn can_age(&self, level: u8) -> bool {
+        !self.aging_interval.is_zero() && level < Priority::High.level()
     }
 
     /// Queues `item` at `now`; a full queue hands it back.
     pub fn push(&mut self, key: QueueKey, item: T, now: Instant) -> Result<(), T> {
-        if self.heap.len() >= self.capacity {
+        if self.items.len() >= self.capacity {
             return Err(item);
         }
-        self.heap.push(Entry {
+        let id = self.next_id;
+        self.next_id += 1;
+        let level = key.priority.level();
+        let slot = self.items.insert(Queued {
+            id,
             key,
-            level: key.priority.level(),
+            level,
+            aged: 0,
             leveled_at: now,
             item,
         });
+        self.ranks.push(Rank::of(slot, &self.items[slot]));
+        if self.can_age(level) {
+            self.aging
+                .push(Reverse((now + self.aging_interval, id, slot)));
+        }
         Ok(())
     }
 
-    /// Takes the first item at `now`, after aging the queue if it is due.
+    /// Takes the first item at `now`, after aging what is due.
     pub fn pop(&mut self, now: Instant) -> Option<(QueueKey, T)> {
         self.age(now);
-        self.heap.pop().map(|entry| (entry.key, entry.item))
+        while let Some(rank) = self.ranks.pop() {
+            let current = self.items.get(rank.slot).is_some_and(|queued| {
+                queued.id == rank.id && queued.level == rank.level && queued.aged == rank.aged
+            });
+            if current {
+                let queued = self.items.remove(rank.slot);
+                return Some((queued.key, queued.item));
+            }
+        }
+        None
     }
 
     /// Keeps only the items for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        self.heap.retain(|entry| keep(&entry.item));
+        self.items.retain(|_, queued| keep(&queued.item));
+        self.compact();
     }
 
     fn age(&mut self, now: Instant) {
-        if self.aging_interval.is_zero() || self.next_aging.is_some_and(|at| now < at) {
-            return;
-        }
-        self.next_aging = Some(now + self.aging_interval / 2);
-        let interval = self.aging_interval;
-        let mut promoted = false;
-        let mut entries = std::mem::take(&mut self.heap).into_vec();
-        for entry in &mut entries {
-            while entry.level < Priority::High.level()
-                && now.saturating_duration_since(entry.leveled_at) >= interval
-            {
-                entry.level += 1;
-                entry.leveled_at += interval;
-                promoted = true;
+        while let Some(&Reverse((due, id, slot))) = self.aging.peek() {
+            if due > now {
+                break;
+            }
+            self.aging.pop();
+            let interval = self.aging_interval;
+            let Some(queued) = self.items.get_mut(slot).filter(|queued| queued.id == id) else {
+                continue;
+            };
+            queued.level += 1;
+            queued.aged += 1;
+            queued.leveled_at = due;
+            let rank = Rank::of(slot, queued);
+            let level = queued.level;
+            self.ranks.push(rank);
+            if self.can_age(level) {
+                self.aging.push(Reverse((due + interval, id, slot)));
             }
         }
-        if promoted {
-            tracing::debug!(queued = entries.len(), "aged the queue");
+        self.compact();
+    }
+
+    /// Drops stale heap entries once they outnumber the live items.
+    fn compact(&mut self) {
+        let live = self.items.len();
+        if self.ranks.len() > 2 * live + 64 {
+            self.ranks = self
+                .items
+                .iter()
+                .map(|(slot, queued)| Rank::of(slot, queued))
+                .collect();
         }
-        self.heap = BinaryHeap::from(entries);
+        if self.aging.len() > 2 * live + 64 {
+            let interval = self.aging_interval;
+            self.aging = self
+                .items
+                .iter()
+                .filter(|(_, queued)| self.can_age(queued.level))
+                .map(|(slot, queued)| Reverse((queued.leveled_at + interval, queued.id, slot)))
+                .collect();
+        }
     }
 }
 
@@ -275,6 +355,54 @@ mod tests {
             drain(&mut queue, later),
             ["fresh-critical", "old-low", "fresh-high", "fresh-normal"]
         );
+    }
+
+    #[test]
+    fn an_aged_item_goes_ahead_of_fresh_high_work_with_deadlines() {
+        let start = Instant::now();
+        let mut queue = PriorityQueue::new(1_000, AGING);
+        queue
+            .push(key(Priority::Low, None, 0, start), "patient-low", start)
+            .unwrap();
+        // A steady stream of high priority work with deadlines: one pushed
+        // and one popped every tenth of an interval.
+        let mut popped_at = None;
+        for step in 1..=40_u32 {
+            let now = start + AGING / 10 * step;
+            queue
+                .push(
+                    key(Priority::High, Some(u64::from(step)), u64::from(step), now),
+                    "high",
+                    now,
+                )
+                .unwrap();
+            if let Some((_, "patient-low")) = queue.pop(now) {
+                popped_at = Some(step);
+                break;
+            }
+        }
+        let step = popped_at.expect("the low item is served");
+        assert!(step <= 21, "served at step {step}, more than two intervals");
+    }
+
+    #[test]
+    fn stale_entries_do_not_accumulate() {
+        let now = Instant::now();
+        let mut queue = PriorityQueue::new(100_000, AGING);
+        for round in 0..100_u64 {
+            for i in 0..100 {
+                queue
+                    .push(key(Priority::Low, None, round * 100 + i, now), round, now)
+                    .unwrap();
+            }
+            queue.retain(|_| false);
+        }
+        assert!(
+            queue.ranks.len() <= 2 * queue.len() + 164,
+            "{}",
+            queue.ranks.len()
+        );
+        assert!(queue.is_empty());
     }
 
     #[test]

@@ -21,18 +21,15 @@ use crate::task::{TaskId, TaskResult};
 pub struct LiveTask {
     /// Fires to cancel it.
     pub cancel: CancellationToken,
-    /// The tasks it waits for.
-    pub depends_on: Vec<TaskId>,
     snapshot: Mutex<TaskResult>,
     done: watch::Sender<Option<Arc<TaskResult>>>,
 }
 
 impl LiveTask {
     /// A task as it stands when accepted.
-    pub fn new(snapshot: TaskResult, depends_on: Vec<TaskId>) -> Self {
+    pub fn new(snapshot: TaskResult) -> Self {
         Self {
             cancel: CancellationToken::new(),
-            depends_on,
             snapshot: Mutex::new(snapshot),
             done: watch::Sender::new(None),
         }
