@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use grym_core::analysis::{Modality, Requirements};
+use grym_core::context::cache::CacheStats;
 use grym_core::context::session::SessionSnapshot;
 use grym_core::selection::{Reason, Routing};
 use grym_core::stats::StatsSnapshot;
@@ -109,6 +110,17 @@ pub(crate) fn session_id(id: String, field: &str) -> Result<String, Status> {
     TaskId::new(id)
         .map(|id| id.as_str().to_owned())
         .map_err(|error| Status::invalid_argument(format!("invalid {field}: {}", reason(error))))
+}
+
+/// The response of `GetContextStats`.
+pub(crate) fn context_stats_response(stats: CacheStats) -> api::GetContextStatsResponse {
+    api::GetContextStatsResponse {
+        cache_hits: stats.hits,
+        cache_misses: stats.misses,
+        cache_evictions: stats.evictions,
+        cache_bytes: stats.bytes,
+        cache_entries: stats.entries,
+    }
 }
 
 /// A session as the API shows it.

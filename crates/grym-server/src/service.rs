@@ -172,6 +172,14 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         }
     }
 
+    async fn get_context_stats(
+        &self,
+        _request: Request<api::GetContextStatsRequest>,
+    ) -> Result<Response<api::GetContextStatsResponse>, Status> {
+        let stats = self.orchestrator.context().cache_stats().await;
+        Ok(Response::new(convert::context_stats_response(stats)))
+    }
+
     async fn list_models(
         &self,
         _request: Request<api::ListModelsRequest>,

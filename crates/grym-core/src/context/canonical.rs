@@ -46,13 +46,21 @@ fn write_str(hasher: &mut blake3::Hasher, s: &str) {
 }
 
 fn write_object(hasher: &mut blake3::Hasher, object: &Map<String, Value>) {
-    let mut keys: Vec<&String> = object.keys().collect();
-    keys.sort_unstable();
     hasher.update(b"o");
-    write_len(hasher, keys.len());
-    for key in keys {
-        write_str(hasher, key);
-        if let Some(value) = object.get(key) {
+    write_len(hasher, object.len());
+    let sorted = object.keys().zip(object.keys().skip(1)).all(|(a, b)| a < b);
+    if sorted {
+        // serde_json's map iterates in key order unless a dependency turns on
+        // its insertion order: then the keys are sorted here.
+        for (key, value) in object {
+            write_str(hasher, key);
+            write_value(hasher, value);
+        }
+    } else {
+        let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in entries {
+            write_str(hasher, key);
             write_value(hasher, value);
         }
     }
@@ -66,14 +74,19 @@ fn write_value(hasher: &mut blake3::Hasher, value: &Value) {
         Value::Bool(b) => {
             hasher.update(if *b { b"t" } else { b"f" });
         }
-        Value::Number(n) => {
-            hasher.update(b"d");
-            // Integers and floats of the same value hash the same.
-            let canonical = n
-                .as_f64()
-                .map_or_else(|| n.to_string(), |f| format!("{f:?}"));
-            write_str(hasher, &canonical);
-        }
+        Value::Number(n) => match n.as_f64() {
+            // Integers and floats of the same value hash the same: as the
+            // bits of the double, or as text past its exact range.
+            Some(f) if n.as_u64().is_none_or(|u| u < (1 << 53)) => {
+                hasher.update(b"d");
+                let f = if f == 0.0 { 0.0_f64 } else { f };
+                hasher.update(&f.to_bits().to_le_bytes());
+            }
+            _ => {
+                hasher.update(b"D");
+                write_str(hasher, &n.to_string());
+            }
+        },
         Value::String(s) => {
             hasher.update(b"s");
             write_str(hasher, s);
@@ -142,6 +155,22 @@ mod tests {
                 "{x} vs {y}"
             );
         }
+    }
+
+    #[test]
+    fn an_integer_and_the_same_float_hash_the_same() {
+        assert_eq!(
+            ContentHash::of(&object(json!({"n": 3}))),
+            ContentHash::of(&object(json!({"n": 3.0})))
+        );
+        assert_eq!(
+            ContentHash::of(&object(json!({"n": 0.0}))),
+            ContentHash::of(&object(json!({"n": -0.0})))
+        );
+        assert_ne!(
+            ContentHash::of(&object(json!({"n": u64::MAX}))),
+            ContentHash::of(&object(json!({"n": u64::MAX - 1})))
+        );
     }
 
     #[test]

@@ -249,8 +249,9 @@ impl ContextManager {
         self.sessions.delete(tenant, id)
     }
 
-    /// The transform cache's counters.
-    pub fn cache_stats(&self) -> CacheStats {
+    /// The transform cache's counters, with pending evictions applied.
+    pub async fn cache_stats(&self) -> CacheStats {
+        self.cache.maintain().await;
         self.cache.stats()
     }
 
