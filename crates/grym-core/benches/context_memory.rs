@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p grym-core --bench context_memory`
 
+mod common;
+
 use std::time::Duration;
 
 use grym_core::context::cache::TransformCache;
@@ -11,16 +13,6 @@ use serde_json::{Map, Value, json};
 
 const CAPACITY: u64 = 16 * 1024 * 1024;
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -28,7 +20,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     runtime.block_on(async {
         let cache = TransformCache::new(CAPACITY, Duration::from_secs(1800));
-        let before = resident_bytes();
+        let before = common::resident_bytes();
         let mut inserted = 0_u64;
         let mut n = 0_u64;
         while inserted < 10 * CAPACITY {
@@ -44,7 +36,7 @@ fn main() {
         }
         cache.maintain().await;
         let stats = cache.stats();
-        let grown = resident_bytes().saturating_sub(before);
+        let grown = common::resident_bytes().saturating_sub(before);
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         println!(
             "inserted {:.0} MiB into a {:.0} MiB cache: it holds {:.1} MiB by its weigher ({} entries, {} evicted); resident memory grew {:.1} MiB",

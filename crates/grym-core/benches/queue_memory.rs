@@ -6,43 +6,17 @@
 //!
 //! `cargo bench -p grym-core --bench queue_memory`
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use grym_core::{
-    Capability, Description, Health, InferCall, ModelClient, ModelEntry, ModelId, Orchestrator,
-    OrchestratorSettings, Output, Registry, SchedulerSettings, Task, TaskId, TaskInput, TaskType,
-    WorkerError,
+    Capability, Health, ModelEntry, ModelId, Orchestrator, OrchestratorSettings, Registry,
+    SchedulerSettings, Task, TaskId, TaskInput, TaskType,
 };
 
 const TASKS: usize = 100_000;
-
-/// A model that never answers.
-struct Silent;
-
-impl ModelClient for Silent {
-    fn infer(&self, _call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
-        futures::future::pending().boxed()
-    }
-    fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {
-        futures::future::pending().boxed()
-    }
-    fn check_health(&self) -> BoxFuture<'static, Health> {
-        futures::future::ready(Health::Serving).boxed()
-    }
-}
-
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,7 +29,7 @@ fn main() {
         let entry = ModelEntry::single(
             ModelId::new("silent").unwrap_or_else(|e| panic!("{e}")),
             "memory",
-            Arc::new(Silent),
+            Arc::new(common::Silent),
         )
         .with_kind("simulated".into())
         .with_capabilities(vec![Capability {
@@ -75,7 +49,7 @@ fn main() {
                 ..OrchestratorSettings::default()
             },
         ));
-        let before = resident_bytes();
+        let before = common::resident_bytes();
         let mut handles = Vec::with_capacity(TASKS);
         for i in 0..TASKS {
             let task = Task::new(
@@ -90,7 +64,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = resident_bytes();
+        let after = common::resident_bytes();
         let per_task = after.saturating_sub(before) as f64 / TASKS as f64;
         println!(
             "{TASKS} tasks queued: resident memory grew {:.1} MiB, {per_task:.0} bytes per queued task",

@@ -19,18 +19,16 @@
 //! consecutive tasks in which the policy's first choice agrees with the
 //! oracle's at least 90 times.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use grym_core::scoring::ScoringSettings;
 use grym_core::selection::{Policy, SelectionSettings, Selector};
 use grym_core::stats::CallOutcome;
-use grym_core::{
-    Description, Health, InferCall, ModelClient, ModelEntry, ModelId, Output, Registry, TaskType,
-    WorkerError,
-};
+use grym_core::{Health, ModelEntry, ModelId, Registry, TaskType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -94,21 +92,6 @@ const MODELS: [Model; 3] = [
     },
 ];
 
-/// Never called: outcomes are drawn from the truth and recorded directly.
-struct Simulated;
-
-impl ModelClient for Simulated {
-    fn infer(&self, _call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
-        futures::future::pending().boxed()
-    }
-    fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {
-        futures::future::pending().boxed()
-    }
-    fn check_health(&self) -> BoxFuture<'static, Health> {
-        futures::future::ready(Health::Serving).boxed()
-    }
-}
-
 fn truth(model: &Model, task: usize) -> Truth {
     if task < CHANGE_AT {
         model.before
@@ -147,7 +130,7 @@ fn simulate(settings: &SelectionSettings, arrival: Duration, seed: u64) -> Run {
         let entry = ModelEntry::single(
             ModelId::new(m.id).unwrap_or_else(|e| panic!("{e}")),
             "simulated",
-            Arc::new(Simulated),
+            Arc::new(common::Silent),
         )
         .with_kind("simulated".into())
         .with_capabilities(vec![grym_core::Capability {

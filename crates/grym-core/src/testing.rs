@@ -11,6 +11,14 @@ use crate::model::{Capability, CapabilitySource, Description, Health, ModelId};
 use crate::registry::ModelEntry;
 use crate::task::{Output, TaskType};
 
+/// The object of a JSON value; panics on anything else.
+pub(crate) fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("object expected, got {other}"),
+    }
+}
+
 /// What the fake does when called.
 #[derive(Clone)]
 pub(crate) enum Behaviour {

@@ -122,14 +122,8 @@ fn value_weight(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::object;
     use serde_json::json;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("object expected, got {other}"),
-        }
-    }
 
     #[test]
     fn the_hash_is_stable_under_key_order() {

@@ -271,14 +271,8 @@ impl ContextManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::object;
     use serde_json::json;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("object expected, got {other}"),
-        }
-    }
 
     fn analysis() -> Map<String, Value> {
         object(

@@ -202,13 +202,7 @@ impl Transformers {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("object expected, got {other}"),
-        }
-    }
+    use crate::testing::object;
 
     #[test]
     fn an_analysis_becomes_prompt_context_for_a_text_model() {
