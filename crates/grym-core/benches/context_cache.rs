@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use grym_core::context::cache::TransformCache;
 use grym_core::context::canonical::ContentHash;
 use grym_core::context::transform::Transformers;
@@ -37,26 +37,36 @@ fn cache(c: &mut Criterion) {
         futures::executor::block_on(cache.get_or_compute(warm_key, || {
             transformers.transform("audio-language", "text-generation", &warm)
         }));
+        // The hit must find it.
+        assert!(
+            futures::executor::block_on(cache.get_or_compute(warm_key, || None))
+                .is_some_and(|(_, hit)| hit)
+        );
         group.bench_function(BenchmarkId::new("hit", &label), |b| {
             b.iter(|| {
                 let key = ContentHash::of(&warm).key("tenant", "audio-language", "text-generation");
-                let (value, hit) =
+                let found =
                     futures::executor::block_on(cache.get_or_compute(key, || unreachable!()));
-                black_box(((*value).clone(), hit))
+                black_box(found.map(|(value, hit)| ((*value).clone(), hit)))
             });
         });
         let mut n = 0;
         group.bench_function(BenchmarkId::new("miss", &label), |b| {
-            b.iter(|| {
-                n += 1;
-                let fresh = analysis(size, n);
-                let key =
-                    ContentHash::of(&fresh).key("tenant", "audio-language", "text-generation");
-                let (value, hit) = futures::executor::block_on(cache.get_or_compute(key, || {
-                    transformers.transform("audio-language", "text-generation", &fresh)
-                }));
-                black_box(((*value).clone(), hit))
-            });
+            b.iter_batched(
+                || {
+                    n += 1;
+                    analysis(size, n)
+                },
+                |fresh| {
+                    let key =
+                        ContentHash::of(&fresh).key("tenant", "audio-language", "text-generation");
+                    let found = futures::executor::block_on(cache.get_or_compute(key, || {
+                        transformers.transform("audio-language", "text-generation", &fresh)
+                    }));
+                    black_box(found.map(|(value, hit)| ((*value).clone(), hit)))
+                },
+                BatchSize::SmallInput,
+            );
         });
     }
     group.finish();

@@ -29,7 +29,7 @@ fn main() {
                 Map::from_iter([("n".to_owned(), json!(n)), ("text".to_owned(), json!("x".repeat(4096)))]);
             inserted += weight(&context) as u64;
             let key = ContentHash::of(&context).key("tenant", "a", "b");
-            cache.get_or_compute(key, || context).await;
+            cache.get_or_compute(key, || Some(context)).await;
             if n.is_multiple_of(1000) {
                 cache.maintain().await;
             }

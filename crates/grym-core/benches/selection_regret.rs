@@ -24,7 +24,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use grym_core::scoring::ScoringSettings;
 use grym_core::selection::{Policy, SelectionSettings, Selector};
 use grym_core::stats::CallOutcome;

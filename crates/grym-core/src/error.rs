@@ -66,6 +66,9 @@ pub enum Error {
         /// The id.
         id: TaskId,
     },
+    /// The sessions' byte budget is spent.
+    #[error("the sessions' memory budget is spent; delete sessions or retry later")]
+    SessionsFull,
     /// The orchestrator is shutting down.
     #[error("grymd is shutting down; submit to another instance")]
     ShuttingDown,
@@ -121,7 +124,7 @@ impl Error {
             | Self::UnknownDependencies { .. }
             | Self::DependencyCycle { .. } => ErrorKind::InvalidRequest,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Self::QueueFull { .. } => ErrorKind::CapacityExhausted,
+            Self::QueueFull { .. } | Self::SessionsFull => ErrorKind::CapacityExhausted,
             Self::TaskNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {

@@ -326,12 +326,15 @@ impl Orchestrator {
         }
         let arrived = Instant::now();
         analysis::analyse(&mut task)?;
-        self.context.check_size("task.context", &task.context)?;
-        deps::check(&task.id, &task.depends_on, |id| self.store.knows(id)).map_err(|error| {
-            match error {
-                DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
-                DependencyError::Cycle(path) => Error::DependencyCycle { path },
-            }
+        self.context.check("task.context", &task.context)?;
+        deps::check(&task.id, &task.depends_on, |id| {
+            self.store
+                .tenant_of(id)
+                .is_some_and(|owner| owner == task.tenant)
+        })
+        .map_err(|error| match error {
+            DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
+            DependencyError::Cycle(path) => Error::DependencyCycle { path },
         })?;
         let plan = self
             .selector
@@ -368,6 +371,7 @@ impl Orchestrator {
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
+            tenant: task.tenant.clone(),
         };
         let live = Arc::new(LiveTask::new(snapshot));
         if self
@@ -419,16 +423,21 @@ impl Orchestrator {
             .map_err(|_| Error::QueueFull { max_queue })
     }
 
-    /// Where a task stands: live, or finished and still kept.
-    pub fn get(&self, id: &TaskId) -> Result<TaskResult, Error> {
+    /// Where a task of `tenant` stands: live, or finished and still kept.
+    /// Another tenant's task is not found.
+    pub fn get(&self, id: &TaskId, tenant: &str) -> Result<TaskResult, Error> {
         self.store
             .get(id)
+            .filter(|result| result.tenant == tenant)
             .ok_or_else(|| Error::TaskNotFound { id: id.clone() })
     }
 
     /// Cancels a live task and waits until it has ended; a finished task is
     /// left as it is. Either way, its final result.
-    pub async fn cancel(&self, id: &TaskId) -> Result<TaskResult, Error> {
+    pub async fn cancel(&self, id: &TaskId, tenant: &str) -> Result<TaskResult, Error> {
+        if self.store.tenant_of(id).is_none_or(|owner| owner != tenant) {
+            return Err(Error::TaskNotFound { id: id.clone() });
+        }
         if let Some(live) = self.store.live(id) {
             let done = live.subscribe();
             live.cancel.cancel();
@@ -439,7 +448,7 @@ impl Orchestrator {
             };
             return Ok(Arc::unwrap_or_clone(handle.result().await));
         }
-        self.get(id)
+        self.get(id, tenant)
     }
 
     /// Tasks accepted and not yet running.

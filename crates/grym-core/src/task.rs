@@ -282,6 +282,8 @@ pub struct TaskResult {
     pub started_at: Option<SystemTime>,
     /// When it ended.
     pub finished_at: Option<SystemTime>,
+    /// Who submitted it: only that tenant can see or cancel it.
+    pub tenant: String,
 }
 
 /// What happens to a task, in order, for a caller that follows it.

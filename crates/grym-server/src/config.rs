@@ -6,6 +6,7 @@
 //! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
 //! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,8 +72,29 @@ pub struct RawConfig {
     pub scheduler: RawScheduler,
     /// How context is shaped and kept.
     pub context: RawContext,
+    /// Who may call.
+    pub auth: RawAuth,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
+}
+
+/// The `[auth]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Bearer tokens and the tenant each names; when any are given, every
+    /// call must carry one.
+    pub tokens: Vec<RawToken>,
+}
+
+/// One `[[auth.tokens]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// The secret a caller sends as `authorization: Bearer TOKEN`.
+    pub token: String,
+    /// The tenant it names.
+    pub tenant: String,
 }
 
 /// The `[context]` table as written.
@@ -98,6 +120,8 @@ pub struct RawContext {
     pub session_max_bytes: usize,
     /// Task outputs one session keeps at most.
     pub session_max_entries: usize,
+    /// Bytes all sessions hold at most.
+    pub sessions_max_total_bytes: usize,
     /// Template transformers, over the built-in ones.
     pub transformers: Vec<RawTransformer>,
 }
@@ -133,6 +157,7 @@ impl Default for RawContext {
             session_ttl: defaults.sessions.ttl,
             session_max_bytes: defaults.sessions.max_bytes,
             session_max_entries: defaults.sessions.max_entries,
+            sessions_max_total_bytes: defaults.sessions.max_total_bytes,
             transformers: Vec::new(),
         }
     }
@@ -169,6 +194,7 @@ impl RawContext {
                 ttl: self.session_ttl,
                 max_bytes: self.session_max_bytes,
                 max_entries: self.session_max_entries,
+                max_total_bytes: self.sessions_max_total_bytes,
             },
             ..ContextSettings::default()
         }
@@ -318,6 +344,7 @@ impl Default for RawConfig {
             selection: RawSelection::default(),
             scheduler: RawScheduler::default(),
             context: RawContext::default(),
+            auth: RawAuth::default(),
             workers: Vec::new(),
         }
     }
@@ -374,6 +401,8 @@ pub struct Config {
     pub workers: Vec<WorkerConfig>,
     /// The file this was read from, read again on SIGHUP.
     pub source: Option<PathBuf>,
+    /// Bearer token -> tenant; empty when calls need no token.
+    pub auth_tokens: HashMap<String, String>,
 }
 
 /// One model and the workers serving it.
@@ -458,7 +487,35 @@ impl RawConfig {
             max_message_bytes: self.max_message_bytes,
             workers,
             source: None,
+            auth_tokens: self.auth.validate()?,
         })
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<HashMap<String, String>, Error> {
+        let mut tokens = HashMap::with_capacity(self.tokens.len());
+        for (i, entry) in self.tokens.into_iter().enumerate() {
+            if entry.token.len() < 16 {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].token"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if entry.tenant.is_empty() || entry.tenant.len() > 128 {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].tenant"),
+                    "must be 1 to 128 characters",
+                ));
+            }
+            if tokens.insert(entry.token, entry.tenant).is_some() {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].token"),
+                    "is listed twice",
+                ));
+            }
+        }
+        Ok(tokens)
     }
 }
 

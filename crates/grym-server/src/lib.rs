@@ -101,6 +101,7 @@ async fn run(
     ));
 
     let draining = Arc::clone(&orchestrator);
+    let resolver = tenant::Resolver::new(config.auth_tokens.clone());
     let service =
         OrchestratorServer::new(service::OrchestratorService::new(Arc::clone(&orchestrator)))
             .max_decoding_message_size(config.max_message_bytes)
@@ -124,7 +125,7 @@ async fn run(
         // cached context the request may use.
         .add_service(tonic::service::interceptor::InterceptedService::new(
             service,
-            |request| tenant::interceptor(deadline::interceptor(request)?),
+            move |request| resolver.resolve(deadline::interceptor(request)?),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;

@@ -59,8 +59,9 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         request: Request<api::GetTaskRequest>,
     ) -> Result<Response<api::GetTaskResponse>, Status> {
+        let tenant = tenant::of(&request);
         let id = convert::task_id(request.into_inner().task_id)?;
-        let result = self.orchestrator.get(&id).map_err(from_core)?;
+        let result = self.orchestrator.get(&id, &tenant).map_err(from_core)?;
         Ok(Response::new(convert::get_response(result)))
     }
 
@@ -68,8 +69,13 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         request: Request<api::CancelTaskRequest>,
     ) -> Result<Response<api::CancelTaskResponse>, Status> {
+        let tenant = tenant::of(&request);
         let id = convert::task_id(request.into_inner().task_id)?;
-        let result = self.orchestrator.cancel(&id).await.map_err(from_core)?;
+        let result = self
+            .orchestrator
+            .cancel(&id, &tenant)
+            .await
+            .map_err(from_core)?;
         Ok(Response::new(convert::cancel_response(result)))
     }
 

@@ -1,40 +1,81 @@
-//! The caller's tenant, read from the `grym-tenant` request metadata by an
-//! interceptor, so handlers find it as a request extension. Sessions and
-//! cached context are kept per tenant; a caller that names none shares the
-//! anonymous tenant with every other such caller.
+//! The caller's tenant, resolved by an interceptor so handlers find it as a
+//! request extension. Sessions, cached context and tasks are kept per
+//! tenant.
+//!
+//! With `[auth] tokens` configured, a caller must send
+//! `authorization: Bearer TOKEN`; the token names its tenant, and a missing
+//! or unknown token is `UNAUTHENTICATED`. Without tokens, grymd trusts the
+//! `grym-tenant` metadata as sent, which suits a trusted network only; a
+//! caller that names none shares the anonymous tenant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-/// Who is calling, for the isolation of context.
+/// Who is calling, for the isolation of context and tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Tenant(pub(crate) String);
 
 /// The longest tenant name accepted.
 const MAX_LEN: usize = 128;
 
-/// Records the caller's tenant; a malformed one is `INVALID_ARGUMENT`.
-pub(crate) fn interceptor(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let tenant = match request.metadata().get("grym-tenant") {
-        None => Tenant::default(),
-        Some(value) => {
-            let name = value
-                .to_str()
-                .ok()
-                .filter(|name| {
-                    !name.is_empty()
-                        && name.len() <= MAX_LEN
-                        && name.chars().all(|c| c.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "invalid grym-tenant metadata: 1 to {MAX_LEN} visible ASCII characters"
-                    ))
-                })?;
-            Tenant(name.to_owned())
+/// Resolves each request's tenant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resolver {
+    /// Bearer token -> tenant; empty when tokens are not required.
+    tokens: Arc<HashMap<String, String>>,
+}
+
+impl Resolver {
+    /// A resolver that requires one of `tokens` when there are any.
+    pub(crate) fn new(tokens: HashMap<String, String>) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
         }
-    };
-    request.extensions_mut().insert(tenant);
-    Ok(request)
+    }
+
+    /// Records the caller's tenant on the request.
+    pub(crate) fn resolve(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let tenant = if self.tokens.is_empty() {
+            declared(&request)?
+        } else {
+            let token = request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or_else(|| Status::unauthenticated("send authorization: Bearer TOKEN"))?;
+            let tenant = self
+                .tokens
+                .get(token.trim())
+                .ok_or_else(|| Status::unauthenticated("the token is not known"))?;
+            Tenant(tenant.clone())
+        };
+        request.extensions_mut().insert(tenant);
+        Ok(request)
+    }
+}
+
+/// The tenant a caller declares in `grym-tenant`, checked.
+fn declared(request: &Request<()>) -> Result<Tenant, Status> {
+    match request.metadata().get("grym-tenant") {
+        None => Ok(Tenant::default()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|name| {
+                !name.is_empty()
+                    && name.len() <= MAX_LEN
+                    && name.chars().all(|c| c.is_ascii_graphic())
+            })
+            .map(|name| Tenant(name.to_owned()))
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid grym-tenant metadata: 1 to {MAX_LEN} visible ASCII characters"
+                ))
+            }),
+    }
 }
 
 /// The tenant a request carries (the anonymous one when none).
@@ -50,20 +91,40 @@ pub(crate) fn of<T>(request: &Request<T>) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_tenant_is_read_and_checked() {
+    fn with(key: &'static str, value: &str) -> Request<()> {
         let mut request = Request::new(());
+        request.metadata_mut().insert(key, value.parse().unwrap());
         request
-            .metadata_mut()
-            .insert("grym-tenant", "acme".parse().unwrap());
-        assert_eq!(of(&interceptor(request).unwrap()), "acme");
-        assert_eq!(of(&interceptor(Request::new(())).unwrap()), "");
-        let mut bad = Request::new(());
-        bad.metadata_mut()
-            .insert("grym-tenant", "a b".parse().unwrap());
+    }
+
+    #[test]
+    fn without_tokens_the_declared_tenant_is_read_and_checked() {
+        let resolver = Resolver::default();
         assert_eq!(
-            interceptor(bad).unwrap_err().code(),
-            tonic::Code::InvalidArgument
+            of(&resolver.resolve(with("grym-tenant", "acme")).unwrap()),
+            "acme"
         );
+        assert_eq!(of(&resolver.resolve(Request::new(())).unwrap()), "");
+        let bad = resolver.resolve(with("grym-tenant", "a b")).unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn with_tokens_the_token_names_the_tenant_and_nothing_else_does() {
+        let resolver = Resolver::new(HashMap::from([("s3cret".to_owned(), "acme".to_owned())]));
+        let request = resolver
+            .resolve(with("authorization", "Bearer s3cret"))
+            .unwrap();
+        assert_eq!(of(&request), "acme");
+        for request in [
+            with("grym-tenant", "acme"),
+            with("authorization", "Bearer guess"),
+            Request::new(()),
+        ] {
+            assert_eq!(
+                resolver.resolve(request).unwrap_err().code(),
+                tonic::Code::Unauthenticated
+            );
+        }
     }
 }

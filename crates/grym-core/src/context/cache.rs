@@ -70,24 +70,29 @@ impl TransformCache {
     }
 
     /// The cached transform for `key`, computing it with `transform` when
-    /// absent; `true` when it was a hit.
+    /// absent, with `true` when it was a hit; `None` when the transform
+    /// failed, which is not kept.
     pub async fn get_or_compute(
         &self,
         key: CacheKey,
-        transform: impl FnOnce() -> Map<String, Value>,
-    ) -> (Arc<Map<String, Value>>, bool) {
+        transform: impl FnOnce() -> Option<Map<String, Value>>,
+    ) -> Option<(Arc<Map<String, Value>>, bool)> {
         let entry = self
             .inner
             .entry(key)
-            .or_insert_with(async move { Arc::new(transform()) })
+            .or_optionally_insert_with(async move { transform().map(Arc::new) })
             .await;
+        let Some(entry) = entry else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let hit = !entry.is_fresh();
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
         } else {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
-        (entry.into_value(), hit)
+        Some((entry.into_value(), hit))
     }
 
     /// Applies pending evictions and expirations now.
@@ -125,28 +130,37 @@ mod tests {
     async fn the_second_lookup_is_a_hit() {
         let cache = TransformCache::new(1 << 20, Duration::from_secs(60));
         let key = ContentHash::of(&context(1)).key("t", "a", "b");
-        let (_, hit) = cache.get_or_compute(key, || context(1)).await;
+        let (_, hit) = cache
+            .get_or_compute(key, || Some(context(1)))
+            .await
+            .unwrap();
         assert!(!hit);
-        let (value, hit) = cache.get_or_compute(key, || panic!("computed twice")).await;
+        let (value, hit) = cache
+            .get_or_compute(key, || panic!("computed twice"))
+            .await
+            .unwrap();
         assert!(hit);
         assert_eq!(value["n"], 1);
         assert_eq!((cache.stats().hits, cache.stats().misses), (1, 1));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_lookups_compute_once() {
         let cache = Arc::new(TransformCache::new(1 << 20, Duration::from_secs(60)));
         let key = ContentHash::of(&context(2)).key("t", "a", "b");
         let computed = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(tokio::sync::Barrier::new(16));
         let lookups = (0..16).map(|_| {
             let cache = Arc::clone(&cache);
             let computed = Arc::clone(&computed);
+            let start = Arc::clone(&start);
             tokio::spawn(async move {
+                start.wait().await;
                 cache
                     .get_or_compute(key, || {
                         computed.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(20));
-                        context(2)
+                        std::thread::sleep(Duration::from_millis(50));
+                        Some(context(2))
                     })
                     .await
             })
@@ -158,13 +172,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_transform_is_not_kept() {
+        let cache = TransformCache::new(1 << 20, Duration::from_secs(60));
+        let key = ContentHash::of(&context(3)).key("t", "a", "b");
+        assert!(cache.get_or_compute(key, || None).await.is_none());
+        let (_, hit) = cache
+            .get_or_compute(key, || Some(context(3)))
+            .await
+            .unwrap();
+        assert!(!hit, "the failure was not cached");
+    }
+
+    #[tokio::test]
     async fn the_cache_stays_within_its_bound_when_ten_times_its_capacity_is_inserted() {
         let capacity = 100 * 1024;
         let cache = TransformCache::new(capacity, Duration::from_secs(60));
         for n in 0..1000 {
             let value = context(n);
             let key = ContentHash::of(&value).key("t", "a", "b");
-            cache.get_or_compute(key, || value).await;
+            cache.get_or_compute(key, || Some(value)).await;
         }
         cache.maintain().await;
         let stats = cache.stats();

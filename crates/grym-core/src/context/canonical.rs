@@ -77,7 +77,10 @@ fn write_value(hasher: &mut blake3::Hasher, value: &Value) {
         Value::Number(n) => match n.as_f64() {
             // Integers and floats of the same value hash the same: as the
             // bits of the double, or as text past its exact range.
-            Some(f) if n.as_u64().is_none_or(|u| u < (1 << 53)) => {
+            Some(f)
+                if n.as_u64().is_none_or(|u| u < (1 << 53))
+                    && n.as_i64().is_none_or(|i| i.unsigned_abs() < (1 << 53)) =>
+            {
                 hasher.update(b"d");
                 let f = if f == 0.0 { 0.0_f64 } else { f };
                 hasher.update(&f.to_bits().to_le_bytes());
@@ -102,15 +105,24 @@ fn write_value(hasher: &mut blake3::Hasher, value: &Value) {
     }
 }
 
+/// The heap a JSON value takes beyond its strings: a `Value` is 32 bytes.
+const VALUE_BYTES: usize = 32;
+/// An object's map node: serde_json's B-tree allocates room for eleven
+/// entries even for one.
+const OBJECT_BYTES: usize = 640;
+
 /// An estimate of the bytes a context holds in memory, for limits and for
-/// the cache's weigher: string lengths plus a fixed cost per value.
+/// the cache's weigher: the map's node, each value, and each string's bytes.
 pub fn weight(context: &Map<String, Value>) -> usize {
-    context.iter().map(|(k, v)| k.len() + value_weight(v)).sum()
+    OBJECT_BYTES
+        + context
+            .iter()
+            .map(|(k, v)| k.len() + value_weight(v))
+            .sum::<usize>()
 }
 
 fn value_weight(value: &Value) -> usize {
-    const PER_VALUE: usize = 16;
-    PER_VALUE
+    VALUE_BYTES
         + match value {
             Value::String(s) => s.len(),
             Value::Array(items) => items.iter().map(value_weight).sum(),

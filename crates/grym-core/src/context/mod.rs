@@ -19,6 +19,7 @@ pub mod canonical;
 pub mod session;
 pub mod transform;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::cache::{CacheStats, TransformCache};
 use self::canonical::ContentHash;
-use self::session::{SessionEntry, SessionLimits, SessionSnapshot, Sessions};
+use self::session::{SessionLimits, SessionSnapshot, Sessions};
 use self::transform::{AGENT, TemplateSpec, Transformers};
+
+/// The key under which earlier outputs reach a model.
+pub const HISTORY: &str = "history";
 use crate::error::Error;
 
 /// Settings of the context manager.
@@ -74,6 +78,7 @@ impl Default for ContextSettings {
                 ttl: Duration::from_secs(30 * 60),
                 max_bytes: 1024 * 1024,
                 max_entries: 32,
+                max_total_bytes: 256 * 1024 * 1024,
             },
             templates: Vec::new(),
             transformers: Arc::new(Transformers::with_defaults()),
@@ -122,12 +127,15 @@ impl ContextManager {
         }
     }
 
-    /// Refuses a context over the size bound, naming `field`.
-    pub fn check_size(
-        &self,
-        field: &'static str,
-        context: &Map<String, Value>,
-    ) -> Result<(), Error> {
+    /// Refuses a context over the size bound, or one using the reserved
+    /// `history` key, naming `field`.
+    pub fn check(&self, field: &'static str, context: &Map<String, Value>) -> Result<(), Error> {
+        if context.contains_key(HISTORY) {
+            return Err(Error::invalid(
+                field,
+                format!("the key `{HISTORY}` is reserved for the session's earlier outputs"),
+            ));
+        }
         let bytes = canonical::weight(context);
         if bytes > self.settings.max_context_bytes {
             return Err(Error::invalid(
@@ -152,14 +160,33 @@ impl ContextManager {
     ) -> Prepared {
         let mut prepared = Prepared::default();
         let session = session.and_then(|id| self.sessions.get(tenant, id));
-        let mut history = Vec::new();
-        if let Some(session) = &session {
-            if let Some(hash) = session.context_hash {
-                let part = self
-                    .reshape(tenant, AGENT, target, &session.context, hash, &mut prepared)
-                    .await;
-                prepared.context.extend(part);
+        // The agent's context: the session's, the task's over it, merged
+        // before it is reshaped, so a template sees all of it.
+        let session_context = session
+            .as_ref()
+            .and_then(|s| s.context_hash.map(|hash| (&*s.context, hash)));
+        let agent = match (session_context, inline) {
+            (None, None) => None,
+            (Some((context, hash)), None) | (None, Some((context, hash))) => {
+                Some((Cow::Borrowed(context), hash))
             }
+            (Some((base, _)), Some((over, _))) => {
+                let mut merged = base.clone();
+                merged.extend(over.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let hash = ContentHash::of(&merged);
+                Some((Cow::Owned(merged), hash))
+            }
+        };
+        if let Some((context, hash)) = agent {
+            let part = self
+                .reshape(tenant, AGENT, target, &context, hash, &mut prepared)
+                .await;
+            prepared.context.extend(part);
+        }
+        if let Some(session) = &session
+            && !session.entries.is_empty()
+        {
+            let mut history = Vec::with_capacity(session.entries.len());
             for entry in &session.entries {
                 let part = self
                     .reshape(
@@ -173,23 +200,15 @@ impl ContextManager {
                     .await;
                 history.push(Value::Object(part));
             }
-        }
-        if let Some((context, hash)) = inline {
-            let part = self
-                .reshape(tenant, AGENT, target, context, hash, &mut prepared)
-                .await;
-            prepared.context.extend(part);
-        }
-        if !history.is_empty() {
             prepared
                 .context
-                .insert("history".to_owned(), Value::Array(history));
+                .insert(HISTORY.to_owned(), Value::Array(history));
         }
         prepared
     }
 
     /// One part reshaped from `source` to `target`, through the cache when
-    /// a transformer changes it.
+    /// a transformer changes it; unchanged when a template fails on it.
     async fn reshape(
         &self,
         tenant: &str,
@@ -203,24 +222,31 @@ impl ContextManager {
         if !transformers.changes(source, target) {
             return context.clone();
         }
-        let (part, hit) = self
+        let found = self
             .cache
             .get_or_compute(hash.key(tenant, source, target), || {
                 transformers.transform(source, target, context)
             })
             .await;
-        if hit {
-            prepared.cache_hits += 1;
-        } else {
-            prepared.cache_misses += 1;
+        match found {
+            Some((part, true)) => {
+                prepared.cache_hits += 1;
+                (*part).clone()
+            }
+            Some((part, false)) => {
+                prepared.cache_misses += 1;
+                (*part).clone()
+            }
+            None => {
+                prepared.cache_misses += 1;
+                context.clone()
+            }
         }
-        (*part).clone()
     }
 
     /// Keeps a task's output in its session.
     pub fn record(&self, tenant: &str, session: &str, kind: String, context: Map<String, Value>) {
-        self.sessions
-            .append(tenant, session, SessionEntry::new(kind, context));
+        self.sessions.append(tenant, session, kind, context);
     }
 
     /// A session as it stands.
@@ -228,7 +254,7 @@ impl ContextManager {
         self.sessions.get(tenant, id)
     }
 
-    /// Sets a session's context; refused over the size bound.
+    /// Sets a session's context; refused over the size bounds.
     pub fn put_session(
         &self,
         tenant: &str,
@@ -236,12 +262,8 @@ impl ContextManager {
         context: Map<String, Value>,
         replace: bool,
     ) -> Result<SessionSnapshot, Error> {
-        self.check_size("context", &context)?;
-        self.sessions
-            .put(tenant, id, context, replace)
-            .ok_or_else(|| {
-                Error::invalid("context", "would make the session larger than its limit")
-            })
+        self.check("context", &context)?;
+        self.sessions.put(tenant, id, context, replace)
     }
 
     /// Deletes a session; whether it existed.
@@ -350,14 +372,48 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_template_sees_the_sessions_and_the_tasks_context_merged() {
+        let manager = ContextManager::new(
+            ContextSettings::default()
+                .with_templates(vec![TemplateSpec {
+                    source: AGENT.into(),
+                    target: "text-generation".into(),
+                    template: "Answer in {{ language }} about {{ topic }}.".into(),
+                    key: "system".into(),
+                }])
+                .unwrap(),
+        );
+        manager
+            .put_session(
+                "t",
+                "s",
+                object(json!({"language": "fr", "topic": "birds"})),
+                false,
+            )
+            .unwrap();
+        let inline = object(json!({"language": "Welsh"}));
+        let prepared = manager
+            .prepare(
+                "t",
+                Some((&inline, ContentHash::of(&inline))),
+                Some("s"),
+                "text-generation",
+            )
+            .await;
+        assert_eq!(prepared.context["system"], "Answer in Welsh about birds.");
+    }
+
     #[test]
     fn a_context_over_the_limit_names_the_field() {
         let manager = ContextManager::new(ContextSettings {
-            max_context_bytes: 100,
+            max_context_bytes: 1000,
             ..ContextSettings::default()
         });
-        let big = object(json!({"x": "y".repeat(200)}));
-        match manager.check_size("task.context", &big).unwrap_err() {
+        let big = object(json!({"x": "y".repeat(2000)}));
+        let reserved = object(json!({"history": []}));
+        assert!(manager.check("task.context", &reserved).is_err());
+        match manager.check("task.context", &big).unwrap_err() {
             Error::InvalidRequest { field, .. } => assert_eq!(field, "task.context"),
             other => panic!("unexpected {other:?}"),
         }

@@ -1,19 +1,22 @@
 //! Sessions: the context that successive tasks of one conversation share
 //! and extend, per tenant.
 //!
-//! A session holds the context its agent put (with `PutSessionContext`) and
-//! the outputs of its tasks, oldest first. It is bounded in entries and in
-//! bytes (the oldest entries go first) and expires after a time without
-//! use; the number of sessions is bounded too. Sessions of different
-//! tenants never meet, even under the same id.
+//! A session holds the context its agent put (with `PutSessionContext`, at
+//! most half the session's bytes) and the outputs of its tasks, oldest
+//! first. Within its bound of entries and bytes the oldest outputs go first,
+//! but never the newest; an output too large to keep is kept as a stub
+//! that says so. A session expires after a time without use; the sessions
+//! of all tenants share a count bound (least recently used go first) and a
+//! byte budget, beyond which new context is refused rather than lost.
 
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::canonical::{ContentHash, weight};
+use crate::error::Error;
 
 /// One task's output, kept in its session.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +31,7 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    /// An entry from its parts.
-    pub fn new(kind: String, context: Map<String, Value>) -> Self {
+    fn new(kind: String, context: Map<String, Value>) -> Self {
         let hash = ContentHash::of(&context);
         Self {
             kind,
@@ -67,18 +69,22 @@ pub struct SessionLimits {
     pub max_bytes: usize,
     /// Task outputs one session keeps at most.
     pub max_entries: usize,
+    /// Bytes all sessions hold at most.
+    pub max_total_bytes: usize,
 }
 
 /// Every session, by tenant and id.
 pub struct Sessions {
     cache: moka::sync::Cache<(String, String), Arc<Mutex<Session>>>,
     limits: SessionLimits,
+    total: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
             .field("count", &self.cache.entry_count())
+            .field("bytes", &self.total.load(Ordering::Relaxed))
             .field("limits", &self.limits)
             .finish()
     }
@@ -88,41 +94,47 @@ fn key(tenant: &str, id: &str) -> (String, String) {
     (tenant.to_owned(), id.to_owned())
 }
 
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Sessions {
     /// No sessions yet.
     pub fn new(limits: SessionLimits) -> Self {
+        let total = Arc::new(AtomicUsize::new(0));
+        let released = Arc::clone(&total);
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(limits.max_sessions)
                 .time_to_idle(limits.ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .eviction_listener(move |_key, session: Arc<Mutex<Session>>, _cause| {
+                    released.fetch_sub(lock(&session).bytes, Ordering::AcqRel);
+                })
                 .build(),
             limits,
+            total,
         }
     }
 
     /// The session, if it exists.
     pub fn get(&self, tenant: &str, id: &str) -> Option<SessionSnapshot> {
-        self.cache.get(&key(tenant, id)).map(|session| {
-            session
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .snapshot
-                .clone()
-        })
+        self.cache
+            .get(&key(tenant, id))
+            .map(|session| lock(&session).snapshot.clone())
     }
 
     /// Sets the agent's context of a session (merged into what is there,
-    /// or replacing it), creating the session if needed. `None` when the
-    /// result would exceed the session's bound.
+    /// or replacing it), creating the session if needed.
     pub fn put(
         &self,
         tenant: &str,
         id: &str,
         context: Map<String, Value>,
         replace: bool,
-    ) -> Option<SessionSnapshot> {
+    ) -> Result<SessionSnapshot, Error> {
         let session = self.cache.get_with(key(tenant, id), Arc::default);
-        let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut session = lock(&session);
         let mut merged = if replace {
             Map::new()
         } else {
@@ -130,47 +142,92 @@ impl Sessions {
         };
         merged.extend(context);
         let context_bytes = weight(&merged);
-        let entries_bytes: usize = session
-            .snapshot
-            .entries
-            .iter()
-            .map(|e| weight(&e.context))
-            .sum();
-        if context_bytes > self.limits.max_bytes {
-            return None;
+        if context_bytes > self.limits.max_bytes / 2 {
+            return Err(Error::invalid(
+                "context",
+                format!(
+                    "would take {context_bytes} bytes of the session, over half its limit of {}",
+                    self.limits.max_bytes
+                ),
+            ));
+        }
+        let old_context_bytes = if session.snapshot.context.is_empty() {
+            0
+        } else {
+            weight(&session.snapshot.context)
+        };
+        let grows = context_bytes.saturating_sub(old_context_bytes);
+        if self.total.load(Ordering::Acquire) + grows > self.limits.max_total_bytes {
+            return Err(Error::SessionsFull);
         }
         session.snapshot.context_hash = (!merged.is_empty()).then(|| ContentHash::of(&merged));
         session.snapshot.context = Arc::new(merged);
-        session.bytes = context_bytes + entries_bytes;
-        Self::trim(&mut session, self.limits);
-        Some(session.snapshot.clone())
+        self.resize(&mut session, context_bytes, old_context_bytes);
+        self.trim(&mut session);
+        Ok(session.snapshot.clone())
     }
 
-    /// Adds a task's output, creating the session if needed and dropping
-    /// the oldest outputs beyond the bounds.
-    pub fn append(&self, tenant: &str, id: &str, entry: SessionEntry) {
-        let session = self.cache.get_with(key(tenant, id), Arc::default);
-        let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
-        session.bytes += weight(&entry.context);
-        session.snapshot.entries.push(Arc::new(entry));
-        Self::trim(&mut session, self.limits);
-    }
-
-    fn trim(session: &mut Session, limits: SessionLimits) {
-        let mut entries: VecDeque<Arc<SessionEntry>> =
-            std::mem::take(&mut session.snapshot.entries).into();
-        while !entries.is_empty()
-            && (entries.len() > limits.max_entries || session.bytes > limits.max_bytes)
-        {
-            if let Some(oldest) = entries.pop_front() {
-                session.bytes = session.bytes.saturating_sub(weight(&oldest.context));
-            }
+    /// Adds a task's output, creating the session if needed. An output too
+    /// large for the session is kept as a stub; beyond the bounds the oldest
+    /// outputs go, never this newest one; beyond the byte budget of all
+    /// sessions it is not kept.
+    pub fn append(&self, tenant: &str, id: &str, kind: String, context: Map<String, Value>) {
+        let mut context = context;
+        let bytes = weight(&context);
+        if bytes > self.limits.max_bytes / 4 {
+            let mut stub: Map<String, Value> = ["task_id", "task_type", "model_id"]
+                .iter()
+                .filter_map(|k| context.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect();
+            stub.insert(
+                "omitted".into(),
+                json!(format!("the output ({bytes} bytes) is too large to keep")),
+            );
+            context = stub;
         }
-        session.snapshot.entries = entries.into();
+        let entry = SessionEntry::new(kind, context);
+        let bytes = weight(&entry.context);
+        if self.total.load(Ordering::Acquire) + bytes > self.limits.max_total_bytes {
+            tracing::warn!(
+                session = id,
+                "the sessions' byte budget is spent; an output is not kept"
+            );
+            return;
+        }
+        let session = self.cache.get_with(key(tenant, id), Arc::default);
+        let mut session = lock(&session);
+        self.resize(&mut session, bytes, 0);
+        session.snapshot.entries.push(Arc::new(entry));
+        self.trim(&mut session);
+    }
+
+    /// Accounts a change of `added` bytes in, `removed` out.
+    fn resize(&self, session: &mut Session, added: usize, removed: usize) {
+        session.bytes = session.bytes + added - removed.min(session.bytes + added);
+        self.total.fetch_add(added, Ordering::AcqRel);
+        self.total.fetch_sub(
+            removed.min(self.total.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
+    }
+
+    fn trim(&self, session: &mut Session) {
+        let limits = self.limits;
+        let mut dropped = 0;
+        while session.snapshot.entries.len() - dropped > 1
+            && (session.snapshot.entries.len() - dropped > limits.max_entries
+                || session.bytes > limits.max_bytes)
+        {
+            let bytes = weight(&session.snapshot.entries[dropped].context);
+            self.resize(session, 0, bytes);
+            dropped += 1;
+        }
+        session.snapshot.entries.drain(..dropped);
     }
 
     /// Deletes a session; whether it existed.
     pub fn delete(&self, tenant: &str, id: &str) -> bool {
+        // The eviction listener gives its bytes back.
         self.cache.remove(&key(tenant, id)).is_some()
     }
 }
@@ -178,75 +235,106 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::testing::object;
 
     fn limits() -> SessionLimits {
         SessionLimits {
             max_sessions: 100,
             ttl: Duration::from_secs(60),
-            max_bytes: 4096,
+            max_bytes: 16 * 1024,
             max_entries: 3,
+            max_total_bytes: 64 * 1024,
         }
     }
 
-    fn entry(n: usize) -> SessionEntry {
-        SessionEntry::new(
-            "audio-language".into(),
-            Map::from_iter([("text".to_owned(), json!(format!("output {n}")))]),
-        )
+    fn output(n: usize) -> Map<String, Value> {
+        object(json!({"task_id": format!("t{n}"), "text": format!("output {n}")}))
+    }
+
+    fn texts(sessions: &Sessions, tenant: &str, id: &str) -> Vec<String> {
+        sessions
+            .get(tenant, id)
+            .map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| e.context["text"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     #[test]
     fn tenants_never_see_each_others_sessions() {
         let sessions = Sessions::new(limits());
-        sessions.append("acme", "s1", entry(1));
-        assert_eq!(sessions.get("acme", "s1").unwrap().entries.len(), 1);
+        sessions.append("acme", "s1", "audio-language".into(), output(1));
+        assert_eq!(texts(&sessions, "acme", "s1"), ["output 1"]);
         assert!(sessions.get("globex", "s1").is_none());
     }
 
     #[test]
-    fn the_oldest_outputs_go_beyond_the_bounds() {
+    fn the_oldest_outputs_go_beyond_the_bounds_but_never_the_newest() {
         let sessions = Sessions::new(limits());
         for n in 0..5 {
-            sessions.append("t", "s", entry(n));
+            sessions.append("t", "s", "k".into(), output(n));
         }
-        let texts: Vec<String> = sessions
-            .get("t", "s")
-            .unwrap()
-            .entries
-            .iter()
-            .map(|e| e.context["text"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(texts, ["output 2", "output 3", "output 4"]);
+        assert_eq!(
+            texts(&sessions, "t", "s"),
+            ["output 2", "output 3", "output 4"]
+        );
+        // An output too large is kept as a stub, and the history stays.
+        sessions.append(
+            "t",
+            "s",
+            "k".into(),
+            object(json!({"task_id": "big", "text": "x".repeat(10_000)})),
+        );
+        let snapshot = sessions.get("t", "s").unwrap();
+        let last = snapshot.entries.last().unwrap();
+        assert_eq!(last.context["task_id"], "big");
+        assert!(last.context["omitted"].is_string());
+        assert_eq!(snapshot.entries.len(), 3);
     }
 
     #[test]
     fn put_merges_or_replaces_and_refuses_what_is_too_large() {
         let sessions = Sessions::new(limits());
         sessions
-            .put(
-                "t",
-                "s",
-                Map::from_iter([("a".to_owned(), json!(1))]),
-                false,
-            )
+            .put("t", "s", object(json!({"a": 1})), false)
             .unwrap();
         let merged = sessions
-            .put(
-                "t",
-                "s",
-                Map::from_iter([("b".to_owned(), json!(2))]),
-                false,
-            )
+            .put("t", "s", object(json!({"b": 2})), false)
             .unwrap();
         assert_eq!(merged.context.len(), 2);
         let replaced = sessions
-            .put("t", "s", Map::from_iter([("c".to_owned(), json!(3))]), true)
+            .put("t", "s", object(json!({"c": 3})), true)
             .unwrap();
         assert_eq!(replaced.context.len(), 1);
-        let huge = Map::from_iter([("x".to_owned(), json!("y".repeat(10_000)))]);
-        assert!(sessions.put("t", "s", huge, false).is_none());
+        let huge = object(json!({"x": "y".repeat(10_000)}));
+        assert!(sessions.put("t", "s", huge, false).is_err());
         assert!(sessions.delete("t", "s"));
         assert!(sessions.get("t", "s").is_none());
+    }
+
+    #[test]
+    fn the_byte_budget_of_all_sessions_refuses_rather_than_loses() {
+        let sessions = Sessions::new(limits());
+        let mut refused = 0;
+        for n in 0..40 {
+            let context = object(json!({"x": "y".repeat(6_000)}));
+            if matches!(
+                sessions.put("t", &format!("s{n}"), context, false),
+                Err(Error::SessionsFull)
+            ) {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
+        assert!(sessions.total.load(Ordering::Acquire) <= limits().max_total_bytes);
+        // Deleting gives the bytes back.
+        for n in 0..40 {
+            sessions.delete("t", &format!("s{n}"));
+        }
+        sessions.cache.run_pending_tasks();
+        assert_eq!(sessions.total.load(Ordering::Acquire), 0);
     }
 }

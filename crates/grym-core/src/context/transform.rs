@@ -27,6 +27,9 @@ use crate::error::Error;
 /// The kind of context given by the agent itself.
 pub const AGENT: &str = "agent";
 
+/// The most instructions one template rendering may run.
+const TEMPLATE_FUEL: u64 = 100_000;
+
 type Builtin = fn(&Map<String, Value>) -> Map<String, Value>;
 
 enum Transformer {
@@ -128,9 +131,26 @@ impl Transformers {
     ) -> Result<Self, Error> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        // A bound on the work of one rendering: no template loops forever.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let mut names = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             let name = format!("{field}[{i}] ({} -> {})", spec.source, spec.target);
+            if spec.source == spec.target {
+                return Err(Error::invalid(
+                    field,
+                    format!("template {name}: context passes unchanged between models of one kind"),
+                ));
+            }
+            if specs[..i]
+                .iter()
+                .any(|earlier| earlier.source == spec.source && earlier.target == spec.target)
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("template {name}: the pair has a template already"),
+                ));
+            }
             env.add_template_owned(name.clone(), spec.template.clone())
                 .map_err(|error| {
                     Error::invalid(
@@ -145,6 +165,27 @@ impl Transformers {
                         ),
                     )
                 })?;
+            // Rendered once on empty context, so an unknown filter, test or
+            // function stops start-up rather than every request.
+            let rendered = env
+                .get_template(&name)
+                .and_then(|template| template.render(()));
+            if let Err(error) = rendered {
+                use minijinja::ErrorKind::{UnknownFilter, UnknownFunction, UnknownTest};
+                if matches!(error.kind(), UnknownFilter | UnknownTest | UnknownFunction) {
+                    return Err(Error::invalid(
+                        field,
+                        format!(
+                            "template {name}: {}{}",
+                            error.detail().unwrap_or("unknown name"),
+                            error
+                                .line()
+                                .map(|line| format!(" at line {line}"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
             names.push(name);
         }
         let env = Arc::new(env);
@@ -170,28 +211,30 @@ impl Transformers {
                 .contains_key(&(source.to_owned(), target.to_owned()))
     }
 
-    /// `context` reshaped from `source` kind for `target` kind.
+    /// `context` reshaped from `source` kind for `target` kind; `None` when
+    /// a template fails on it (the caller passes the context unchanged and
+    /// keeps nothing of the failure).
     pub fn transform(
         &self,
         source: &str,
         target: &str,
         context: &Map<String, Value>,
-    ) -> Map<String, Value> {
+    ) -> Option<Map<String, Value>> {
         if source == target {
-            return context.clone();
+            return Some(context.clone());
         }
         match self.pairs.get(&(source.to_owned(), target.to_owned())) {
-            None => context.clone(),
-            Some(Transformer::Builtin(f)) => f(context),
+            None => Some(context.clone()),
+            Some(Transformer::Builtin(f)) => Some(f(context)),
             Some(Transformer::Template { env, name, key }) => {
                 let rendered = env.get_template(name).and_then(|template| {
                     template.render(minijinja::Value::from(minijinja::value::Serde(context)))
                 });
                 match rendered {
-                    Ok(text) => Map::from_iter([(key.clone(), Value::String(text))]),
+                    Ok(text) => Some(Map::from_iter([(key.clone(), Value::String(text))])),
                     Err(error) => {
                         tracing::warn!(template = %name, %error, "context template failed; passing context unchanged");
-                        context.clone()
+                        None
                     }
                 }
             }
@@ -211,8 +254,9 @@ mod tests {
             "text": "a blackbird singing over light rain",
             "json": {"species": "blackbird"}
         }));
-        let out =
-            Transformers::with_defaults().transform("audio-language", "text-generation", &analysis);
+        let out = Transformers::with_defaults()
+            .transform("audio-language", "text-generation", &analysis)
+            .unwrap();
         assert_eq!(
             out["prompt_context"],
             "Audio analysis by gama: a blackbird singing over light rain"
@@ -226,11 +270,11 @@ mod tests {
         let context = object(json!({"anything": [1, 2]}));
         assert_eq!(
             transformers.transform("text-generation", "text-generation", &context),
-            context
+            Some(context.clone())
         );
         assert_eq!(
             transformers.transform("embedding", "synthesis", &context),
-            context
+            Some(context.clone())
         );
         assert!(!transformers.changes("embedding", "synthesis"));
         assert!(transformers.changes("speech-recognition", "text-generation"));
@@ -253,7 +297,58 @@ mod tests {
         let out = transformers.transform("speech-recognition", "text-generation", &transcript);
         assert_eq!(
             out,
-            object(json!({"prompt": "Transcript (wav2vec2): HELLO THERE [en]"}))
+            Some(object(
+                json!({"prompt": "Transcript (wav2vec2): HELLO THERE [en]"})
+            ))
+        );
+    }
+
+    fn spec(source: &str, target: &str, template: &str) -> TemplateSpec {
+        TemplateSpec {
+            source: source.into(),
+            target: target.into(),
+            template: template.into(),
+            key: "prompt".into(),
+        }
+    }
+
+    #[test]
+    fn unknown_filters_same_kind_pairs_and_duplicates_stop_start_up() {
+        let check = |specs: &[TemplateSpec]| {
+            Transformers::with_defaults()
+                .with_templates(specs, "context.transformers")
+                .unwrap_err()
+                .to_string()
+        };
+        let error = check(&[spec("agent", "text-generation", "{{ text | shout }}")]);
+        assert!(
+            error.contains("unknown filter") || error.contains("shout"),
+            "{error}"
+        );
+        let error = check(&[spec("text-generation", "text-generation", "x")]);
+        assert!(error.contains("one kind"), "{error}");
+        let error = check(&[
+            spec("agent", "text-generation", "a"),
+            spec("agent", "text-generation", "b"),
+        ]);
+        assert!(error.contains("already"), "{error}");
+    }
+
+    #[test]
+    fn a_template_that_runs_too_long_fails_instead_of_hanging() {
+        let transformers = Transformers::with_defaults()
+            .with_templates(
+                &[spec(
+                    "agent",
+                    "text-generation",
+                    "{% for i in range(1000000) %}{{ i }}{% endfor %}",
+                )],
+                "context.transformers",
+            )
+            .unwrap();
+        assert_eq!(
+            transformers.transform("agent", "text-generation", &Map::new()),
+            None
         );
     }
 

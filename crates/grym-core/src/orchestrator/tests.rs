@@ -320,7 +320,7 @@ async fn cancelling_a_running_task_frees_its_replica_and_its_slot() {
     let entry = registry.models().next().unwrap();
     assert_eq!(entry.in_flight(), 1);
     orchestrator
-        .cancel(&TaskId::new("long").unwrap())
+        .cancel(&TaskId::new("long").unwrap(), "")
         .await
         .unwrap();
     assert_eq!(entry.in_flight(), 0);
@@ -575,6 +575,36 @@ async fn unknown_dependencies_and_cycles_are_refused_at_submission() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn another_tenants_tasks_cannot_be_seen_cancelled_or_depended_on() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let mine = Task {
+        tenant: "acme".into(),
+        ..with_id("transcription", "secret")
+    };
+    orchestrator.execute(mine, None).await.unwrap();
+    let id = TaskId::new("secret").unwrap();
+    assert!(orchestrator.get(&id, "acme").is_ok());
+    assert_eq!(
+        orchestrator.get(&id, "globex").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        orchestrator.cancel(&id, "globex").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let theirs = Task {
+        tenant: "globex".into(),
+        depends_on: vec![id],
+        ..task("transcription")
+    };
+    assert_eq!(
+        orchestrator.submit(theirs, None, None).unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     let orchestrator = orchestrator(&[&model]);
@@ -634,16 +664,16 @@ async fn get_task_follows_a_task_from_queued_to_final() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let id = |s: &str| TaskId::new(s).unwrap();
     assert_eq!(
-        orchestrator.get(&id("r")).unwrap().status,
+        orchestrator.get(&id("r"), "").unwrap().status,
         TaskStatus::Running
     );
     assert_eq!(
-        orchestrator.get(&id("w")).unwrap().status,
+        orchestrator.get(&id("w"), "").unwrap().status,
         TaskStatus::Queued
     );
     running.result().await;
     let done = waiting.result().await;
-    let kept = orchestrator.get(&id("w")).unwrap();
+    let kept = orchestrator.get(&id("w"), "").unwrap();
     assert_eq!(kept.status, TaskStatus::Succeeded);
     assert!(
         kept.metrics.queue_wait >= Duration::from_millis(90),
@@ -652,7 +682,7 @@ async fn get_task_follows_a_task_from_queued_to_final() {
     );
     assert_eq!(kept, *done);
     assert_eq!(
-        orchestrator.get(&id("nobody")).unwrap_err().kind(),
+        orchestrator.get(&id("nobody"), "").unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -671,12 +701,12 @@ async fn cancelling_ends_a_queued_task_unrun_and_aborts_a_running_one() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let queued = orchestrator
-        .cancel(&TaskId::new("q").unwrap())
+        .cancel(&TaskId::new("q").unwrap(), "")
         .await
         .unwrap();
     assert_eq!(queued.status, TaskStatus::Cancelled);
     let running = orchestrator
-        .cancel(&TaskId::new("r").unwrap())
+        .cancel(&TaskId::new("r").unwrap(), "")
         .await
         .unwrap();
     assert_eq!(running.status, TaskStatus::Cancelled);
@@ -692,7 +722,9 @@ async fn dropping_an_execute_call_cancels_its_task() {
     let call = orchestrator.execute(with_id("transcription", "dropped"), None);
     let _ = tokio::time::timeout(Duration::from_millis(50), call).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let result = orchestrator.get(&TaskId::new("dropped").unwrap()).unwrap();
+    let result = orchestrator
+        .get(&TaskId::new("dropped").unwrap(), "")
+        .unwrap();
     assert_eq!(result.status, TaskStatus::Cancelled);
 }
 

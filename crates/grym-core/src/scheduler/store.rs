@@ -117,9 +117,18 @@ impl TaskStore {
         }
     }
 
-    /// Whether the id names a live or a kept task.
-    pub fn knows(&self, id: &TaskId) -> bool {
-        self.live.contains_key(id) || self.finished.contains_key(id)
+    /// The tenant of the live or kept task with this id.
+    pub fn tenant_of(&self, id: &TaskId) -> Option<String> {
+        match self.live(id) {
+            Some(task) => Some(
+                task.snapshot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .tenant
+                    .clone(),
+            ),
+            None => self.finished(id).map(|result| result.tenant.clone()),
+        }
     }
 
     /// Records a task's final result and tells whoever waits for it.
@@ -170,6 +179,7 @@ mod tests {
             queued_at: std::time::SystemTime::now(),
             started_at: None,
             finished_at: None,
+            tenant: String::new(),
         }
     }
 
