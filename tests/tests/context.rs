@@ -287,3 +287,141 @@ async fn a_configured_template_reshapes_context_and_an_invalid_one_stops_start_u
         json!({"system": "Answer in Welsh about otters."})
     );
 }
+
+/// A request carrying a bearer token.
+fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn with_tokens_configured_the_token_names_the_tenant_and_tasks_stay_with_it() {
+    let llama = worker(&[
+        "sim",
+        "--model-id",
+        "llama",
+        "--kind",
+        "text-generation",
+        "--capability",
+        "text_generation",
+    ])
+    .await;
+    let grymd = Grymd::start(&format!(
+        "builtin_workers = false\n[auth]\ntokens = [{{ token = \"acme-token-0123456789\", tenant = \"acme\" }}, {{ token = \"globex-token-0123456789\", tenant = \"globex\" }}]\n[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
+        llama.endpoint()
+    ))
+    .await;
+    let mut client = grymd.client().await;
+
+    let mut anonymous = task_request("text_generation", text("hi"));
+    anonymous.task.as_mut().unwrap().id = "nobody".into();
+    assert_eq!(
+        client.execute_task(anonymous).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut declared = tonic::Request::new(task_request("text_generation", text("hi")));
+    declared
+        .metadata_mut()
+        .insert("grym-tenant", "acme".parse().unwrap());
+    assert_eq!(
+        client.execute_task(declared).await.unwrap_err().code(),
+        Code::Unauthenticated,
+        "the header alone proves nothing"
+    );
+
+    let mut mine = in_session("text_generation", "private", "notes");
+    mine.task.as_mut().unwrap().id = "acme-task".into();
+    let result = client
+        .execute_task(with_token("acme-token-0123456789", mine))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(result.status(), api::TaskStatus::Succeeded);
+
+    let get = |token| {
+        with_token(
+            token,
+            api::GetTaskRequest {
+                task_id: "acme-task".into(),
+            },
+        )
+    };
+    assert!(client.get_task(get("acme-token-0123456789")).await.is_ok());
+    assert_eq!(
+        client
+            .get_task(get("globex-token-0123456789"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let session = |token| {
+        with_token(
+            token,
+            api::GetSessionContextRequest {
+                session_id: "notes".into(),
+            },
+        )
+    };
+    assert!(
+        client
+            .get_session_context(session("acme-token-0123456789"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        client
+            .get_session_context(session("globex-token-0123456789"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_template_sees_the_sessions_context_and_the_tasks_merged() {
+    let llama = worker(&[
+        "sim",
+        "--model-id",
+        "llama",
+        "--kind",
+        "text-generation",
+        "--capability",
+        "text_generation",
+    ])
+    .await;
+    let grymd = Grymd::start(&format!(
+        "builtin_workers = false\n[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"Answer in {{{{ language }}}} about {{{{ topic }}}}.\"\nkey = \"system\"\n[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
+        llama.endpoint()
+    ))
+    .await;
+    let mut client = grymd.client().await;
+    client
+        .put_session_context(api::PutSessionContextRequest {
+            session_id: "chat".into(),
+            context: Some(json_to_struct(
+                json!({"language": "French", "topic": "otters"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    let mut request = in_session("text_generation", "hi", "chat");
+    request.task.as_mut().unwrap().context = Some(json_to_struct(
+        json!({"language": "Welsh"}).as_object().unwrap().clone(),
+    ));
+    let result = run(&mut client, request, "").await;
+    assert_eq!(
+        output_json(&result)["context"]["system"],
+        "Answer in Welsh about otters."
+    );
+}
