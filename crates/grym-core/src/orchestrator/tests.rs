@@ -309,12 +309,8 @@ async fn a_failing_model_loses_first_place_at_one_task_a_second() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_running_task_frees_its_replica_and_its_slot() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_secs(60)));
-    let orchestrator = orchestrator(&[&model]);
-    orchestrator
-        .submit(with_id("transcription", "long"), None, None)
-        .unwrap();
+    let (model, orchestrator) = one_at_a_time(Duration::from_secs(60));
+    submit(&orchestrator, "long");
     tokio::time::sleep(Duration::from_millis(10)).await;
     let registry = orchestrator.registry();
     let entry = registry.models().next().unwrap();
@@ -388,6 +384,21 @@ async fn replacing_the_models_keeps_the_statistics_of_unchanged_ones() {
 
 // ---- scheduling ----
 
+/// One model that takes one call at a time, answering after `answer`.
+fn one_at_a_time(answer: Duration) -> (FakeModel, Arc<Orchestrator>) {
+    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
+    model.behave(Behaviour::Answer(answer));
+    let orchestrator = orchestrator(&[&model]);
+    (model, orchestrator)
+}
+
+/// Submits a transcription task with this id.
+fn submit(orchestrator: &Arc<Orchestrator>, id: &str) -> TaskHandle {
+    orchestrator
+        .submit(with_id("transcription", id), None, None)
+        .unwrap()
+}
+
 fn with_id(task_type: &str, id: &str) -> Task {
     Task {
         id: TaskId::new(id).unwrap(),
@@ -412,9 +423,7 @@ fn called_ids(model: &FakeModel) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn high_priority_tasks_overtake_queued_low_ones() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_millis(100)));
-    let orchestrator = orchestrator(&[&model]);
+    let (model, orchestrator) = one_at_a_time(Duration::from_millis(100));
     let mut handles = Vec::new();
     for i in 0..10 {
         handles.push(
@@ -452,9 +461,7 @@ async fn high_priority_tasks_overtake_queued_low_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_millis(100)));
-    let orchestrator = orchestrator(&[&model]);
+    let (model, orchestrator) = one_at_a_time(Duration::from_millis(100));
     let blockers: Vec<_> = (0..3)
         .map(|i| {
             orchestrator
@@ -517,9 +524,7 @@ async fn a_dependent_task_starts_after_its_dependency_ends() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
     let orchestrator = orchestrator(&[&model]);
-    let a = orchestrator
-        .submit(with_id("transcription", "a"), None, None)
-        .unwrap();
+    let a = submit(&orchestrator, "a");
     let b = Task {
         depends_on: vec![TaskId::new("a").unwrap()],
         ..with_id("transcription", "b")
@@ -541,9 +546,7 @@ async fn a_failed_dependency_ends_the_dependent_without_running_it() {
         message: "bad".to_owned(),
     }));
     let orchestrator = orchestrator(&[&model]);
-    orchestrator
-        .submit(with_id("transcription", "a"), None, None)
-        .unwrap();
+    submit(&orchestrator, "a");
     let b = Task {
         depends_on: vec![TaskId::new("a").unwrap()],
         ..with_id("transcription", "b")
@@ -635,9 +638,7 @@ async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
     let orchestrator = orchestrator(&[&model]);
-    let first = orchestrator
-        .submit(with_id("transcription", "same"), None, None)
-        .unwrap();
+    let first = submit(&orchestrator, "same");
     let error = orchestrator
         .submit(with_id("transcription", "same"), None, None)
         .unwrap_err();
@@ -652,15 +653,9 @@ async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after
 
 #[tokio::test(start_paused = true)]
 async fn get_task_follows_a_task_from_queued_to_final() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_millis(100)));
-    let orchestrator = orchestrator(&[&model]);
-    let running = orchestrator
-        .submit(with_id("transcription", "r"), None, None)
-        .unwrap();
-    let waiting = orchestrator
-        .submit(with_id("transcription", "w"), None, None)
-        .unwrap();
+    let (_model, orchestrator) = one_at_a_time(Duration::from_millis(100));
+    let running = submit(&orchestrator, "r");
+    let waiting = submit(&orchestrator, "w");
     tokio::time::sleep(Duration::from_millis(10)).await;
     let id = |s: &str| TaskId::new(s).unwrap();
     assert_eq!(
@@ -689,15 +684,9 @@ async fn get_task_follows_a_task_from_queued_to_final() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_ends_a_queued_task_unrun_and_aborts_a_running_one() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_secs(60)));
-    let orchestrator = orchestrator(&[&model]);
-    let _running = orchestrator
-        .submit(with_id("transcription", "r"), None, None)
-        .unwrap();
-    let _queued = orchestrator
-        .submit(with_id("transcription", "q"), None, None)
-        .unwrap();
+    let (model, orchestrator) = one_at_a_time(Duration::from_secs(60));
+    let _running = submit(&orchestrator, "r");
+    let _queued = submit(&orchestrator, "q");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let queued = orchestrator
@@ -730,15 +719,9 @@ async fn dropping_an_execute_call_cancels_its_task() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_waiting_tasks_and_refuses_new_ones() {
-    let model = FakeModel::serving("only", "transcription", 0.9).limit(1);
-    model.behave(Behaviour::Answer(Duration::from_secs(3600)));
-    let orchestrator = orchestrator(&[&model]);
-    let running = orchestrator
-        .submit(with_id("transcription", "r"), None, None)
-        .unwrap();
-    let waiting = orchestrator
-        .submit(with_id("transcription", "w"), None, None)
-        .unwrap();
+    let (_model, orchestrator) = one_at_a_time(Duration::from_secs(3600));
+    let running = submit(&orchestrator, "r");
+    let waiting = submit(&orchestrator, "w");
     tokio::time::sleep(Duration::from_millis(10)).await;
     orchestrator.begin_shutdown();
     assert_eq!(running.result().await.status, TaskStatus::Cancelled);
