@@ -51,6 +51,34 @@ async fn two_kinds() -> (Process, Process, Grymd) {
     (gama, llama, grymd)
 }
 
+/// A text model whose sim worker echoes the context it receives.
+async fn text_model() -> Process {
+    worker(&[
+        "sim",
+        "--model-id",
+        "llama",
+        "--kind",
+        "text-generation",
+        "--capability",
+        "text_generation",
+    ])
+    .await
+}
+
+/// grymd serving only `llama`, with `extra` configuration.
+async fn serving(llama: &Process, extra: &str) -> Grymd {
+    Grymd::start(&format!(
+        "builtin_workers = false\n{extra}[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
+        llama.endpoint()
+    ))
+    .await
+}
+
+/// A protobuf Struct of a JSON object.
+fn structure(value: serde_json::Value) -> prost_types::Struct {
+    json_to_struct(value.as_object().cloned().unwrap_or_default())
+}
+
 fn in_session(task_type: &str, input: &str, session: &str) -> api::ExecuteTaskRequest {
     let mut request = task_request(task_type, text(input));
     request.task.as_mut().unwrap().session_id = session.to_owned();
@@ -169,12 +197,7 @@ async fn an_agent_seeds_inspects_and_deletes_a_session_and_inline_context_goes_o
     let seeded = client
         .put_session_context(api::PutSessionContextRequest {
             session_id: "walk-2".into(),
-            context: Some(json_to_struct(
-                json!({"place": "Kew", "language": "fr"})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            )),
+            context: Some(structure(json!({"place": "Kew", "language": "fr"}))),
             replace: false,
         })
         .await
@@ -185,9 +208,7 @@ async fn an_agent_seeds_inspects_and_deletes_a_session_and_inline_context_goes_o
     assert_eq!(seeded.session_id, "walk-2");
 
     let mut request = in_session("text_generation", "summarise", "walk-2");
-    request.task.as_mut().unwrap().context = Some(json_to_struct(
-        json!({"language": "en"}).as_object().unwrap().clone(),
-    ));
+    request.task.as_mut().unwrap().context = Some(structure(json!({"language": "en"})));
     let result = run(&mut client, request, "").await;
     assert_eq!(
         output_json(&result)["context"],
@@ -230,12 +251,8 @@ async fn a_context_over_the_limit_is_refused_naming_the_field() {
     let (_gama, _llama, grymd) = two_kinds().await;
     let mut client = grymd.client().await;
     let mut request = task_request("text_generation", text("hi"));
-    request.task.as_mut().unwrap().context = Some(json_to_struct(
-        json!({"blob": "x".repeat(2 * 1024 * 1024)})
-            .as_object()
-            .unwrap()
-            .clone(),
-    ));
+    request.task.as_mut().unwrap().context =
+        Some(structure(json!({"blob": "x".repeat(2 * 1024 * 1024)})));
     let status = client.execute_task(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
@@ -258,29 +275,12 @@ async fn a_configured_template_reshapes_context_and_an_invalid_one_stops_start_u
     );
     assert!(stderr.contains("line 2"), "{stderr}");
 
-    let llama = worker(&[
-        "sim",
-        "--model-id",
-        "llama",
-        "--kind",
-        "text-generation",
-        "--capability",
-        "text_generation",
-    ])
-    .await;
-    let grymd = Grymd::start(&format!(
-        "builtin_workers = false\n[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"Answer in {{{{ language }}}} about {{{{ topic }}}}.\"\nkey = \"system\"\n[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
-        llama.endpoint()
-    ))
-    .await;
+    let llama = text_model().await;
+    let grymd = serving(&llama, "[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"Answer in {{ language }} about {{ topic }}.\"\nkey = \"system\"\n").await;
     let mut client = grymd.client().await;
     let mut request = task_request("text_generation", text("hi"));
-    request.task.as_mut().unwrap().context = Some(json_to_struct(
-        json!({"language": "Welsh", "topic": "otters"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    ));
+    request.task.as_mut().unwrap().context =
+        Some(structure(json!({"language": "Welsh", "topic": "otters"})));
     let result = run(&mut client, request, "").await;
     assert_eq!(
         output_json(&result)["context"],
@@ -299,21 +299,8 @@ fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
 
 #[tokio::test]
 async fn with_tokens_configured_the_token_names_the_tenant_and_tasks_stay_with_it() {
-    let llama = worker(&[
-        "sim",
-        "--model-id",
-        "llama",
-        "--kind",
-        "text-generation",
-        "--capability",
-        "text_generation",
-    ])
-    .await;
-    let grymd = Grymd::start(&format!(
-        "builtin_workers = false\n[auth]\ntokens = [{{ token = \"acme-token-0123456789\", tenant = \"acme\" }}, {{ token = \"globex-token-0123456789\", tenant = \"globex\" }}]\n[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
-        llama.endpoint()
-    ))
-    .await;
+    let llama = text_model().await;
+    let grymd = serving(&llama, "[auth]\ntokens = [{ token = \"acme-token-0123456789\", tenant = \"acme\" }, { token = \"globex-token-0123456789\", tenant = \"globex\" }]\n").await;
     let mut client = grymd.client().await;
 
     let mut anonymous = task_request("text_generation", text("hi"));
@@ -386,39 +373,19 @@ async fn with_tokens_configured_the_token_names_the_tenant_and_tasks_stay_with_i
 
 #[tokio::test]
 async fn a_template_sees_the_sessions_context_and_the_tasks_merged() {
-    let llama = worker(&[
-        "sim",
-        "--model-id",
-        "llama",
-        "--kind",
-        "text-generation",
-        "--capability",
-        "text_generation",
-    ])
-    .await;
-    let grymd = Grymd::start(&format!(
-        "builtin_workers = false\n[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"Answer in {{{{ language }}}} about {{{{ topic }}}}.\"\nkey = \"system\"\n[[workers]]\nid = \"llama\"\nendpoint = \"{}\"\n",
-        llama.endpoint()
-    ))
-    .await;
+    let llama = text_model().await;
+    let grymd = serving(&llama, "[[context.transformers]]\nsource = \"agent\"\ntarget = \"text-generation\"\ntemplate = \"Answer in {{ language }} about {{ topic }}.\"\nkey = \"system\"\n").await;
     let mut client = grymd.client().await;
     client
         .put_session_context(api::PutSessionContextRequest {
             session_id: "chat".into(),
-            context: Some(json_to_struct(
-                json!({"language": "French", "topic": "otters"})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            )),
+            context: Some(structure(json!({"language": "French", "topic": "otters"}))),
             replace: false,
         })
         .await
         .unwrap();
     let mut request = in_session("text_generation", "hi", "chat");
-    request.task.as_mut().unwrap().context = Some(json_to_struct(
-        json!({"language": "Welsh"}).as_object().unwrap().clone(),
-    ));
+    request.task.as_mut().unwrap().context = Some(structure(json!({"language": "Welsh"})));
     let result = run(&mut client, request, "").await;
     assert_eq!(
         output_json(&result)["context"]["system"],

@@ -1,13 +1,15 @@
 //! The domain of grym orchestrator, free of any transport.
 //!
-//! A task travels through [`analysis`] (validate, recognise the input),
-//! [`selection`] (score the models that serve its type with [`scoring`],
-//! rank them by policy, explain the choice) and [`Orchestrator`] (call the
-//! chosen model, fall back on retriable failures, feed every outcome back
-//! into [`stats`], build the result). Models live in the [`Registry`], which
-//! [`probe`] keeps described and health-checked. Workers are reached only
-//! through the [`ModelClient`] trait, which the server implements over gRPC
-//! and tests implement with fakes.
+//! The [`Orchestrator`] takes a task along its way: [`analysis`] validates
+//! it and recognises its input; [`selection`] scores the models that serve
+//! its type with [`scoring`], ranks them by policy and explains the choice;
+//! the [`scheduler`] admits it, waits for its dependencies and queues it for
+//! its model's slot; [`context`] shapes what the chosen model receives; the
+//! model is called, with fallbacks on retriable failures; and every outcome
+//! feeds the [`stats`] that the next selection reads. Models live in the
+//! [`Registry`], which [`probe`] keeps described and health-checked. Workers
+//! are reached only through the [`ModelClient`] trait, which the server
+//! implements over gRPC and tests implement with fakes.
 
 pub mod analysis;
 pub mod client;

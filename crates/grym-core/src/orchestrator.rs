@@ -8,8 +8,8 @@
 //! its task ended.
 //!
 //! An accepted task runs in a task of its own: it waits for its
-//! dependencies, is planned again with fresh statistics, waits in its
-//! model's queue for a slot, then runs. A deadline that passes while it
+//! dependencies (and is then planned again, with fresh statistics), waits in
+//! its model's queue for a slot, then runs. A deadline that passes while it
 //! waits ends it without a worker seeing it; cancelling it (or dropping an
 //! `execute` call) ends it wherever it is, aborting a call in flight.
 //!
@@ -141,6 +141,20 @@ impl Drop for QueuedGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A task's results as they come, for tasks that wait for it.
+type Dependency = (TaskId, watch::Receiver<Option<Arc<TaskResult>>>);
+
+/// What `submit` hands to the task it spawns.
+struct Accepted {
+    task: Task,
+    live: Arc<LiveTask>,
+    dependencies: Vec<Dependency>,
+    plan: Plan,
+    deadline: Option<Instant>,
+    arrived: Instant,
+    events: Option<mpsc::UnboundedSender<TaskEvent>>,
 }
 
 /// One task's state, shared by the steps of its life.
@@ -349,7 +363,7 @@ impl Orchestrator {
         self.admit()?;
 
         // Resolve each dependency now, so a result evicted later is not lost.
-        let dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)> = task
+        let dependencies: Vec<Dependency> = task
             .depends_on
             .iter()
             .map(|dep| {
@@ -404,8 +418,16 @@ impl Orchestrator {
         );
         self.tasks.spawn(
             async move {
-                this.lifecycle(task, live, dependencies, deadline, arrived, events)
-                    .await;
+                let accepted = Accepted {
+                    task,
+                    live,
+                    dependencies,
+                    plan,
+                    deadline,
+                    arrived,
+                    events,
+                };
+                this.lifecycle(accepted).await;
             }
             .instrument(span),
         );
@@ -473,15 +495,16 @@ impl Orchestrator {
     }
 
     /// A task's life after acceptance: it always ends with `store.finish`.
-    async fn lifecycle(
-        self: Arc<Self>,
-        task: Task,
-        live: Arc<LiveTask>,
-        dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)>,
-        deadline: Option<Instant>,
-        arrived: Instant,
-        events: Option<mpsc::UnboundedSender<TaskEvent>>,
-    ) {
+    async fn lifecycle(self: Arc<Self>, accepted: Accepted) {
+        let Accepted {
+            task,
+            live,
+            dependencies,
+            plan,
+            deadline,
+            arrived,
+            events,
+        } = accepted;
         let queued = QueuedGuard(&self.queued);
         let cancel = live.cancel.clone();
         let ending = tokio::select! {
@@ -501,6 +524,7 @@ impl Orchestrator {
                     context_hash: (!task.context.is_empty()).then(|| ContentHash::of(&task.context)),
                 },
                 dependencies,
+                plan,
                 queued,
             ))
             .catch_unwind() => ending.unwrap_or_else(|_| {
@@ -546,7 +570,8 @@ impl Orchestrator {
     async fn progress(
         &self,
         job: Job<'_>,
-        dependencies: Vec<(TaskId, watch::Receiver<Option<Arc<TaskResult>>>)>,
+        dependencies: Vec<Dependency>,
+        plan: Plan,
         queued: QueuedGuard<'_>,
     ) -> Ending {
         let Job {
@@ -564,6 +589,9 @@ impl Orchestrator {
                 "the deadline passed while the task waited; no model was called".to_owned(),
             )
         };
+        // The plan made at submission stands unless the task waits for
+        // dependencies first: then the best model may have changed.
+        let mut submitted_plan = dependencies.is_empty().then_some(plan);
         for (dep, mut receiver) in dependencies {
             let waited = async {
                 loop {
@@ -609,26 +637,32 @@ impl Orchestrator {
             deadline,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        // Plan again: waiting may have changed which model is best. And
-        // again, keeping the task's place in line, if a reload replaced the
-        // chosen model while the task waited for it.
+        // Plan again after waiting for dependencies, when the best model may
+        // have changed; and again, keeping the task's place in line, if a
+        // reload replaced the chosen model while the task waited for it.
         let mut replans = 0;
         let (plan, slot) = loop {
-            let plan =
-                match self
-                    .selector
-                    .plan(&task.task_type, &self.registry.load(), Instant::now())
-                {
-                    Ok(plan) => plan,
-                    Err(error) => {
-                        return Ending::failed(
-                            TaskStatus::Failed,
-                            "UNAVAILABLE",
-                            error.to_string(),
-                        );
+            let plan = match submitted_plan.take() {
+                Some(plan) => plan,
+                None => {
+                    match self
+                        .selector
+                        .plan(&task.task_type, &self.registry.load(), Instant::now())
+                    {
+                        Ok(plan) => {
+                            live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
+                            plan
+                        }
+                        Err(error) => {
+                            return Ending::failed(
+                                TaskStatus::Failed,
+                                "UNAVAILABLE",
+                                error.to_string(),
+                            );
+                        }
                     }
-                };
-            live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
+                }
+            };
             emit(events, || TaskEvent::ModelChosen(plan.routing(Vec::new())));
             let Some(first) = plan.candidates.first() else {
                 return Ending::failed(
@@ -670,19 +704,25 @@ impl Orchestrator {
         key: QueueKey,
         deadline: Option<Instant>,
     ) -> Result<Slot, Ending> {
-        let slots = Arc::clone(
-            self.slots
-                .entry(model.id().clone())
-                .or_insert_with(|| {
-                    // Room for twice the queue: waiters that gave up linger
-                    // until a sweep, which then runs once per many pushes.
-                    Arc::new(ModelSlots::new(
-                        self.scheduler.max_queue.max(1) * 2,
-                        self.scheduler.aging_interval,
-                    ))
-                })
-                .value(),
-        );
+        // Read first: the model's slots exist after its first call, and a
+        // read neither clones the id nor locks its shard for writing.
+        let slots = match self.slots.get(model.id()) {
+            Some(slots) => Arc::clone(slots.value()),
+            None => Arc::clone(
+                self.slots
+                    .entry(model.id().clone())
+                    .or_insert_with(|| {
+                        // Room for twice the queue: waiters that gave up
+                        // linger until a sweep, which then runs once per many
+                        // pushes.
+                        Arc::new(ModelSlots::new(
+                            self.scheduler.max_queue.max(1) * 2,
+                            self.scheduler.aging_interval,
+                        ))
+                    })
+                    .value(),
+            ),
+        };
         let limit = self.concurrency_limit(model);
         let acquired = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, slots.acquire(key, limit))
@@ -908,10 +948,12 @@ impl Orchestrator {
             )
             .instrument(tracing::info_span!("prepare context", target.kind = %target_kind))
             .await;
-        live.update(|snapshot| {
-            snapshot.metrics.context_cache_hits += prepared.cache_hits;
-            snapshot.metrics.context_cache_misses += prepared.cache_misses;
-        });
+        if prepared.cache_hits + prepared.cache_misses > 0 {
+            live.update(|snapshot| {
+                snapshot.metrics.context_cache_hits += prepared.cache_hits;
+                snapshot.metrics.context_cache_misses += prepared.cache_misses;
+            });
+        }
         let call = InferCall {
             task_id: task.id.clone(),
             task_type: task.task_type.clone(),
