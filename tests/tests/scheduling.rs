@@ -375,6 +375,7 @@ async fn stream_task_reports_the_way_of_a_task_in_order() {
                 assert_eq!(attempt.outcome(), api::AttemptOutcome::Succeeded);
                 "attempt finished"
             }
+            Event::StepStarted(_) | Event::StepFinished(_) => "step",
             Event::Result(result) => {
                 assert_eq!(result.status(), api::TaskStatus::Succeeded);
                 assert!(result.metrics.unwrap().queue_wait.is_some());

@@ -83,6 +83,15 @@ pub enum Error {
         /// The models that serve it and are down.
         down: Vec<ModelId>,
     },
+    /// A step of a composite cannot be planned.
+    #[error("step `{step}`: {error}")]
+    InStep {
+        /// The step's id.
+        step: String,
+        /// Why.
+        #[source]
+        error: Box<Error>,
+    },
 }
 
 fn list_tasks(ids: &[TaskId]) -> String {
@@ -130,6 +139,7 @@ impl Error {
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {
                 ErrorKind::Unavailable
             }
+            Self::InStep { error, .. } => error.kind(),
         }
     }
 

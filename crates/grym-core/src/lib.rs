@@ -6,13 +6,17 @@
 //! the [`scheduler`] admits it, waits for its dependencies and queues it for
 //! its model's slot; [`context`] shapes what the chosen model receives; the
 //! model is called, with fallbacks on retriable failures; and every outcome
-//! feeds the [`stats`] that the next selection reads. Models live in the
+//! feeds the [`stats`] that the next selection reads. A [`composite`] task
+//! runs as steps (in sequence, in parallel, on conditions), each taking
+//! that way on its own model; a recipe chain stands in for a task type no
+//! healthy model serves. Models live in the
 //! [`Registry`], which [`probe`] keeps described and health-checked. Workers
 //! are reached only through the [`ModelClient`] trait, which the server
 //! implements over gRPC and tests implement with fakes.
 
 pub mod analysis;
 pub mod client;
+pub mod composite;
 pub mod context;
 pub mod error;
 pub mod model;
@@ -36,6 +40,6 @@ pub use registry::{ModelEntry, Registry, Replica};
 pub use scheduler::SchedulerSettings;
 pub use selection::{Policy, Route, SelectionSettings};
 pub use task::{
-    Attempt, AttemptOutcome, Audio, Metrics, Output, Priority, Task, TaskError, TaskEvent, TaskId,
-    TaskInput, TaskResult, TaskStatus, TaskType,
+    Attempt, AttemptOutcome, Audio, Metrics, Output, Priority, StepResult, Task, TaskError,
+    TaskEvent, TaskId, TaskInput, TaskResult, TaskStatus, TaskType,
 };

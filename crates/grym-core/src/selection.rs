@@ -127,6 +127,10 @@ pub enum Reason {
     HighestScore,
     /// It has the highest Thompson draw.
     HighestSample,
+    /// The task is a composite; each step is routed on its own.
+    Composite,
+    /// No healthy model serves the type; a recipe chain stands in.
+    Recipe,
 }
 
 /// The models for one task, best first, and why.
@@ -164,6 +168,7 @@ impl Plan {
                 })
                 .collect(),
             fallbacks_taken,
+            summary: None,
         }
     }
 }
@@ -199,6 +204,8 @@ pub struct Routing {
     pub candidates: Vec<CandidateScore>,
     /// The models called after the first, in order.
     pub fallbacks_taken: Vec<ModelId>,
+    /// For a composite, what it is, in place of a choice among candidates.
+    pub summary: Option<String>,
 }
 
 impl Routing {
@@ -207,8 +214,30 @@ impl Routing {
         self.candidates.first().map(|c| &c.model_id)
     }
 
+    /// The routing of a composite, whose steps are routed on their own:
+    /// no candidates, and `summary` as its explanation.
+    pub fn composite(
+        task_type: TaskType,
+        reason: Reason,
+        estimated_latency: Duration,
+        summary: String,
+    ) -> Self {
+        Self {
+            task_type,
+            policy: Policy::Scored,
+            reason,
+            estimated_latency,
+            candidates: Vec::new(),
+            fallbacks_taken: Vec::new(),
+            summary: Some(summary),
+        }
+    }
+
     /// Why the first candidate was chosen, as a sentence.
     pub fn explanation(&self) -> String {
+        if let Some(summary) = &self.summary {
+            return summary.clone();
+        }
         let task_type = &self.task_type;
         let Some(first) = self.candidates.first() else {
             return format!("no model serves `{task_type}`");
@@ -229,6 +258,7 @@ impl Routing {
                 first.sample.unwrap_or_default(),
                 others + 1
             ),
+            Reason::Composite | Reason::Recipe => format!("`{task_type}` runs as steps"),
         }
     }
 }

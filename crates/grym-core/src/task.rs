@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::composite::recipe::RecipeUse;
+use crate::composite::{CompositeSpec, StepId};
 use crate::error::Error;
 use crate::model::ModelId;
 pub use crate::scheduler::queue::Priority;
@@ -49,6 +51,11 @@ impl TaskId {
     /// A fresh, time-ordered id (UUID v7).
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id of a composite's step, as its worker sees it: `parent/step`.
+    pub(crate) fn of_step(parent: &TaskId, step: &StepId) -> Self {
+        Self(format!("{parent}/{step}"))
     }
 
     /// The id as text.
@@ -137,6 +144,8 @@ pub struct Task {
     /// Who submitted it: sessions and cached context are never shared
     /// between tenants. Empty for callers that name none.
     pub tenant: String,
+    /// Its steps, when it is a composite.
+    pub composite: Option<Box<CompositeSpec>>,
 }
 
 impl Task {
@@ -153,6 +162,7 @@ impl Task {
             context: Map::new(),
             session_id: None,
             tenant: String::new(),
+            composite: None,
         }
     }
 }
@@ -185,8 +195,11 @@ pub enum TaskStatus {
     DeadlineExceeded,
     /// Cancelled by its caller.
     Cancelled,
-    /// A task it depends on did not succeed, so it never ran.
+    /// A task it depends on did not succeed, so it never ran; for a step,
+    /// a step it waits for.
     DependencyFailed,
+    /// A step whose condition was false, so it did not run.
+    Skipped,
 }
 
 impl TaskStatus {
@@ -227,6 +240,35 @@ pub struct Attempt {
     pub latency: Duration,
     /// The error, when it failed.
     pub error: Option<TaskError>,
+    /// The composite step it was made for.
+    pub step: Option<StepId>,
+}
+
+/// The outcome of one step of a composite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// The step.
+    pub step: StepId,
+    /// Its task type.
+    pub task_type: TaskType,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// The model that produced its output, or was tried last.
+    pub model_id: Option<ModelId>,
+    /// Its output, on success.
+    pub output: Option<Output>,
+    /// Why it did not succeed.
+    pub error: Option<TaskError>,
+    /// From the moment its waits were met to its end.
+    pub latency: Duration,
+    /// Time spent waiting for a model's slot.
+    pub queue_wait: Duration,
+    /// Calls made.
+    pub attempts: u32,
+    /// How it was routed, when it was.
+    pub routing: Option<Routing>,
+    /// Its share of the composite's deadline.
+    pub budget: Option<Duration>,
 }
 
 /// How the orchestrator ran a task.
@@ -284,6 +326,10 @@ pub struct TaskResult {
     pub finished_at: Option<SystemTime>,
     /// Who submitted it: only that tenant can see or cancel it.
     pub tenant: String,
+    /// For a composite, each ended step, in list order.
+    pub steps: Vec<StepResult>,
+    /// The recipe that stood in for the task type, if one did.
+    pub recipe: Option<RecipeUse>,
 }
 
 /// What happens to a task, in order, for a caller that follows it.
@@ -297,6 +343,17 @@ pub enum TaskEvent {
     Started,
     /// One call ended.
     AttemptFinished(Attempt),
+    /// A step of a composite is starting.
+    StepStarted {
+        /// The step.
+        step: StepId,
+        /// How it was routed.
+        routing: Box<Routing>,
+        /// Its share of the composite's deadline.
+        budget: Option<Duration>,
+    },
+    /// A step of a composite ended.
+    StepFinished(Box<StepResult>),
     /// The task ended; the last event.
     Finished(Box<TaskResult>),
 }
@@ -343,6 +400,7 @@ mod tests {
             outcome: AttemptOutcome::Failed,
             latency: Duration::ZERO,
             error: None,
+            step: None,
         };
         let metrics = Metrics {
             attempts: vec![attempt("gama"), attempt("wav2vec2"), attempt("gama")],

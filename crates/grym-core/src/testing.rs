@@ -86,6 +86,20 @@ impl FakeModel {
         self
     }
 
+    /// Declares `latency` as the model's estimated latency.
+    pub(crate) fn estimate(self, latency: Duration) -> Self {
+        for capability in &mut self.state().description.capabilities {
+            capability.estimated_latency = latency;
+        }
+        self
+    }
+
+    /// Declares the model's kind.
+    pub(crate) fn kind(self, kind: &str) -> Self {
+        kind.clone_into(&mut self.state().description.kind);
+        self
+    }
+
     pub(crate) fn set_health(&self, health: Health) {
         self.state().health = health;
     }

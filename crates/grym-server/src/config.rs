@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use grym_core::composite::MAX_STEPS;
+use grym_core::composite::recipe::Recipes;
 use grym_core::context::ContextSettings;
 use grym_core::context::session::SessionLimits;
 use grym_core::context::transform::TemplateSpec;
@@ -74,6 +76,9 @@ pub struct RawConfig {
     pub context: RawContext,
     /// Who may call.
     pub auth: RawAuth,
+    /// Chains of task types that stand in for a type no healthy model
+    /// serves, over the built-in ones; an empty chain removes one.
+    pub recipes: HashMap<String, Vec<String>>,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
 }
@@ -345,6 +350,7 @@ impl Default for RawConfig {
             scheduler: RawScheduler::default(),
             context: RawContext::default(),
             auth: RawAuth::default(),
+            recipes: HashMap::new(),
             workers: Vec::new(),
         }
     }
@@ -478,6 +484,7 @@ impl RawConfig {
                 selection: self.selection.validate()?,
                 scheduler: self.scheduler.validate()?,
                 context: self.context.validate()?,
+                recipes: recipes(self.recipes)?,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,
@@ -490,6 +497,40 @@ impl RawConfig {
             auth_tokens: self.auth.validate()?,
         })
     }
+}
+
+/// The `[recipes]` table over the built-in recipes.
+fn recipes(table: HashMap<String, Vec<String>>) -> Result<Recipes, Error> {
+    let mut entries: Vec<_> = table.into_iter().collect();
+    entries.sort();
+    let mut recipes = Recipes::with_defaults();
+    for (task_type, chain) in entries {
+        let key = format!("recipes.{task_type}");
+        let name = TaskType::new(task_type.as_str()).map_err(|_| {
+            invalid(
+                &key,
+                "the task type must be a non-empty name without spaces",
+            )
+        })?;
+        let chain = chain
+            .into_iter()
+            .map(|step| {
+                TaskType::new(step.as_str())
+                    .map_err(|_| invalid(&key, format!("`{step}` is not a task type")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if chain.contains(&name) {
+            return Err(invalid(
+                &key,
+                "a recipe cannot contain the type it stands in for",
+            ));
+        }
+        if chain.len() > MAX_STEPS {
+            return Err(invalid(&key, format!("more than {MAX_STEPS} steps")));
+        }
+        recipes = recipes.with(name, chain);
+    }
+    Ok(recipes)
 }
 
 impl RawAuth {
@@ -675,6 +716,41 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
         assert!(config.builtin_workers);
         assert!(config.workers.is_empty());
+    }
+
+    #[test]
+    fn recipes_extend_the_built_in_ones_and_an_empty_chain_removes_one() {
+        let config = from_toml(
+            r#"
+            [recipes]
+            audio_summary = ["transcription", "summarization"]
+            audio_question_answering = []
+            "#,
+        )
+        .unwrap();
+        let recipes = &config.orchestrator.recipes;
+        let chain: Vec<&str> = recipes
+            .get(&TaskType::new("audio_summary").unwrap())
+            .unwrap()
+            .iter()
+            .map(TaskType::as_str)
+            .collect();
+        assert_eq!(chain, ["transcription", "summarization"]);
+        assert!(
+            recipes
+                .get(&TaskType::new("audio_question_answering").unwrap())
+                .is_none()
+        );
+        let defaults = RawConfig::default().validate().unwrap();
+        assert!(
+            defaults
+                .orchestrator
+                .recipes
+                .get(&TaskType::new("audio_question_answering").unwrap())
+                .is_some()
+        );
+        let err = from_toml("[recipes]\nloop = [\"loop\"]\n").unwrap_err();
+        assert!(err.to_string().contains("recipes.loop"), "{err}");
     }
 
     #[test]

@@ -5,14 +5,17 @@
 use std::time::Duration;
 
 use grym_core::analysis::{Modality, Requirements};
+use grym_core::composite::recipe::RecipeUse;
+use grym_core::composite::{CompositeSpec, FailurePolicy, StepId, StepSpec, StepTask, Strategy};
 use grym_core::context::cache::CacheStats;
 use grym_core::context::session::SessionSnapshot;
+use grym_core::orchestrator::CompositePlan;
 use grym_core::selection::{Reason, Routing};
 use grym_core::stats::StatsSnapshot;
 use grym_core::{
     Attempt, AttemptOutcome, Audio, Capability, CapabilitySource, Description, Health, InferCall,
-    ModelEntry, ModelId, Output, Policy, Priority, Registry, Task, TaskError, TaskEvent, TaskId,
-    TaskInput, TaskResult, TaskStatus, TaskType, WorkerError, WorkerErrorKind,
+    ModelEntry, ModelId, Output, Policy, Priority, Registry, StepResult, Task, TaskError,
+    TaskEvent, TaskId, TaskInput, TaskResult, TaskStatus, TaskType, WorkerError, WorkerErrorKind,
 };
 use grym_proto::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 use grym_proto::orchestrator::v1 as api;
@@ -43,30 +46,11 @@ pub(crate) fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<T
         TaskId::new(task.id).map_err(from_core)?
     };
     let task_type = TaskType::new(task.r#type).map_err(from_core)?;
-    let input = match task.input.and_then(|input| input.kind) {
-        Some(api::task_input::Kind::Text(text)) => TaskInput::Text(text),
-        Some(api::task_input::Kind::Audio(audio)) => TaskInput::Audio(Audio {
-            data: audio.data,
-            mime_type: audio.mime_type,
-        }),
-        Some(api::task_input::Kind::Json(value)) => TaskInput::Json(value_to_json(value)),
-        None => {
-            return Err(Status::invalid_argument(
-                "invalid task.input: is required (one of text, audio, json)",
-            ));
-        }
-    };
-    let timeout = match task.timeout {
-        None => None,
-        Some(timeout) => Some(
-            Duration::try_from(timeout)
-                .ok()
-                .filter(|timeout| !timeout.is_zero())
-                .ok_or_else(|| {
-                    Status::invalid_argument("invalid task.timeout: must be positive")
-                })?,
-        ),
-    };
+    let input = input_from_api(task.input).ok_or_else(|| {
+        Status::invalid_argument("invalid task.input: is required (one of text, audio, json)")
+    })?;
+    let timeout = timeout_from_api(task.timeout, "task.timeout")?;
+    let composite = task.composite.map(composite_from_api).transpose()?;
     let depends_on = task
         .depends_on
         .into_iter()
@@ -102,6 +86,119 @@ pub(crate) fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<T
             Some(session_id(task.session_id, "task.session_id")?)
         },
         tenant,
+        composite: composite.map(Box::new),
+    })
+}
+
+fn input_from_api(input: Option<api::TaskInput>) -> Option<TaskInput> {
+    Some(match input?.kind? {
+        api::task_input::Kind::Text(text) => TaskInput::Text(text),
+        api::task_input::Kind::Audio(audio) => TaskInput::Audio(Audio {
+            data: audio.data,
+            mime_type: audio.mime_type,
+        }),
+        api::task_input::Kind::Json(value) => TaskInput::Json(value_to_json(value)),
+    })
+}
+
+fn timeout_from_api(
+    timeout: Option<prost_types::Duration>,
+    field: &str,
+) -> Result<Option<Duration>, Status> {
+    timeout
+        .map(|timeout| {
+            Duration::try_from(timeout)
+                .ok()
+                .filter(|timeout| !timeout.is_zero())
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("invalid {field}: must be positive"))
+                })
+        })
+        .transpose()
+}
+
+/// A composite's steps; a problem names the field and the step.
+fn composite_from_api(composite: api::Composite) -> Result<CompositeSpec, Status> {
+    let strategy = match api::Strategy::try_from(composite.strategy) {
+        Ok(api::Strategy::Sequential) => Strategy::Sequential,
+        Ok(api::Strategy::Parallel) => Strategy::Parallel,
+        Ok(api::Strategy::Conditional) => Strategy::Conditional,
+        Ok(api::Strategy::Unspecified) | Err(_) => {
+            return Err(Status::invalid_argument(
+                "invalid task.composite.strategy: is required (STRATEGY_SEQUENTIAL, STRATEGY_PARALLEL or STRATEGY_CONDITIONAL)",
+            ));
+        }
+    };
+    let failure_policy = match api::FailurePolicy::try_from(composite.failure_policy) {
+        Ok(api::FailurePolicy::Continue) => FailurePolicy::Continue,
+        Ok(api::FailurePolicy::FailFast | api::FailurePolicy::Unspecified) => {
+            FailurePolicy::FailFast
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "invalid task.composite.failure_policy: unknown value {}",
+                composite.failure_policy
+            )));
+        }
+    };
+    let step_id = |id: String, field: &str| {
+        StepId::new(id).map_err(|error| {
+            Status::invalid_argument(format!("invalid {field}: {}", reason(error)))
+        })
+    };
+    let steps = composite
+        .steps
+        .into_iter()
+        .map(|step| {
+            let id = step_id(step.id, "task.composite.steps.id")?;
+            let in_step = |field: &str, problem: String| {
+                Status::invalid_argument(format!("invalid {field}: step `{id}`: {problem}"))
+            };
+            let task = step
+                .task
+                .ok_or_else(|| in_step("task.composite.steps.task", "is required".to_owned()))?;
+            let task_type = TaskType::new(task.r#type)
+                .map_err(|error| in_step("task.composite.steps.task.type", reason(error)))?;
+            let after = step
+                .after
+                .into_iter()
+                .map(|after| step_id(after, "task.composite.steps.after"))
+                .collect::<Result<_, _>>()?;
+            let input_from = if task.input_from.is_empty() {
+                None
+            } else {
+                Some(step_id(
+                    task.input_from,
+                    "task.composite.steps.task.input_from",
+                )?)
+            };
+            Ok(StepSpec {
+                task: StepTask {
+                    task_type,
+                    input: input_from_api(task.input),
+                    input_from,
+                    parameters: task.parameters.map(struct_to_json).unwrap_or_default(),
+                    context: task.context.map(struct_to_json).unwrap_or_default(),
+                    timeout: timeout_from_api(task.timeout, "task.composite.steps.task.timeout")?,
+                },
+                after,
+                when: (!step.when.trim().is_empty()).then_some(step.when),
+                id,
+            })
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(CompositeSpec {
+        strategy,
+        steps,
+        failure_policy,
+        output_step: if composite.output_step.is_empty() {
+            None
+        } else {
+            Some(step_id(
+                composite.output_step,
+                "task.composite.output_step",
+            )?)
+        },
     })
 }
 
@@ -187,6 +284,16 @@ pub(crate) fn stream_event(id: &TaskId, event: TaskEvent) -> api::StreamTaskResp
             TaskEvent::ModelChosen(routing) => Event::ModelChosen(routing_to_api(&routing)),
             TaskEvent::Started => Event::Started(api::TaskStarted {}),
             TaskEvent::AttemptFinished(attempt) => Event::AttemptFinished(attempt_to_api(attempt)),
+            TaskEvent::StepStarted {
+                step,
+                routing,
+                budget,
+            } => Event::StepStarted(api::StepStarted {
+                step_id: step.to_string(),
+                routing: Some(routing_to_api(&routing)),
+                budget: budget.and_then(duration),
+            }),
+            TaskEvent::StepFinished(step) => Event::StepFinished(step_result_to_api(*step)),
             TaskEvent::Finished(result) => Event::Result(result_to_api(*result)),
         }),
     }
@@ -209,10 +316,73 @@ pub(crate) fn execute_response(result: TaskResult) -> api::ExecuteTaskResponse {
 }
 
 /// The response of `PlanTask`.
-pub(crate) fn plan_response(analysis: Requirements, routing: &Routing) -> api::PlanTaskResponse {
+pub(crate) fn plan_response(
+    analysis: Requirements,
+    routing: &Routing,
+    composite: Option<CompositePlan>,
+) -> api::PlanTaskResponse {
     api::PlanTaskResponse {
         analysis: Some(analysis_to_api(analysis)),
         routing: Some(routing_to_api(routing)),
+        composite: composite.map(composite_plan_to_api),
+    }
+}
+
+fn strategy_to_api(strategy: Strategy) -> api::Strategy {
+    match strategy {
+        Strategy::Sequential => api::Strategy::Sequential,
+        Strategy::Parallel => api::Strategy::Parallel,
+        Strategy::Conditional => api::Strategy::Conditional,
+    }
+}
+
+fn failure_policy_to_api(policy: FailurePolicy) -> api::FailurePolicy {
+    match policy {
+        FailurePolicy::FailFast => api::FailurePolicy::FailFast,
+        FailurePolicy::Continue => api::FailurePolicy::Continue,
+    }
+}
+
+fn recipe_to_api(recipe: RecipeUse) -> api::Recipe {
+    api::Recipe {
+        task_type: recipe.task_type.to_string(),
+        chain: recipe.chain.iter().map(ToString::to_string).collect(),
+        reason: recipe.reason,
+    }
+}
+
+fn composite_plan_to_api(plan: CompositePlan) -> api::CompositePlan {
+    let ids = |ids: Vec<StepId>| ids.into_iter().map(|id| id.to_string()).collect();
+    api::CompositePlan {
+        strategy: strategy_to_api(plan.strategy) as i32,
+        failure_policy: failure_policy_to_api(plan.failure_policy) as i32,
+        steps: plan
+            .steps
+            .into_iter()
+            .map(|step| api::StepPlan {
+                step_id: step.step.to_string(),
+                r#type: step.task_type.to_string(),
+                after: ids(step.after),
+                when: step.when.unwrap_or_default(),
+                stage: step.stage,
+                routing: step.routing.as_ref().map(routing_to_api),
+                critical: step.critical,
+            })
+            .collect(),
+        stages: plan
+            .stages
+            .into_iter()
+            .map(|stage| api::Stage {
+                step_ids: ids(stage),
+            })
+            .collect(),
+        critical_path: ids(plan.critical_path),
+        estimated_latency: duration(plan.estimated_latency),
+        output_step: plan
+            .output_step
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        recipe: plan.recipe.map(recipe_to_api),
     }
 }
 
@@ -241,25 +411,14 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
         .collect();
     api::TaskResult {
         task_id: result.task_id.to_string(),
-        status: match result.status {
-            TaskStatus::Queued => api::TaskStatus::Queued,
-            TaskStatus::Running => api::TaskStatus::Running,
-            TaskStatus::Succeeded => api::TaskStatus::Succeeded,
-            TaskStatus::Failed => api::TaskStatus::Failed,
-            TaskStatus::DeadlineExceeded => api::TaskStatus::DeadlineExceeded,
-            TaskStatus::Cancelled => api::TaskStatus::Cancelled,
-            TaskStatus::DependencyFailed => api::TaskStatus::DependencyFailed,
-        } as i32,
+        status: status_to_api(result.status) as i32,
+        steps: result.steps.into_iter().map(step_result_to_api).collect(),
+        recipe: result.recipe.map(recipe_to_api),
         queued_at: Some(timestamp(result.queued_at)),
         started_at: result.started_at.map(timestamp),
         finished_at: result.finished_at.map(timestamp),
         model_id: result.model_id.map(|m| m.to_string()).unwrap_or_default(),
-        output: result.output.map(|output| api::TaskOutput {
-            text: output.text,
-            json: output.json.map(json_to_value),
-            data: output.data,
-            data_mime_type: output.data_mime_type,
-        }),
+        output: result.output.map(output_to_api),
         error: result.error.map(api_error),
         routing: Some(routing_to_api(&result.routing)),
         metrics: Some(api::OrchestrationMetrics {
@@ -279,6 +438,44 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
     }
 }
 
+fn status_to_api(status: TaskStatus) -> api::TaskStatus {
+    match status {
+        TaskStatus::Queued => api::TaskStatus::Queued,
+        TaskStatus::Running => api::TaskStatus::Running,
+        TaskStatus::Succeeded => api::TaskStatus::Succeeded,
+        TaskStatus::Failed => api::TaskStatus::Failed,
+        TaskStatus::DeadlineExceeded => api::TaskStatus::DeadlineExceeded,
+        TaskStatus::Cancelled => api::TaskStatus::Cancelled,
+        TaskStatus::DependencyFailed => api::TaskStatus::DependencyFailed,
+        TaskStatus::Skipped => api::TaskStatus::Skipped,
+    }
+}
+
+fn output_to_api(output: Output) -> api::TaskOutput {
+    api::TaskOutput {
+        text: output.text,
+        json: output.json.map(json_to_value),
+        data: output.data,
+        data_mime_type: output.data_mime_type,
+    }
+}
+
+fn step_result_to_api(step: StepResult) -> api::StepResult {
+    api::StepResult {
+        step_id: step.step.to_string(),
+        r#type: step.task_type.to_string(),
+        status: status_to_api(step.status) as i32,
+        model_id: step.model_id.map(|m| m.to_string()).unwrap_or_default(),
+        output: step.output.map(output_to_api),
+        error: step.error.map(api_error),
+        latency: duration(step.latency),
+        queue_wait: duration(step.queue_wait),
+        attempts: step.attempts,
+        routing: step.routing.as_ref().map(routing_to_api),
+        budget: step.budget.and_then(duration),
+    }
+}
+
 fn attempt_to_api(attempt: Attempt) -> api::Attempt {
     api::Attempt {
         model_id: attempt.model_id.to_string(),
@@ -289,6 +486,10 @@ fn attempt_to_api(attempt: Attempt) -> api::Attempt {
         } as i32,
         latency: duration(attempt.latency),
         error: attempt.error.map(api_error),
+        step_id: attempt
+            .step
+            .map(|step| step.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -311,6 +512,8 @@ fn routing_to_api(routing: &Routing) -> api::Routing {
             Reason::Route => api::RoutingReason::Route,
             Reason::HighestScore => api::RoutingReason::HighestScore,
             Reason::HighestSample => api::RoutingReason::HighestSample,
+            Reason::Composite => api::RoutingReason::Composite,
+            Reason::Recipe => api::RoutingReason::Recipe,
         } as i32,
         explanation: routing.explanation(),
         chosen_model_id: routing

@@ -124,8 +124,10 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<api::PlanTaskResponse>, Status> {
         let tenant = tenant::of(&request);
         let task = convert::task_from_api(request.into_inner().task, tenant)?;
-        let (analysis, routing) = self.orchestrator.plan(task).map_err(from_core)?;
-        Ok(Response::new(convert::plan_response(analysis, &routing)))
+        let (analysis, routing, composite) = self.orchestrator.plan(task).map_err(from_core)?;
+        Ok(Response::new(convert::plan_response(
+            analysis, &routing, composite,
+        )))
     }
 
     async fn put_session_context(

@@ -2,12 +2,14 @@
 //!
 //! Context reaches a model from three places: what the agent put in its
 //! session, what the task carries inline, and what earlier tasks of the
-//! session produced. Each part is reshaped for the kind of model about to
+//! session produced, and, for a step of a composite, what the steps it
+//! waits for produced. Each part is reshaped for the kind of model about to
 //! run by the [`transform`] registered for its (source kind, target kind),
 //! and what was reshaped once is kept in the shared [`cache`] for every
 //! later request. The model receives one object: the agent's context (the
-//! session's, then the task's over it) at the top, and the earlier outputs,
-//! oldest first, under `history`.
+//! session's, then the task's over it) at the top, the session's earlier
+//! outputs, oldest first, under `history`, and the outputs of the steps it
+//! waits for under `steps.<id>`.
 //!
 //! - [`canonical`] computes the content hash and the cache keys;
 //! - [`transform`] holds the transformers;
@@ -31,9 +33,38 @@ use self::canonical::ContentHash;
 use self::session::{SessionLimits, SessionSnapshot, Sessions};
 use self::transform::{AGENT, TemplateSpec, Transformers};
 
-/// The key under which earlier outputs reach a model.
-pub const HISTORY: &str = "history";
 use crate::error::Error;
+
+/// The key under which a session's earlier outputs reach a model.
+pub const HISTORY: &str = "history";
+/// The key under which the outputs of the steps a step waits for reach it.
+pub const STEPS: &str = "steps";
+
+/// The output of an earlier step, for the steps that wait for it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The step's id.
+    pub step: String,
+    /// The kind of model that produced it.
+    pub kind: String,
+    /// The output, as context.
+    pub context: Map<String, Value>,
+    /// Its content hash.
+    pub hash: ContentHash,
+}
+
+impl Upstream {
+    /// The output of `step`, produced by a model of `kind`.
+    pub fn new(step: String, kind: String, context: Map<String, Value>) -> Self {
+        let hash = ContentHash::of(&context);
+        Self {
+            step,
+            kind,
+            context,
+            hash,
+        }
+    }
+}
 
 /// Settings of the context manager.
 #[derive(Debug, Clone)]
@@ -128,12 +159,18 @@ impl ContextManager {
     }
 
     /// Refuses a context over the size bound, or one using the reserved
-    /// `history` key, naming `field`.
+    /// `history` or `steps` keys, naming `field`.
     pub fn check(&self, field: &'static str, context: &Map<String, Value>) -> Result<(), Error> {
         if context.contains_key(HISTORY) {
             return Err(Error::invalid(
                 field,
                 format!("the key `{HISTORY}` is reserved for the session's earlier outputs"),
+            ));
+        }
+        if context.contains_key(STEPS) {
+            return Err(Error::invalid(
+                field,
+                format!("the key `{STEPS}` is reserved for the outputs of earlier steps"),
             ));
         }
         let bytes = canonical::weight(context);
@@ -149,13 +186,14 @@ impl ContextManager {
         Ok(())
     }
 
-    /// The context for a call to a model of `target` kind: the session's
-    /// and the task's own, reshaped and cached.
+    /// The context for a call to a model of `target` kind: the session's,
+    /// the task's own and the earlier steps', reshaped and cached.
     pub async fn prepare(
         &self,
         tenant: &str,
         inline: Option<(&Map<String, Value>, ContentHash)>,
         session: Option<&str>,
+        upstream: &[Arc<Upstream>],
         target: &str,
     ) -> Prepared {
         let mut prepared = Prepared::default();
@@ -203,6 +241,25 @@ impl ContextManager {
             prepared
                 .context
                 .insert(HISTORY.to_owned(), Value::Array(history));
+        }
+        if !upstream.is_empty() {
+            let mut steps = Map::with_capacity(upstream.len());
+            for part in upstream {
+                let reshaped = self
+                    .reshape(
+                        tenant,
+                        &part.kind,
+                        target,
+                        &part.context,
+                        part.hash,
+                        &mut prepared,
+                    )
+                    .await;
+                steps.insert(part.step.clone(), Value::Object(reshaped));
+            }
+            prepared
+                .context
+                .insert(STEPS.to_owned(), Value::Object(steps));
         }
         prepared
     }
@@ -307,7 +364,7 @@ mod tests {
         let manager = ContextManager::new(ContextSettings::default());
         manager.record("t", "s", "audio-language".into(), analysis());
         let first = manager
-            .prepare("t", None, Some("s"), "text-generation")
+            .prepare("t", None, Some("s"), &[], "text-generation")
             .await;
         assert_eq!(
             first.context["history"][0]["prompt_context"],
@@ -315,7 +372,7 @@ mod tests {
         );
         assert_eq!((first.cache_hits, first.cache_misses), (0, 1));
         let second = manager
-            .prepare("t", None, Some("s"), "text-generation")
+            .prepare("t", None, Some("s"), &[], "text-generation")
             .await;
         assert_eq!((second.cache_hits, second.cache_misses), (1, 0));
         assert_eq!(second.context, first.context);
@@ -326,16 +383,16 @@ mod tests {
         let manager = ContextManager::new(ContextSettings::default());
         manager.record("acme", "s", "audio-language".into(), analysis());
         let other = manager
-            .prepare("globex", None, Some("s"), "text-generation")
+            .prepare("globex", None, Some("s"), &[], "text-generation")
             .await;
         assert!(other.context.is_empty());
         // The same content under another tenant is a separate cache entry.
         manager.record("globex", "s", "audio-language".into(), analysis());
         manager
-            .prepare("acme", None, Some("s"), "text-generation")
+            .prepare("acme", None, Some("s"), &[], "text-generation")
             .await;
         let globex = manager
-            .prepare("globex", None, Some("s"), "text-generation")
+            .prepare("globex", None, Some("s"), &[], "text-generation")
             .await;
         assert_eq!(globex.cache_misses, 1);
     }
@@ -363,6 +420,7 @@ mod tests {
                 "t",
                 Some((&inline, ContentHash::of(&inline))),
                 Some("s"),
+                &[],
                 "text-generation",
             )
             .await;
@@ -398,10 +456,29 @@ mod tests {
                 "t",
                 Some((&inline, ContentHash::of(&inline))),
                 Some("s"),
+                &[],
                 "text-generation",
             )
             .await;
         assert_eq!(prepared.context["system"], "Answer in Welsh about birds.");
+    }
+
+    #[tokio::test]
+    async fn earlier_steps_reach_a_step_reshaped_under_their_ids() {
+        let manager = ContextManager::new(ContextSettings::default());
+        let transcript = Upstream::new(
+            "transcribe".into(),
+            "speech-recognition".into(),
+            object(json!({"text": "is it raining"})),
+        );
+        let prepared = manager
+            .prepare("t", None, None, &[Arc::new(transcript)], "text-generation")
+            .await;
+        assert_eq!(
+            Value::Object(prepared.context),
+            json!({"steps": {"transcribe": {"transcript": "is it raining"}}})
+        );
+        assert_eq!((prepared.cache_hits, prepared.cache_misses), (0, 1));
     }
 
     #[test]
@@ -413,6 +490,8 @@ mod tests {
         let big = object(json!({"x": "y".repeat(2000)}));
         let reserved = object(json!({"history": []}));
         assert!(manager.check("task.context", &reserved).is_err());
+        let steps = object(json!({"steps": {}}));
+        assert!(manager.check("task.context", &steps).is_err());
         match manager.check("task.context", &big).unwrap_err() {
             Error::InvalidRequest { field, .. } => assert_eq!(field, "task.context"),
             other => panic!("unexpected {other:?}"),

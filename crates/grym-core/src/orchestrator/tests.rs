@@ -761,6 +761,7 @@ async fn events_tell_the_way_of_a_task_in_order() {
             TaskEvent::ModelChosen(_) => "model chosen",
             TaskEvent::Started => "started",
             TaskEvent::AttemptFinished(_) => "attempt finished",
+            TaskEvent::StepStarted { .. } | TaskEvent::StepFinished(_) => "step",
             TaskEvent::Finished(finished) => {
                 assert_eq!(*finished, result);
                 "finished"

@@ -175,11 +175,14 @@ mod tests {
                 estimated_latency: Duration::ZERO,
                 candidates: Vec::new(),
                 fallbacks_taken: Vec::new(),
+                summary: None,
             },
             queued_at: std::time::SystemTime::now(),
             started_at: None,
             finished_at: None,
             tenant: String::new(),
+            steps: Vec::new(),
+            recipe: None,
         }
     }
 

@@ -20,6 +20,12 @@
 //! own `worker_timeout` within the caller's deadline. Every attempt's outcome
 //! is fed back into the model's statistics before the next selection reads
 //! them, except a refusal of the input, which says nothing of the model.
+//!
+//! A composite task (or a recipe chain standing in for a task type no
+//! healthy model serves) runs its steps as [`composite`] says, each step
+//! planned, queued and tried like a task of its own.
+
+mod composite;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -37,8 +43,10 @@ use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
+use crate::composite::recipe::{self, RecipeUse, Recipes};
+use crate::composite::{Graph, StepId};
 use crate::context::canonical::ContentHash;
-use crate::context::{ContextManager, ContextSettings};
+use crate::context::{ContextManager, ContextSettings, Upstream};
 use crate::error::Error;
 use crate::model::ModelId;
 use crate::registry::{ModelEntry, Registry};
@@ -47,11 +55,14 @@ use crate::scheduler::deps::{self, DependencyError};
 use crate::scheduler::queue::QueueKey;
 use crate::scheduler::slots::{ModelSlots, Slot};
 use crate::scheduler::store::{LiveTask, TaskStore};
-use crate::selection::{Candidate, Plan, Routing, SelectionSettings, Selector};
+use crate::selection::{Candidate, Plan, Reason, Routing, SelectionSettings, Selector};
 use crate::stats::CallOutcome;
 use crate::task::{
     Attempt, AttemptOutcome, Output, Task, TaskError, TaskEvent, TaskId, TaskResult, TaskStatus,
+    TaskType,
 };
+
+pub use self::composite::{CompositePlan, StepPlan};
 
 /// Settings of the orchestrator.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +77,8 @@ pub struct OrchestratorSettings {
     pub scheduler: SchedulerSettings,
     /// How context is shaped and kept.
     pub context: ContextSettings,
+    /// Chains that stand in for task types no healthy model serves.
+    pub recipes: Recipes,
 }
 
 impl Default for OrchestratorSettings {
@@ -76,6 +89,7 @@ impl Default for OrchestratorSettings {
             seed: None,
             scheduler: SchedulerSettings::default(),
             context: ContextSettings::default(),
+            recipes: Recipes::with_defaults(),
         }
     }
 }
@@ -88,6 +102,7 @@ pub struct Orchestrator {
     worker_timeout: Duration,
     scheduler: SchedulerSettings,
     context: Arc<ContextManager>,
+    recipes: Recipes,
     store: TaskStore,
     slots: DashMap<ModelId, Arc<ModelSlots>>,
     /// Tasks accepted and not yet running.
@@ -146,12 +161,65 @@ impl Drop for QueuedGuard<'_> {
 /// A task's results as they come, for tasks that wait for it.
 type Dependency = (TaskId, watch::Receiver<Option<Arc<TaskResult>>>);
 
+/// How a task will run.
+enum Planned {
+    /// On one model, with fallbacks.
+    Single(Plan),
+    /// As steps.
+    Composite(Arc<CompositeRun>),
+}
+
+/// A composite, checked, with what its steps were estimated to take.
+#[derive(Debug)]
+struct CompositeRun {
+    graph: Graph,
+    /// Each step's estimated latency when the composite was planned.
+    estimates: Vec<Duration>,
+    /// The recipe it stands for, if it is one.
+    recipe: Option<RecipeUse>,
+}
+
+impl CompositeRun {
+    /// The routing the composite itself shows.
+    fn routing(&self, task_type: &TaskType) -> Routing {
+        let (_, estimate) = self.graph.critical_path(&self.estimates);
+        match &self.recipe {
+            Some(recipe) => Routing::composite(
+                task_type.clone(),
+                Reason::Recipe,
+                estimate,
+                format!(
+                    "{}; the recipe {} stands in",
+                    recipe.reason,
+                    recipe
+                        .chain
+                        .iter()
+                        .map(TaskType::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                ),
+            ),
+            None => Routing::composite(
+                task_type.clone(),
+                Reason::Composite,
+                estimate,
+                format!(
+                    "a {:?} composite of {} step(s), each routed on its own",
+                    self.graph.strategy,
+                    self.graph.nodes.len()
+                )
+                .to_lowercase(),
+            ),
+        }
+    }
+}
+
 /// What `submit` hands to the task it spawns.
 struct Accepted {
     task: Task,
     live: Arc<LiveTask>,
     dependencies: Vec<Dependency>,
-    plan: Plan,
+    plan: Planned,
     deadline: Option<Instant>,
     arrived: Instant,
     events: Option<mpsc::UnboundedSender<TaskEvent>>,
@@ -167,6 +235,10 @@ struct Job<'a> {
     events: Option<&'a mpsc::UnboundedSender<TaskEvent>>,
     /// The hash of the task's inline context, computed once.
     context_hash: Option<ContentHash>,
+    /// The composite step it runs, if it is one.
+    step: Option<&'a StepId>,
+    /// The outputs of the steps it waits for.
+    upstream: &'a [Arc<Upstream>],
 }
 
 /// What a session keeps of a task's output.
@@ -193,6 +265,8 @@ struct Ending {
     status: TaskStatus,
     output: Option<Output>,
     error: Option<TaskError>,
+    /// The model to report, when not the last one called.
+    model: Option<ModelId>,
 }
 
 impl Ending {
@@ -201,6 +275,7 @@ impl Ending {
             status,
             output: None,
             error: Some(TaskError { code, message }),
+            model: None,
         }
     }
 }
@@ -262,6 +337,7 @@ impl Orchestrator {
             ),
             scheduler: settings.scheduler,
             context: Arc::new(ContextManager::new(settings.context)),
+            recipes: settings.recipes,
             slots: DashMap::new(),
             queued: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
@@ -293,13 +369,85 @@ impl Orchestrator {
         self.selector.settings().half_life
     }
 
-    /// Analyses and plans a task without running it.
-    pub fn plan(&self, mut task: Task) -> Result<(Requirements, Routing), Error> {
+    /// Analyses and plans a task without running it: its routing and, for
+    /// a composite or a recipe chain, the plan of its steps.
+    pub fn plan(
+        &self,
+        mut task: Task,
+    ) -> Result<(Requirements, Routing, Option<CompositePlan>), Error> {
         let requirements = analysis::analyse(&mut task)?;
-        let plan = self
-            .selector
-            .plan(&task.task_type, &self.registry.load(), Instant::now())?;
-        Ok((requirements, plan.routing(Vec::new())))
+        let now = Instant::now();
+        Ok(match self.plan_task(&task, now)? {
+            Planned::Single(plan) => (requirements, plan.routing(Vec::new()), None),
+            Planned::Composite(run) => (
+                requirements,
+                run.routing(&task.task_type),
+                Some(self.composite_plan(&run, now)),
+            ),
+        })
+    }
+
+    /// How a task will run: on the models that serve its type, as its
+    /// composite's steps, or, when no healthy model serves its type, as the
+    /// type's recipe chain if every step of it can be planned.
+    fn plan_task(&self, task: &Task, now: Instant) -> Result<Planned, Error> {
+        let registry = self.registry.load();
+        if let Some(spec) = &task.composite {
+            let graph = Graph::build((**spec).clone())?;
+            let estimates = self.estimate_steps(&graph, &registry, now)?;
+            return Ok(Planned::Composite(Arc::new(CompositeRun {
+                graph,
+                estimates,
+                recipe: None,
+            })));
+        }
+        match self.selector.plan(&task.task_type, &registry, now) {
+            Ok(plan) => Ok(Planned::Single(plan)),
+            Err(error @ (Error::NoModelForTaskType { .. } | Error::NoHealthyModel { .. })) => {
+                let Some(chain) = self.recipes.get(&task.task_type) else {
+                    return Err(error);
+                };
+                let graph = Graph::build(recipe::composite(chain))?;
+                // A chain that cannot run either leaves the direct error,
+                // which names the task type asked for.
+                let Ok(estimates) = self.estimate_steps(&graph, &registry, now) else {
+                    return Err(error);
+                };
+                Ok(Planned::Composite(Arc::new(CompositeRun {
+                    graph,
+                    estimates,
+                    recipe: Some(RecipeUse {
+                        task_type: task.task_type.clone(),
+                        chain: chain.to_vec(),
+                        reason: error.to_string(),
+                    }),
+                })))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Each step's estimated latency; an error names a step no model can
+    /// serve.
+    fn estimate_steps(
+        &self,
+        graph: &Graph,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<Vec<Duration>, Error> {
+        graph
+            .nodes
+            .iter()
+            .map(|node| {
+                self.selector
+                    .plan(&node.spec.task.task_type, registry, now)
+                    .map(|plan| plan.estimated_latency)
+                    .map_err(|error| Error::InStep {
+                        step: node.spec.id.to_string(),
+                        error: Box::new(error),
+                    })
+            })
+            .collect()
     }
 
     /// Runs a task to its end. `deadline` is the caller's, when it set one.
@@ -350,9 +498,7 @@ impl Orchestrator {
             DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
             DependencyError::Cycle(path) => Error::DependencyCycle { path },
         })?;
-        let plan = self
-            .selector
-            .plan(&task.task_type, &self.registry.load(), arrived)?;
+        let plan = self.plan_task(&task, arrived)?;
         // A timeout too far out to represent is no bound at all.
         let deadline = earliest(
             deadline,
@@ -381,11 +527,19 @@ impl Orchestrator {
             output: None,
             error: None,
             metrics: Default::default(),
-            routing: plan.routing(Vec::new()),
+            routing: match &plan {
+                Planned::Single(plan) => plan.routing(Vec::new()),
+                Planned::Composite(run) => run.routing(&task.task_type),
+            },
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
             tenant: task.tenant.clone(),
+            steps: Vec::new(),
+            recipe: match &plan {
+                Planned::Composite(run) => run.recipe.clone(),
+                Planned::Single(_) => None,
+            },
         };
         let live = Arc::new(LiveTask::new(snapshot));
         if self
@@ -507,6 +661,10 @@ impl Orchestrator {
         } = accepted;
         let queued = QueuedGuard(&self.queued);
         let cancel = live.cancel.clone();
+        let composite = match &plan {
+            Planned::Composite(run) => Some(Arc::clone(run)),
+            Planned::Single(_) => None,
+        };
         let ending = tokio::select! {
             biased;
             () = cancel.cancelled() => Ending::failed(
@@ -522,6 +680,8 @@ impl Orchestrator {
                     arrived,
                     events: events.as_ref(),
                     context_hash: (!task.context.is_empty()).then(|| ContentHash::of(&task.context)),
+                    step: None,
+                    upstream: &[],
                 },
                 dependencies,
                 plan,
@@ -544,14 +704,23 @@ impl Orchestrator {
         result.status = ending.status;
         result.output = ending.output;
         result.error = ending.error;
-        result.model_id = result.metrics.attempts.last().map(|a| a.model_id.clone());
-        result.routing.fallbacks_taken = result
-            .metrics
-            .models_used()
-            .into_iter()
-            .skip(1)
-            .cloned()
-            .collect();
+        result.model_id = ending
+            .model
+            .or_else(|| result.metrics.attempts.last().map(|a| a.model_id.clone()));
+        match &composite {
+            // A composite's steps are routed on their own: the models of
+            // one step are not fallbacks of another's.
+            Some(run) => composite::settle_steps(&run.graph, &mut result),
+            None => {
+                result.routing.fallbacks_taken = result
+                    .metrics
+                    .models_used()
+                    .into_iter()
+                    .skip(1)
+                    .cloned()
+                    .collect();
+            }
+        }
         result.metrics.total_latency = arrived.elapsed();
         if result.started_at.is_none() {
             result.metrics.queue_wait = result.metrics.total_latency;
@@ -566,12 +735,13 @@ impl Orchestrator {
         });
     }
 
-    /// Dependencies, then the model's queue, then the attempts.
+    /// Dependencies, then the model's queue, then the attempts; or for a
+    /// composite, its steps.
     async fn progress(
         &self,
         job: Job<'_>,
         dependencies: Vec<Dependency>,
-        plan: Plan,
+        plan: Planned,
         queued: QueuedGuard<'_>,
     ) -> Ending {
         let Job {
@@ -582,16 +752,65 @@ impl Orchestrator {
             events,
             ..
         } = job;
-        let expired = || {
-            Ending::failed(
-                TaskStatus::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
-                "the deadline passed while the task waited; no model was called".to_owned(),
-            )
+        let plan = match plan {
+            Planned::Single(plan) => plan,
+            Planned::Composite(run) => {
+                if let Some(ending) = self.wait_for(deadline, dependencies).await {
+                    return ending;
+                }
+                return Box::pin(self.run_composite(job, &run, queued)).await;
+            }
         };
         // The plan made at submission stands unless the task waits for
         // dependencies first: then the best model may have changed.
-        let mut submitted_plan = dependencies.is_empty().then_some(plan);
+        let submitted_plan = dependencies.is_empty().then_some(plan);
+        if let Some(ending) = self.wait_for(deadline, dependencies).await {
+            return ending;
+        }
+        let key = QueueKey {
+            priority: task.priority,
+            deadline,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let chosen = self
+            .plan_and_wait(
+                &task.task_type,
+                submitted_plan,
+                key,
+                deadline,
+                |plan, fresh| {
+                    let routing = plan.routing(Vec::new());
+                    if fresh {
+                        live.update(|snapshot| snapshot.routing = routing.clone());
+                    }
+                    emit(events, || TaskEvent::ModelChosen(routing));
+                    None
+                },
+            )
+            .await;
+        let (plan, slot) = match chosen {
+            Ok(chosen) => chosen,
+            Err(ending) => return ending,
+        };
+        drop(queued);
+        live.update(|snapshot| {
+            snapshot.status = TaskStatus::Running;
+            snapshot.started_at = Some(SystemTime::now());
+            snapshot.metrics.queue_wait = arrived.elapsed();
+        });
+        emit(events, || TaskEvent::Started);
+        // Boxed: a task waiting in a queue holds only the small future of its
+        // waiting state, not the larger one of running calls.
+        Box::pin(self.run(job, &plan, key, slot)).await
+    }
+
+    /// Waits for every dependency to succeed, within the deadline; the
+    /// task's ending if one does not.
+    async fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        dependencies: Vec<Dependency>,
+    ) -> Option<Ending> {
         for (dep, mut receiver) in dependencies {
             let waited = async {
                 loop {
@@ -606,75 +825,82 @@ impl Orchestrator {
             let result = match deadline {
                 Some(deadline) => match tokio::time::timeout_at(deadline, waited).await {
                     Ok(result) => result,
-                    Err(_) => return expired(),
+                    Err(_) => {
+                        return Some(Ending::failed(
+                            TaskStatus::DeadlineExceeded,
+                            "DEADLINE_EXCEEDED",
+                            "the deadline passed while the task waited; no model was called"
+                                .to_owned(),
+                        ));
+                    }
                 },
                 None => waited.await,
             };
             match result {
                 Some(result) if result.status == TaskStatus::Succeeded => {}
                 Some(result) => {
-                    return Ending::failed(
+                    return Some(Ending::failed(
                         TaskStatus::DependencyFailed,
                         "FAILED_PRECONDITION",
                         format!(
                             "dependency `{dep}` ended {:?}; the task did not run",
                             result.status
                         ),
-                    );
+                    ));
                 }
                 None => {
-                    return Ending::failed(
+                    return Some(Ending::failed(
                         TaskStatus::DependencyFailed,
                         "FAILED_PRECONDITION",
                         format!("dependency `{dep}` ended without a result"),
-                    );
+                    ));
                 }
             }
         }
+        None
+    }
 
-        let key = QueueKey {
-            priority: task.priority,
-            deadline,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-        };
-        // Plan again after waiting for dependencies, when the best model may
-        // have changed; and again, keeping the task's place in line, if a
-        // reload replaced the chosen model while the task waited for it.
+    /// Plans `task_type` (or takes the plan made at submission) and waits
+    /// for a slot on the chosen model; plans again, keeping its place in
+    /// line, if a reload replaced that model while it waited. `chosen` sees
+    /// each plan (and whether it is fresh) and may end the task instead.
+    async fn plan_and_wait(
+        &self,
+        task_type: &TaskType,
+        mut submitted: Option<Plan>,
+        key: QueueKey,
+        deadline: Option<Instant>,
+        mut chosen: impl FnMut(&Plan, bool) -> Option<Ending>,
+    ) -> Result<(Plan, Slot), Ending> {
         let mut replans = 0;
-        let (plan, slot) = loop {
-            let plan = match submitted_plan.take() {
-                Some(plan) => plan,
-                None => {
-                    match self
-                        .selector
-                        .plan(&task.task_type, &self.registry.load(), Instant::now())
-                    {
-                        Ok(plan) => {
-                            live.update(|snapshot| snapshot.routing = plan.routing(Vec::new()));
-                            plan
-                        }
-                        Err(error) => {
-                            return Ending::failed(
-                                TaskStatus::Failed,
-                                "UNAVAILABLE",
-                                error.to_string(),
-                            );
-                        }
+        loop {
+            let (plan, fresh) = match submitted.take() {
+                Some(plan) => (plan, false),
+                None => match self
+                    .selector
+                    .plan(task_type, &self.registry.load(), Instant::now())
+                {
+                    Ok(plan) => (plan, true),
+                    Err(error) => {
+                        return Err(Ending::failed(
+                            TaskStatus::Failed,
+                            "UNAVAILABLE",
+                            error.to_string(),
+                        ));
                     }
-                }
+                },
             };
-            emit(events, || TaskEvent::ModelChosen(plan.routing(Vec::new())));
+            if let Some(ending) = chosen(&plan, fresh) {
+                return Err(ending);
+            }
             let Some(first) = plan.candidates.first() else {
-                return Ending::failed(
+                return Err(Ending::failed(
                     TaskStatus::Failed,
                     "UNAVAILABLE",
                     "no candidate model".to_owned(),
-                );
+                ));
             };
-            let slot = match self.slot(&first.model, key, deadline).await {
-                Ok(slot) => slot,
-                Err(ending) => return ending,
-            };
+            let slot = self.slot(&first.model, key, deadline).await?;
             let current = self
                 .registry
                 .load()
@@ -682,19 +908,9 @@ impl Orchestrator {
                 .is_some_and(|entry| Arc::ptr_eq(entry, &first.model));
             replans += 1;
             if current || replans >= 3 {
-                break (plan, slot);
+                return Ok((plan, slot));
             }
-        };
-        drop(queued);
-        live.update(|snapshot| {
-            snapshot.status = TaskStatus::Running;
-            snapshot.started_at = Some(SystemTime::now());
-            snapshot.metrics.queue_wait = arrived.elapsed();
-        });
-        emit(events, || TaskEvent::Started);
-        // Boxed: a task waiting in a queue holds only the small future of its
-        // waiting state, not the larger one of running calls.
-        Box::pin(self.run(job, &plan, key, slot)).await
+        }
     }
 
     /// A slot on `model`'s queue, within the deadline.
@@ -773,6 +989,7 @@ impl Orchestrator {
             live,
             deadline,
             events,
+            step,
             ..
         } = job;
         let mut first_slot = Some(first_slot);
@@ -847,6 +1064,7 @@ impl Orchestrator {
                 outcome: attempt_outcome,
                 latency,
                 error: error.clone(),
+                step: step.cloned(),
             };
             live.update(|snapshot| {
                 snapshot.metrics.worker_latency += latency;
@@ -868,6 +1086,7 @@ impl Orchestrator {
                         status: TaskStatus::Succeeded,
                         output: Some(output),
                         error: None,
+                        model: None,
                     };
                 }
                 CallEnd::CallerDeadline => {
@@ -875,6 +1094,7 @@ impl Orchestrator {
                         status: TaskStatus::DeadlineExceeded,
                         output: None,
                         error,
+                        model: None,
                     };
                 }
                 _ if !retriable => {
@@ -882,6 +1102,7 @@ impl Orchestrator {
                         status: TaskStatus::Failed,
                         output: None,
                         error,
+                        model: None,
                     };
                 }
                 _ => {
@@ -917,6 +1138,7 @@ impl Orchestrator {
             status: TaskStatus::Failed,
             output: None,
             error: Some(error),
+            model: None,
         }
     }
 
@@ -928,6 +1150,7 @@ impl Orchestrator {
             live,
             deadline,
             context_hash,
+            upstream,
             ..
         } = job;
         let started = Instant::now();
@@ -944,6 +1167,7 @@ impl Orchestrator {
                 &task.tenant,
                 context_hash.map(|hash| (&task.context, hash)),
                 task.session_id.as_deref(),
+                upstream,
                 &target_kind,
             )
             .instrument(tracing::info_span!("prepare context", target.kind = %target_kind))

@@ -1,0 +1,398 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::composite::{CompositeSpec, FailurePolicy, StepId, StepSpec, StepTask, Strategy};
+use crate::orchestrator::{Orchestrator, OrchestratorSettings};
+use crate::registry::Registry;
+use crate::selection::Reason;
+use crate::task::{Task, TaskId, TaskInput, TaskStatus, TaskType};
+use crate::testing::{Behaviour, FakeModel};
+use crate::{ErrorKind, WorkerError, WorkerErrorKind};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn orchestrator(models: &[&FakeModel]) -> Arc<Orchestrator> {
+    let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
+    Arc::new(Orchestrator::new(
+        Arc::new(registry),
+        OrchestratorSettings {
+            seed: Some(3),
+            ..OrchestratorSettings::default()
+        },
+    ))
+}
+
+fn step(id: &str, task_type: &str, after: &[&str], when: Option<&str>) -> StepSpec {
+    StepSpec {
+        id: StepId::new(id).unwrap(),
+        task: StepTask::of(TaskType::new(task_type).unwrap()),
+        after: after.iter().map(|a| StepId::new(*a).unwrap()).collect(),
+        when: when.map(str::to_owned),
+    }
+}
+
+fn composite(strategy: Strategy, policy: FailurePolicy, steps: Vec<StepSpec>) -> Task {
+    let mut task = Task::new(
+        TaskId::generate(),
+        TaskType::new("pipeline").unwrap(),
+        TaskInput::Text("clip".to_owned()),
+    );
+    task.composite = Some(Box::new(CompositeSpec {
+        strategy,
+        steps,
+        failure_policy: policy,
+        output_step: None,
+    }));
+    task
+}
+
+fn statuses(result: &crate::TaskResult) -> Vec<(&str, TaskStatus)> {
+    result
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.status))
+        .collect()
+}
+
+fn unavailable() -> WorkerError {
+    WorkerError {
+        kind: WorkerErrorKind::Unavailable,
+        code: "UNAVAILABLE",
+        message: "down".to_owned(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequence_passes_each_output_on_as_reshaped_context_and_input_if_asked() {
+    let asr = FakeModel::serving("asr", "transcription", 0.9).kind("speech-recognition");
+    let llm = FakeModel::serving("llm", "text_generation", 0.9).kind("text-generation");
+    let mut task = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![
+            step("listen", "transcription", &[], None),
+            step("answer", "text_generation", &[], None),
+            step("again", "text_generation", &[], None),
+        ],
+    );
+    task.composite.as_mut().unwrap().steps[1].task.input_from =
+        Some(StepId::new("listen").unwrap());
+    let result = orchestrator(&[&asr, &llm])
+        .execute(task, None)
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded, "{:?}", result.error);
+    assert_eq!(result.model_id.clone().unwrap().as_str(), "llm");
+    assert_eq!(result.routing.reason, Reason::Composite);
+    let call = &llm.calls()[0];
+    // The fake answers with its task type: that text is the input of the
+    // step that takes it, and reaches the text model reshaped as a
+    // transcript.
+    assert_eq!(call.input, TaskInput::Text("transcription".to_owned()));
+    assert_eq!(
+        call.context["steps"]["listen"],
+        json!({"transcript": "transcription"})
+    );
+    assert_eq!(call.task_id.as_str(), format!("{}/answer", result.task_id));
+    assert_eq!(asr.calls()[0].input, TaskInput::Text("clip".to_owned()));
+    // Without `input_from`, a step takes the composite's input.
+    assert_eq!(llm.calls()[1].input, TaskInput::Text("clip".to_owned()));
+    let steps = &result.steps;
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[0].attempts, 1);
+    assert_eq!(steps[1].model_id.as_ref().unwrap().as_str(), "llm");
+    assert!(result.metrics.attempts.iter().all(|a| a.step.is_some()));
+    assert!(result.routing.fallbacks_taken.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_steps_run_at_once() {
+    let models: Vec<FakeModel> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let model = FakeModel::serving(id, &format!("type_{id}"), 0.9);
+            model.behave(Behaviour::Answer(200 * MS));
+            model
+        })
+        .collect();
+    let task = composite(
+        Strategy::Parallel,
+        FailurePolicy::FailFast,
+        vec![
+            step("a", "type_a", &[], None),
+            step("b", "type_b", &[], None),
+            step("c", "type_c", &[], None),
+        ],
+    );
+    let started = Instant::now();
+    let result = orchestrator(&models.iter().collect::<Vec<_>>())
+        .execute(task, None)
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded);
+    assert!(started.elapsed() < 300 * MS, "took {:?}", started.elapsed());
+    // The output is the last step's in list order.
+    assert_eq!(result.model_id.unwrap().as_str(), "c");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_runs_only_when_its_condition_holds_and_no_match_fails() {
+    let first = FakeModel::serving("first", "classify", 0.9);
+    let refine = FakeModel::serving("refine", "refine", 0.9);
+    let branches = || {
+        vec![
+            step("first", "classify", &[], None),
+            step(
+                "refine",
+                "refine",
+                &[],
+                Some("steps.first.text == 'classify'"),
+            ),
+            step(
+                "other",
+                "refine",
+                &[],
+                Some("steps.first.text != 'classify'"),
+            ),
+        ]
+    };
+    let orchestrator = orchestrator(&[&first, &refine]);
+    let matched = orchestrator
+        .execute(
+            composite(Strategy::Conditional, FailurePolicy::FailFast, branches()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(matched.status, TaskStatus::Succeeded);
+    assert_eq!(
+        statuses(&matched),
+        [
+            ("first", TaskStatus::Succeeded),
+            ("refine", TaskStatus::Succeeded),
+            ("other", TaskStatus::Skipped)
+        ]
+    );
+
+    let mut none = branches();
+    none[1].when = Some("steps.first.text == 'never'".to_owned());
+    none[2].when = Some("false".to_owned());
+    let unmatched = orchestrator
+        .execute(
+            composite(Strategy::Conditional, FailurePolicy::FailFast, none),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unmatched.status, TaskStatus::Failed);
+    let error = unmatched.error.unwrap();
+    assert_eq!(error.code, "FAILED_PRECONDITION");
+    assert!(
+        error.message.contains("no branch matched"),
+        "{}",
+        error.message
+    );
+    assert_eq!(refine.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_cancels_the_rest_and_continue_lets_it_run() {
+    let broken = FakeModel::serving("broken", "broken", 0.9);
+    broken.behave(Behaviour::FailAfter(50 * MS, unavailable()));
+    let slow = FakeModel::serving("slow", "slow", 0.9);
+    slow.behave(Behaviour::Answer(200 * MS));
+    let steps = || {
+        vec![
+            step("bad", "broken", &[], None),
+            step("good", "slow", &[], None),
+            step("after_bad", "slow", &["bad"], None),
+        ]
+    };
+    let orchestrator = orchestrator(&[&broken, &slow]);
+    let fast = orchestrator
+        .execute(
+            composite(Strategy::Parallel, FailurePolicy::FailFast, steps()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fast.status, TaskStatus::Failed);
+    assert!(
+        fast.error
+            .as_ref()
+            .unwrap()
+            .message
+            .starts_with("step `bad` failed")
+    );
+    assert_eq!(
+        statuses(&fast),
+        [
+            ("bad", TaskStatus::Failed),
+            ("good", TaskStatus::Cancelled),
+            ("after_bad", TaskStatus::Cancelled)
+        ]
+    );
+
+    let carried_on = orchestrator
+        .execute(
+            composite(Strategy::Parallel, FailurePolicy::Continue, steps()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&carried_on),
+        [
+            ("bad", TaskStatus::Failed),
+            ("good", TaskStatus::Succeeded),
+            ("after_bad", TaskStatus::DependencyFailed)
+        ]
+    );
+    assert_eq!(carried_on.status, TaskStatus::Succeeded);
+    assert_eq!(carried_on.model_id.unwrap().as_str(), "slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recipe_stands_in_when_no_healthy_model_serves_the_type() {
+    let gama = FakeModel::serving("gama", "audio_question_answering", 0.95);
+    let asr = FakeModel::serving("wav2vec2", "transcription", 0.9).kind("speech-recognition");
+    let llm = FakeModel::serving("llm", "text_generation", 0.9).kind("text-generation");
+    let orchestrator = orchestrator(&[&gama, &asr, &llm]);
+    orchestrator
+        .registry()
+        .get(&crate::ModelId::new("gama").unwrap())
+        .unwrap()
+        .replicas()[0]
+        .set_health(crate::Health::NotServing);
+    let task = Task::new(
+        TaskId::generate(),
+        TaskType::new("audio_question_answering").unwrap(),
+        TaskInput::Text("clip".to_owned()),
+    );
+    let result = orchestrator.execute(task, None).await.unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded, "{:?}", result.error);
+    let recipe = result.recipe.clone().unwrap();
+    assert!(recipe.reason.contains("gama"), "{}", recipe.reason);
+    assert_eq!(result.routing.reason, Reason::Recipe);
+    assert_eq!(
+        statuses(&result),
+        [
+            ("transcription", TaskStatus::Succeeded),
+            ("text_generation", TaskStatus::Succeeded)
+        ]
+    );
+    assert!(gama.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_step_cannot_spend_the_time_of_the_steps_after_it() {
+    let first = FakeModel::serving("first", "one", 0.9).estimate(1000 * MS);
+    first.behave(Behaviour::Answer(500 * MS));
+    let last = FakeModel::serving("last", "two", 0.9).estimate(1000 * MS);
+    let orchestrator = orchestrator(&[&first, &last]);
+    let task = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![
+            step("first", "one", &[], None),
+            step("last", "two", &[], None),
+        ],
+    );
+    let deadline = Instant::now() + 1200 * MS;
+    let result = orchestrator.execute(task, Some(deadline)).await.unwrap();
+    assert_eq!(result.status, TaskStatus::DeadlineExceeded);
+    assert_eq!(
+        statuses(&result),
+        [
+            ("first", TaskStatus::Succeeded),
+            ("last", TaskStatus::DeadlineExceeded)
+        ]
+    );
+    // The first step had half the time (its estimate is half the path).
+    assert_eq!(result.steps[0].budget, Some(600 * MS));
+    assert!(last.calls().is_empty(), "the last step was never sent");
+
+    // A step that overruns its share is cut at it.
+    first.behave(Behaviour::Answer(900 * MS));
+    let task = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![
+            step("first", "one", &[], None),
+            step("last", "two", &[], None),
+        ],
+    );
+    let started = Instant::now();
+    let result = orchestrator
+        .execute(task, Some(started + 1200 * MS))
+        .await
+        .unwrap();
+    assert_eq!(result.steps[0].status, TaskStatus::DeadlineExceeded);
+    assert!(started.elapsed() <= 601 * MS, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn an_invalid_condition_or_an_unserved_step_is_refused_at_submission() {
+    let model = FakeModel::serving("m", "known", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let bad = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![
+            step("first", "known", &[], None),
+            step(
+                "second",
+                "known",
+                &[],
+                Some("steps.first.output.confidence <"),
+            ),
+        ],
+    );
+    let error = orchestrator.submit(bad, None, None).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    assert!(error.to_string().contains("step `second`"), "{error}");
+
+    let unserved = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![
+            step("first", "known", &[], None),
+            step("x", "unknown", &[], None),
+        ],
+    );
+    let error = orchestrator.submit(unserved, None, None).unwrap_err();
+    assert!(error.to_string().starts_with("step `x`"), "{error}");
+    assert!(model.calls().is_empty());
+}
+
+#[test]
+fn plan_shows_stages_and_the_critical_path() {
+    let fast = FakeModel::serving("fast", "fast", 0.9).estimate(10 * MS);
+    let slow = FakeModel::serving("slow", "slow", 0.9).estimate(300 * MS);
+    let orchestrator = orchestrator(&[&fast, &slow]);
+    let task = composite(
+        Strategy::Parallel,
+        FailurePolicy::FailFast,
+        vec![
+            step("a", "fast", &[], None),
+            step("b", "slow", &["a"], None),
+            step("c", "fast", &["a"], None),
+        ],
+    );
+    let (_, routing, plan) = orchestrator.plan(task).unwrap();
+    let plan = plan.unwrap();
+    assert_eq!(routing.reason, Reason::Composite);
+    let stages: Vec<Vec<&str>> = plan
+        .stages
+        .iter()
+        .map(|s| s.iter().map(StepId::as_str).collect())
+        .collect();
+    assert_eq!(stages, [vec!["a"], vec!["b", "c"]]);
+    let critical: Vec<&str> = plan.critical_path.iter().map(StepId::as_str).collect();
+    assert_eq!(critical, ["a", "b"]);
+    assert_eq!(plan.estimated_latency, 310 * MS);
+    assert!(plan.steps.iter().all(|s| s.routing.is_some()));
+}
