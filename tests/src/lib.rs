@@ -11,6 +11,8 @@
     reason = "test fixtures: a panic is how they report a failure"
 )]
 
+pub mod otlp;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,14 +121,27 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` and waits for its `listening on ADDR` line.
-    async fn start(name: &str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+    /// Starts `program` with `env` (and no OTLP export unless `env` sets
+    /// one) and waits for its `listening on ADDR` line.
+    async fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let log = tempfile::NamedTempFile::new()?;
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTEL_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info,grym_worker::sdk=debug")
             .env_remove("GRYM_CONFIG")
             .env_remove("GRYM_LISTEN")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.reopen()?)
@@ -198,7 +213,12 @@ pub struct Grymd {
 impl Grymd {
     /// Starts grymd with this TOML configuration and waits until it serves.
     pub async fn start(config: &str) -> Self {
-        Self::try_start(config)
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// [`start`](Self::start), with these environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, String)]) -> Self {
+        Self::try_start(config, env)
             .await
             .unwrap_or_else(|error| panic!("{error:#}"))
     }
@@ -208,7 +228,7 @@ impl Grymd {
         Self::start("").await
     }
 
-    async fn try_start(config: &str) -> anyhow::Result<Self> {
+    async fn try_start(config: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile()?;
         file.write_all(config.as_bytes())?;
         let args = vec![
@@ -217,7 +237,7 @@ impl Grymd {
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
-        let process = Process::start("grymd", grymd_binary(), &args).await?;
+        let process = Process::start("grymd", grymd_binary(), &args, env).await?;
         wait_serving(&process.endpoint(), "grym.orchestrator.v1.Orchestrator").await?;
         Ok(Self {
             process,
@@ -305,11 +325,16 @@ pub async fn grymd_first_line_with_env(config: &str, listen: &str) -> String {
 /// Starts `grym-worker` with these arguments, on a free port unless they name
 /// one with `--listen`.
 pub async fn worker(args: &[&str]) -> Process {
+    worker_with_env(args, &[]).await
+}
+
+/// [`worker`], with these environment variables.
+pub async fn worker_with_env(args: &[&str], env: &[(&str, String)]) -> Process {
     let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     if !args.iter().any(|a| a == "--listen") {
         args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
     }
-    let process = Process::start(&args[0], worker_binary(), &args)
+    let process = Process::start(&args[0], worker_binary(), &args, env)
         .await
         .unwrap_or_else(|error| panic!("{error:#}"));
     wait_serving(&process.endpoint(), "")

@@ -15,10 +15,12 @@
 //! implements over gRPC and tests implement with fakes.
 
 pub mod analysis;
+pub mod bottleneck;
 pub mod client;
 pub mod composite;
 pub mod context;
 pub mod error;
+pub mod instruments;
 pub mod model;
 pub mod orchestrator;
 pub mod probe;

@@ -190,6 +190,50 @@ impl PerformanceStats {
     }
 }
 
+/// A mean that follows recent values: each weighs `0.5^(age / half_life)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecayedMean {
+    updated: Option<Instant>,
+    sum: f64,
+    weight: f64,
+    count: u64,
+}
+
+impl DecayedMean {
+    /// Records `value` at `now`.
+    pub fn record(&mut self, value: Duration, now: Instant, half_life: Duration) {
+        let factor = self.factor(now, half_life);
+        self.sum = self.sum * factor + value.as_secs_f64();
+        self.weight = self.weight * factor + 1.0;
+        self.count += 1;
+        self.updated = Some(now);
+    }
+
+    /// The mean; zero before any value.
+    pub fn mean(&self) -> Duration {
+        if self.weight > 0.0 {
+            Duration::from_secs_f64(self.sum / self.weight)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn factor(&self, now: Instant, half_life: Duration) -> f64 {
+        match self.updated {
+            Some(updated) if !half_life.is_zero() => {
+                let age = now.saturating_duration_since(updated).as_secs_f64();
+                0.5_f64.powf(age / half_life.as_secs_f64())
+            }
+            _ => 1.0,
+        }
+    }
+}
+
 /// The nearest-rank quantile of sorted values; zero when empty.
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {

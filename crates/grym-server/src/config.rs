@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use grym_core::bottleneck::BottleneckSettings;
 use grym_core::composite::MAX_STEPS;
 use grym_core::composite::recipe::Recipes;
 use grym_core::context::ContextSettings;
@@ -79,6 +80,8 @@ pub struct RawConfig {
     /// Chains of task types that stand in for a type no healthy model
     /// serves, over the built-in ones; an empty chain removes one.
     pub recipes: HashMap<String, Vec<String>>,
+    /// When a finding is a bottleneck.
+    pub bottlenecks: RawBottlenecks,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
 }
@@ -207,6 +210,83 @@ impl RawContext {
         .map_err(|error| match error {
             grym_core::Error::InvalidRequest { field, reason } => invalid(field, reason),
             other => invalid("context.transformers", other.to_string()),
+        })
+    }
+}
+
+/// The `[bottlenecks]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBottlenecks {
+    /// Time between two analyses.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Calls, waits or runs needed before a rate or mean is judged.
+    pub min_samples: f64,
+    /// `slow_model`: mean latency over the estimate.
+    pub slow_factor: f64,
+    /// `error_rate`: the highest acceptable error rate.
+    pub max_error_rate: f64,
+    /// `queue_wait`: mean wait over mean call time.
+    pub queue_wait_ratio: f64,
+    /// `cache_hit_rate`: the lowest acceptable hit rate.
+    pub min_cache_hit_rate: f64,
+    /// `cache_hit_rate`: lookups needed in a period.
+    pub min_cache_lookups: u64,
+    /// `critical_step`: the largest acceptable share of one step.
+    pub max_step_share: f64,
+}
+
+impl Default for RawBottlenecks {
+    fn default() -> Self {
+        let d = BottleneckSettings::default();
+        Self {
+            interval: d.interval,
+            min_samples: d.min_samples,
+            slow_factor: d.slow_factor,
+            max_error_rate: d.max_error_rate,
+            queue_wait_ratio: d.queue_wait_ratio,
+            min_cache_hit_rate: d.min_cache_hit_rate,
+            min_cache_lookups: d.min_cache_lookups,
+            max_step_share: d.max_step_share,
+        }
+    }
+}
+
+impl RawBottlenecks {
+    fn validate(self) -> Result<BottleneckSettings, Error> {
+        if self.interval < Duration::from_millis(100) {
+            return Err(invalid("bottlenecks.interval", "must be at least 100ms"));
+        }
+        let positive = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    format!("bottlenecks.{key}"),
+                    "must be a number above 0",
+                ))
+            }
+        };
+        let share = |key: &str, value: f64| {
+            if (0.0..=1.0).contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    format!("bottlenecks.{key}"),
+                    "must be within [0, 1]",
+                ))
+            }
+        };
+        Ok(BottleneckSettings {
+            interval: self.interval,
+            min_samples: positive("min_samples", self.min_samples)?,
+            slow_factor: positive("slow_factor", self.slow_factor)?,
+            max_error_rate: share("max_error_rate", self.max_error_rate)?,
+            queue_wait_ratio: positive("queue_wait_ratio", self.queue_wait_ratio)?,
+            min_cache_hit_rate: share("min_cache_hit_rate", self.min_cache_hit_rate)?,
+            min_cache_lookups: self.min_cache_lookups,
+            max_step_share: share("max_step_share", self.max_step_share)?,
         })
     }
 }
@@ -351,6 +431,7 @@ impl Default for RawConfig {
             context: RawContext::default(),
             auth: RawAuth::default(),
             recipes: HashMap::new(),
+            bottlenecks: RawBottlenecks::default(),
             workers: Vec::new(),
         }
     }
@@ -485,6 +566,7 @@ impl RawConfig {
                 scheduler: self.scheduler.validate()?,
                 context: self.context.validate()?,
                 recipes: recipes(self.recipes)?,
+                bottlenecks: self.bottlenecks.validate()?,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,

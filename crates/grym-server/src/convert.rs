@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use grym_core::analysis::{Modality, Requirements};
+use grym_core::bottleneck::Finding;
 use grym_core::composite::recipe::RecipeUse;
 use grym_core::composite::{CompositeSpec, FailurePolicy, StepId, StepSpec, StepTask, Strategy};
 use grym_core::context::cache::CacheStats;
@@ -217,6 +218,27 @@ pub(crate) fn context_stats_response(stats: CacheStats) -> api::GetContextStatsR
         cache_evictions: stats.evictions,
         cache_bytes: stats.bytes,
         cache_entries: stats.entries,
+    }
+}
+
+/// The response of `GetBottlenecks`.
+pub(crate) fn bottlenecks_response(
+    findings: &[Finding],
+    interval: Duration,
+) -> api::GetBottlenecksResponse {
+    api::GetBottlenecksResponse {
+        bottlenecks: findings
+            .iter()
+            .map(|finding| api::Bottleneck {
+                kind: finding.kind.as_str().to_owned(),
+                subject: finding.subject.clone(),
+                value: finding.value,
+                threshold: finding.threshold,
+                message: finding.message.clone(),
+                since: Some(timestamp(finding.since)),
+            })
+            .collect(),
+        interval: duration(interval),
     }
 }
 

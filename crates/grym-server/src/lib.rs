@@ -85,6 +85,8 @@ async fn run(
     }
 
     let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator.clone()));
+    orchestrator.observe_metrics();
+    tasks.spawn(Arc::clone(&orchestrator).watch(cancel.child_token()));
     let watched = Arc::clone(&orchestrator);
     tasks.spawn(probe::watch(
         move || watched.registry(),
@@ -116,6 +118,10 @@ async fn run(
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Outermost: each call runs in a span that continues the caller's
+        // `traceparent`, so every layer, the handler and the task's spans
+        // join the agent's trace.
+        .layer(grym_telemetry::ServerTraceLayer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

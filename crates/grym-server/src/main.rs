@@ -2,7 +2,9 @@
 //!
 //! Prints `listening on ADDR` on standard output once the port is bound
 //! (port 0 picks a free one); logs go to standard error, filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`), as text or JSON (`--log-format`). Traces and
+//! metrics go over OTLP when the standard `OTEL_*` variables name an
+//! endpoint, and nowhere otherwise.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use grym_server::Config;
+use grym_telemetry::LogFormat;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -24,18 +27,15 @@ struct Cli {
     /// Address to listen on; overrides `listen` and GRYM_LISTEN.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "GRYM_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
     let cli = Cli::parse();
+    let telemetry = grym_telemetry::init("grymd", cli.log_format)?;
     let mut config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
@@ -46,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     println!("listening on {local}");
     tracing::info!(%local, workers = config.workers.len(), builtin = config.builtin_workers, "grymd starting");
-    grym_server::serve(config, listener, grym_worker::sdk::shutdown_signal()).await?;
-    Ok(())
+    let served = grym_server::serve(config, listener, grym_worker::sdk::shutdown_signal()).await;
+    // Flush what is still batched before the process ends.
+    telemetry.shutdown().await?;
+    Ok(served?)
 }

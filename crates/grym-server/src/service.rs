@@ -188,6 +188,16 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         Ok(Response::new(convert::context_stats_response(stats)))
     }
 
+    async fn get_bottlenecks(
+        &self,
+        _request: Request<api::GetBottlenecksRequest>,
+    ) -> Result<Response<api::GetBottlenecksResponse>, Status> {
+        Ok(Response::new(convert::bottlenecks_response(
+            &self.orchestrator.bottlenecks(),
+            self.orchestrator.bottleneck_settings().interval,
+        )))
+    }
+
     async fn list_models(
         &self,
         _request: Request<api::ListModelsRequest>,

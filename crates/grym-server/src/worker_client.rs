@@ -1,7 +1,12 @@
 //! The gRPC implementation of the core's [`ModelClient`]: one lazily
 //! connected tonic channel per worker, reused by every call, with HTTP/2
 //! keep-alive so a dead worker is noticed between calls. The remaining time
-//! of each call travels to the worker as its `grpc-timeout`.
+//! of each call travels to the worker as its `grpc-timeout`, and the trace
+//! it belongs to as its `traceparent`.
+//!
+//! The stack of a worker call is short on purpose: trace propagation, then
+//! the channel. Timeouts, concurrency limits and queueing are the core's,
+//! per model and per task, where the deadline and the priority are known.
 
 use std::time::Duration;
 
@@ -9,11 +14,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use grym_core::{Description, Health, InferCall, ModelClient, ModelId, Output, WorkerError};
 use grym_proto::worker::v1 as wire;
+use grym_telemetry::{ClientPropagation, ClientPropagationLayer};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tower::Layer as _;
+use tracing::Instrument as _;
 use wire::model_worker_client::ModelWorkerClient;
 
 use crate::convert;
@@ -28,7 +36,8 @@ pub(crate) struct ChannelSettings {
 /// A worker reached over gRPC.
 pub(crate) struct GrpcModelClient {
     model: ModelId,
-    worker: ModelWorkerClient<Channel>,
+    endpoint: String,
+    worker: ModelWorkerClient<ClientPropagation<Channel>>,
     health: HealthClient<Channel>,
 }
 
@@ -49,7 +58,9 @@ impl GrpcModelClient {
             .connect_lazy();
         Ok(Self {
             model,
-            worker: ModelWorkerClient::new(channel.clone())
+            endpoint: endpoint.to_owned(),
+            // Calls carry their trace on; health checks belong to none.
+            worker: ModelWorkerClient::new(ClientPropagationLayer.layer(channel.clone()))
                 .max_decoding_message_size(settings.max_message_bytes)
                 .max_encoding_message_size(settings.max_message_bytes),
             health: HealthClient::new(channel),
@@ -64,12 +75,28 @@ impl ModelClient for GrpcModelClient {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let mut request = tonic::Request::new(convert::infer_request(call));
         request.set_timeout(remaining);
+        let span = tracing::info_span!(
+            "grym.worker.v1.ModelWorker/Infer",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "grym.worker.v1.ModelWorker",
+            rpc.method = "Infer",
+            server.address = %self.endpoint,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
         async move {
-            match worker.infer(request).await {
+            let answer = worker.infer(request).await;
+            let code = match &answer {
+                Ok(_) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            };
+            tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+            match answer {
                 Ok(response) => Ok(convert::output_from_worker(response.into_inner().output)),
                 Err(status) => Err(convert::worker_error(&model, &status)),
             }
         }
+        .instrument(span)
         .boxed()
     }
 

@@ -1,13 +1,16 @@
 //! `grym-worker`: serves one of the reference model workers.
 //!
 //! On start it prints `listening on ADDR` on standard output, once the port
-//! is bound; logs go to standard error.
+//! is bound; logs go to standard error, as text or JSON (`--log-format`),
+//! and traces and metrics over OTLP when the `OTEL_*` variables name an
+//! endpoint.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use grym_telemetry::LogFormat;
 use grym_worker::audio_features::{self, AudioFeatures};
 use grym_worker::sim::{CapabilitySpec, Sim, SimSettings};
 use grym_worker::{Model, Worker, sdk};
@@ -19,6 +22,9 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     worker: WorkerCommand,
+    /// Log lines as `text` or `json`.
+    #[arg(long, global = true, env = "GRYM_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -88,14 +94,16 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let cli = Cli::parse();
+    let telemetry = grym_telemetry::init("grym-worker", cli.log_format)?;
+    let served = serve(cli.worker).await;
+    // Flush what is still batched before the process ends.
+    telemetry.shutdown().await?;
+    served
+}
 
-    match Cli::parse().worker {
+async fn serve(worker: WorkerCommand) -> anyhow::Result<()> {
+    match worker {
         WorkerCommand::AudioFeatures { listen, model_id } => {
             run(Worker::new(AudioFeatures::new(model_id)), listen).await
         }

@@ -135,6 +135,9 @@ impl<M: Model> Worker<M> {
         };
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Outermost: each call runs in a span that continues the
+            // caller's `traceparent`, so the model's work joins its trace.
+            .layer(grym_telemetry::ServerTraceLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -328,6 +328,12 @@ impl ContextManager {
         self.sessions.delete(tenant, id)
     }
 
+    /// The transform cache's counters as they stand, without waiting for
+    /// pending evictions.
+    pub fn cache_stats_now(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
     /// The transform cache's counters, with pending evictions applied.
     pub async fn cache_stats(&self) -> CacheStats {
         self.cache.maintain().await;

@@ -27,9 +27,11 @@
 
 mod composite;
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -42,12 +44,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
+use crate::bottleneck::{
+    BottleneckSettings, Change, CompositeObservation, Detector, Finding, LoadObservation,
+    ModelObservation, Observation,
+};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
 use crate::composite::recipe::{self, RecipeUse, Recipes};
 use crate::composite::{Graph, StepId};
 use crate::context::canonical::ContentHash;
 use crate::context::{ContextManager, ContextSettings, Upstream};
 use crate::error::Error;
+use crate::instruments::{Instruments, priority_label, rejection_label, status_label};
 use crate::model::ModelId;
 use crate::registry::{ModelEntry, Registry};
 use crate::scheduler::SchedulerSettings;
@@ -56,7 +63,7 @@ use crate::scheduler::queue::QueueKey;
 use crate::scheduler::slots::{ModelSlots, Slot};
 use crate::scheduler::store::{LiveTask, TaskStore};
 use crate::selection::{Candidate, Plan, Reason, Routing, SelectionSettings, Selector};
-use crate::stats::CallOutcome;
+use crate::stats::{CallOutcome, DecayedMean};
 use crate::task::{
     Attempt, AttemptOutcome, Output, Task, TaskError, TaskEvent, TaskId, TaskResult, TaskStatus,
     TaskType,
@@ -79,6 +86,8 @@ pub struct OrchestratorSettings {
     pub context: ContextSettings,
     /// Chains that stand in for task types no healthy model serves.
     pub recipes: Recipes,
+    /// When a finding is a bottleneck.
+    pub bottlenecks: BottleneckSettings,
 }
 
 impl Default for OrchestratorSettings {
@@ -90,8 +99,25 @@ impl Default for OrchestratorSettings {
             scheduler: SchedulerSettings::default(),
             context: ContextSettings::default(),
             recipes: Recipes::with_defaults(),
+            bottlenecks: BottleneckSettings::default(),
         }
     }
+}
+
+/// What a model's queue and calls took recently.
+#[derive(Debug, Default)]
+struct Load {
+    /// Time waiting for a slot.
+    wait: DecayedMean,
+    /// Time of successful calls.
+    call: DecayedMean,
+}
+
+/// What a composite task type and its steps took recently.
+#[derive(Debug, Default)]
+struct CompositeStats {
+    total: DecayedMean,
+    steps: HashMap<String, DecayedMean>,
 }
 
 /// Runs tasks on the models of a registry.
@@ -111,6 +137,14 @@ pub struct Orchestrator {
     tasks: TaskTracker,
     /// Set when shutdown begins: new tasks are refused.
     closing: AtomicBool,
+    instruments: Instruments,
+    /// The gauges read at each export, registered once.
+    gauges: OnceLock<Vec<Arc<dyn Any + Send + Sync>>>,
+    loads: DashMap<ModelId, Mutex<Load>>,
+    composites: DashMap<TaskType, Mutex<CompositeStats>>,
+    bottleneck_settings: BottleneckSettings,
+    /// The active findings of the last analysis.
+    findings: ArcSwap<Vec<Finding>>,
 }
 
 /// A submitted task, to wait for or cancel.
@@ -146,6 +180,18 @@ impl TaskHandle {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// A model's [`Load`] cell, held for one update.
+struct LoadGuard<'a>(dashmap::mapref::one::Ref<'a, ModelId, Mutex<Load>>);
+
+impl LoadGuard<'_> {
+    fn lock(&self) -> MutexGuard<'_, Load> {
+        self.0
+            .value()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -343,7 +389,145 @@ impl Orchestrator {
             seq: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            instruments: Instruments::new(),
+            gauges: OnceLock::new(),
+            loads: DashMap::new(),
+            composites: DashMap::new(),
+            bottleneck_settings: settings.bottlenecks,
+            findings: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Registers the gauges (models' calls in flight and waiting, the
+    /// context cache, the active bottlenecks) read at each metrics export.
+    pub fn observe_metrics(self: &Arc<Self>) {
+        self.gauges
+            .get_or_init(|| self.instruments.observe(Arc::downgrade(self)));
+    }
+
+    /// The active bottleneck findings of the last analysis.
+    pub fn bottlenecks(&self) -> Arc<Vec<Finding>> {
+        self.findings.load_full()
+    }
+
+    /// The thresholds of the bottleneck analysis.
+    pub fn bottleneck_settings(&self) -> &BottleneckSettings {
+        &self.bottleneck_settings
+    }
+
+    /// Analyses the statistics for bottlenecks every period until `cancel`
+    /// fires, logging each finding as it begins and ends.
+    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        let mut detector = Detector::new(self.bottleneck_settings.clone());
+        let mut ticker = tokio::time::interval(self.bottleneck_settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let changes = detector.analyse(&self.observation(), SystemTime::now());
+            for change in &changes {
+                match change {
+                    Change::Began(finding) => tracing::warn!(
+                        kind = finding.kind.as_str(),
+                        subject = %finding.subject,
+                        value = finding.value,
+                        threshold = finding.threshold,
+                        "bottleneck began: {}",
+                        finding.message
+                    ),
+                    Change::Ended(finding) => tracing::info!(
+                        kind = finding.kind.as_str(),
+                        subject = %finding.subject,
+                        "bottleneck ended: {}",
+                        finding.message
+                    ),
+                }
+            }
+            self.findings.store(Arc::new(detector.active()));
+        }
+    }
+
+    /// What the bottleneck analysis reads, as it stands now.
+    fn observation(&self) -> Observation {
+        let now = Instant::now();
+        let half_life = self.selector.settings().half_life;
+        let registry = self.registry.load();
+        let mut observation = Observation::default();
+        for model in registry.models() {
+            let description = model.description();
+            for capability in &description.capabilities {
+                let stats = model.stats(&capability.task_type, now, half_life);
+                observation.models.push(ModelObservation {
+                    model: model.id().to_string(),
+                    task_type: capability.task_type.to_string(),
+                    estimate: capability.estimated_latency,
+                    mean_latency: stats.mean_latency,
+                    samples: stats.samples,
+                    error_rate: stats.error_rate(),
+                });
+            }
+            let (running, waiting) = self
+                .slots
+                .get(model.id())
+                .map_or((0, 0), |slots| (slots.running(), slots.waiting()));
+            let (mean_wait, waits, mean_call) =
+                self.loads
+                    .get(model.id())
+                    .map_or((Duration::ZERO, 0, Duration::ZERO), |load| {
+                        let load = load.lock().unwrap_or_else(PoisonError::into_inner);
+                        (load.wait.mean(), load.wait.count(), load.call.mean())
+                    });
+            observation.loads.push(LoadObservation {
+                model: model.id().to_string(),
+                running,
+                limit: self.concurrency_limit(model),
+                waiting,
+                mean_wait,
+                waits,
+                mean_call,
+            });
+        }
+        let cache = self.context.cache_stats_now();
+        observation.cache_hits = cache.hits;
+        observation.cache_misses = cache.misses;
+        for entry in &self.composites {
+            let stats = entry.value().lock().unwrap_or_else(PoisonError::into_inner);
+            observation.composites.push(CompositeObservation {
+                task_type: entry.key().to_string(),
+                runs: stats.total.count(),
+                mean_latency: stats.total.mean(),
+                steps: stats
+                    .steps
+                    .iter()
+                    .map(|(step, mean)| (step.clone(), mean.mean()))
+                    .collect(),
+            });
+        }
+        observation
+    }
+
+    /// The recent load of `model`, locked for an update.
+    fn load(&self, model: &ModelId) -> LoadGuard<'_> {
+        let entry = match self.loads.get(model) {
+            Some(entry) => entry,
+            None => self.loads.entry(model.clone()).or_default().downgrade(),
+        };
+        LoadGuard(entry)
+    }
+
+    /// Calls waiting for each model's slot.
+    pub(crate) fn waiting_per_model(&self) -> Vec<(String, u64)> {
+        self.slots
+            .iter()
+            .map(|entry| {
+                (
+                    entry.key().to_string(),
+                    u64::try_from(entry.value().waiting()).unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
     }
 
     /// The current registry of models.
@@ -479,15 +663,48 @@ impl Orchestrator {
     /// any; the task's own `timeout` counts from now, and the earlier wins.
     pub fn submit(
         self: &Arc<Self>,
+        task: Task,
+        deadline: Option<Instant>,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<TaskHandle, Error> {
+        // The root of the task's trace: analysis and planning here, the
+        // rest in the task it spawns.
+        let span = tracing::info_span!(
+            "task",
+            task.id = %task.id,
+            task.r#type = %task.task_type,
+            task.priority = priority_label(task.priority),
+            task.composite = task.composite.is_some(),
+            task.status = tracing::field::Empty,
+            task.fallback = tracing::field::Empty,
+            task.rejected = tracing::field::Empty,
+            gen_ai.request.model = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
+        );
+        let accepted = span.in_scope(|| self.accept(task, deadline, events, &span));
+        if let Err(error) = &accepted {
+            self.instruments.rejected(error);
+            span.record("task.rejected", rejection_label(error));
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", rejection_label(error));
+        }
+        accepted
+    }
+
+    /// What `submit` does, inside the task's span.
+    fn accept(
+        self: &Arc<Self>,
         mut task: Task,
         deadline: Option<Instant>,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
+        span: &tracing::Span,
     ) -> Result<TaskHandle, Error> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
         let arrived = Instant::now();
-        analysis::analyse(&mut task)?;
+        tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut task))?;
         self.context.check("task.context", &task.context)?;
         deps::check(&task.id, &task.depends_on, |id| {
             self.store
@@ -498,7 +715,36 @@ impl Orchestrator {
             DependencyError::Unknown(ids) => Error::UnknownDependencies { ids },
             DependencyError::Cycle(path) => Error::DependencyCycle { path },
         })?;
-        let plan = self.plan_task(&task, arrived)?;
+        let plan = {
+            let span = tracing::info_span!(
+                "plan",
+                plan.model = tracing::field::Empty,
+                plan.score = tracing::field::Empty,
+                plan.reason = tracing::field::Empty,
+                plan.candidates = tracing::field::Empty,
+                plan.recipe = tracing::field::Empty,
+                plan.steps = tracing::field::Empty,
+            );
+            let plan = span.in_scope(|| self.plan_task(&task, arrived))?;
+            match &plan {
+                Planned::Single(plan) => {
+                    if let Some(first) = plan.candidates.first() {
+                        span.record("plan.model", first.model.id().as_str());
+                        span.record("plan.score", first.breakdown.score);
+                    }
+                    span.record("plan.reason", format!("{:?}", plan.reason).as_str());
+                    span.record("plan.candidates", plan.candidates.len());
+                }
+                Planned::Composite(run) => {
+                    span.record("plan.steps", run.graph.nodes.len());
+                    if let Some(recipe) = &run.recipe {
+                        span.record("plan.recipe", recipe.task_type.as_str());
+                        span.record("plan.reason", "Recipe");
+                    }
+                }
+            }
+            plan
+        };
         // A timeout too far out to represent is no bound at all.
         let deadline = earliest(
             deadline,
@@ -564,12 +810,7 @@ impl Orchestrator {
             cancel: live.cancel.clone(),
         };
         let this = Arc::clone(self);
-        let span = tracing::info_span!(
-            "task",
-            task.id = %task.id,
-            task.r#type = %task.task_type,
-            task.priority = ?task.priority,
-        );
+        let span = span.clone();
         self.tasks.spawn(
             async move {
                 let accepted = Accepted {
@@ -729,10 +970,50 @@ impl Orchestrator {
         if let Some(error) = &result.error {
             tracing::warn!(status = ?result.status, code = error.code, message = %error.message, "task did not succeed");
         }
+        self.record_end(&task, &result);
         let result = self.store.finish(&task.id, result);
         emit(events.as_ref(), || {
             TaskEvent::Finished(Box::new((*result).clone()))
         });
+    }
+
+    /// What a task's end says: on its span, in its metrics, and for a
+    /// composite, in the statistics the bottleneck analysis reads.
+    fn record_end(&self, task: &Task, result: &TaskResult) {
+        let span = tracing::Span::current();
+        span.record("task.status", status_label(result.status));
+        if let Some(model) = &result.model_id {
+            span.record("gen_ai.request.model", model.as_str());
+        }
+        span.record("task.fallback", !result.routing.fallbacks_taken.is_empty());
+        if let Some(error) = &result.error {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error.code);
+        }
+        self.instruments.task_finished(
+            &task.task_type,
+            result.status,
+            task.priority,
+            result.metrics.total_latency,
+        );
+        if result.status == TaskStatus::Succeeded && !result.steps.is_empty() {
+            let now = Instant::now();
+            let half_life = self.selector.settings().half_life;
+            let stats = self.composites.entry(task.task_type.clone()).or_default();
+            let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats
+                .total
+                .record(result.metrics.total_latency, now, half_life);
+            for step in &result.steps {
+                if step.status == TaskStatus::Succeeded {
+                    stats
+                        .steps
+                        .entry(step.step.to_string())
+                        .or_default()
+                        .record(step.latency, now, half_life);
+                }
+            }
+        }
     }
 
     /// Dependencies, then the model's queue, then the attempts; or for a
@@ -900,7 +1181,21 @@ impl Orchestrator {
                     "no candidate model".to_owned(),
                 ));
             };
-            let slot = self.slot(&first.model, key, deadline).await?;
+            let waiting = Instant::now();
+            let slot = self
+                .slot(&first.model, key, deadline)
+                .instrument(tracing::info_span!("queue wait", model = %first.model.id()))
+                .await?;
+            let waited = waiting.elapsed();
+            let model = first.model.id();
+            self.instruments
+                .queue_waited(task_type, key.priority, model.as_str(), waited);
+            self.instruments.selected(model.as_str(), task_type);
+            self.load(model).lock().wait.record(
+                waited,
+                Instant::now(),
+                self.selector.settings().half_life,
+            );
             let current = self
                 .registry
                 .load()
@@ -993,11 +1288,20 @@ impl Orchestrator {
             ..
         } = job;
         let mut first_slot = Some(first_slot);
-        let mut last_error = None;
+        let mut last_error: Option<TaskError> = None;
         let mut tried = 0_usize;
+        // The model that failed last, for the fallback count.
+        let mut failed: Option<&ModelId> = None;
         for candidate in &plan.candidates {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
+            }
+            if let (Some(from), Some(error)) = (failed.take(), &last_error) {
+                self.instruments.fell_back(
+                    from.as_str(),
+                    candidate.model.id().as_str(),
+                    error.code,
+                );
             }
             let _slot = match first_slot.take() {
                 Some(slot) => slot,
@@ -1013,12 +1317,16 @@ impl Orchestrator {
             tried += 1;
             let model = &candidate.model;
             if let Some(outcome) = end.feedback() {
-                model.record(
-                    &task.task_type,
-                    Instant::now(),
-                    self.selector.settings().half_life,
-                    outcome,
-                    latency,
+                tracing::info_span!("feedback", model = %model.id(), outcome = ?outcome).in_scope(
+                    || {
+                        model.record(
+                            &task.task_type,
+                            Instant::now(),
+                            self.selector.settings().half_life,
+                            outcome,
+                            latency,
+                        );
+                    },
                 );
             }
             let (attempt_outcome, error, retriable) = match &end {
@@ -1110,6 +1418,7 @@ impl Orchestrator {
                         tracing::info!(model = %model.id(), code = error.code, "attempt failed, trying the next model");
                     }
                     last_error = error;
+                    failed = Some(model.id());
                 }
             }
         }
@@ -1160,7 +1469,24 @@ impl Orchestrator {
             Some(d) if d <= worker_deadline => (d, true),
             _ => (worker_deadline, false),
         };
+        let model = candidate.model.id();
+        let span = tracing::info_span!(
+            "attempt",
+            model = %model,
+            endpoint = replica.endpoint(),
+            gen_ai.operation.name = %task.task_type,
+            gen_ai.request.model = %model,
+            attempt.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let target_kind = candidate.model.description().kind.clone();
+        let prepare_span = tracing::info_span!(
+            parent: &span,
+            "prepare context",
+            target.kind = %target_kind,
+            cache.hits = tracing::field::Empty,
+            cache.misses = tracing::field::Empty,
+        );
         let prepared = self
             .context
             .prepare(
@@ -1170,8 +1496,10 @@ impl Orchestrator {
                 upstream,
                 &target_kind,
             )
-            .instrument(tracing::info_span!("prepare context", target.kind = %target_kind))
+            .instrument(prepare_span.clone())
             .await;
+        prepare_span.record("cache.hits", prepared.cache_hits);
+        prepare_span.record("cache.misses", prepared.cache_misses);
         if prepared.cache_hits + prepared.cache_misses > 0 {
             live.update(|snapshot| {
                 snapshot.metrics.context_cache_hits += prepared.cache_hits;
@@ -1187,13 +1515,12 @@ impl Orchestrator {
             deadline: call_deadline,
         };
         let _in_flight = replica.start_call();
-        let answer = tokio::time::timeout_at(call_deadline, replica.client().infer(call))
-            .instrument(tracing::info_span!(
-                "attempt",
-                model = %candidate.model.id(),
-                endpoint = replica.endpoint()
-            ))
-            .await;
+        // The client is called inside the span, so the call it makes (and
+        // the `traceparent` it sends) is the attempt's child.
+        let answer =
+            async { tokio::time::timeout_at(call_deadline, replica.client().infer(call)).await }
+                .instrument(span.clone())
+                .await;
         let timed_out = || {
             if caller_bound {
                 CallEnd::CallerDeadline
@@ -1214,7 +1541,27 @@ impl Orchestrator {
             Ok(Err(error)) => CallEnd::Failed(error),
             Err(_) => timed_out(),
         };
-        Some((end, started.elapsed()))
+        let latency = started.elapsed();
+        let outcome = match &end {
+            CallEnd::Answered(_) => "success",
+            CallEnd::Failed(error) if error.kind == WorkerErrorKind::Rejected => "rejected",
+            CallEnd::Failed(_) => "failure",
+            CallEnd::CallerDeadline | CallEnd::WorkerTimeout => "timeout",
+        };
+        span.record("attempt.outcome", outcome);
+        if outcome != "success" {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.instruments
+            .worker_called(model.as_str(), outcome, latency);
+        if outcome == "success" {
+            self.load(model).lock().call.record(
+                latency,
+                Instant::now(),
+                self.selector.settings().half_life,
+            );
+        }
+        Some((end, latency))
     }
 }
 

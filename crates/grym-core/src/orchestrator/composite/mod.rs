@@ -15,11 +15,13 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{CompositeRun, Ending, Job, Orchestrator, QueuedGuard, emit, session_entry};
 use crate::composite::recipe::RecipeUse;
 use crate::composite::{FailurePolicy, Graph, Node, StepId, Strategy, budget};
 use crate::context::Upstream;
+use crate::instruments::status_label;
 use crate::model::ModelId;
 use crate::scheduler::queue::QueueKey;
 use crate::selection::Routing;
@@ -442,9 +444,21 @@ impl Orchestrator {
                         });
                         let input = step_input(node, &progress.ended, &task.input);
                         in_flight[i] = true;
-                        running.push(async move {
-                            (i, self.run_step(job, node, budget, input, handoffs).await)
-                        });
+                        let span = tracing::info_span!(
+                            "step",
+                            step.id = %node.spec.id,
+                            task.r#type = %node.spec.task.task_type,
+                            step.status = tracing::field::Empty,
+                        );
+                        running.push(
+                            async move {
+                                let ended = self.run_step(job, node, budget, input, handoffs).await;
+                                tracing::Span::current()
+                                    .record("step.status", status_label(ended.result.status));
+                                (i, ended)
+                            }
+                            .instrument(span),
+                        );
                     }
                     Some(result) => {
                         // A skipped step hands on what it would have received.

@@ -1,0 +1,31 @@
+# grymd and the grym-worker reference workers, in one image.
+#
+#   docker build -t grym:local .
+#   docker run --rm -p 50051:50051 grym:local            # grymd, built-in worker
+#   docker run --rm grym:local grym-worker sim --help     # a reference worker
+#
+# Base images are pinned by version tag; for byte-for-byte reproducible
+# builds pin their digests too (`docker buildx imagetools inspect IMAGE`).
+# The builder and the runtime are the same Debian release (13, trixie), so
+# the binaries find the glibc they were linked against.
+
+FROM rust:1.95.0-slim-trixie AS build
+WORKDIR /src
+COPY . .
+# BuildKit caches keep the crate registry and the target directory between
+# builds; the binaries are copied out of the cache mount.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
+    && mkdir -p /out \
+    && cp target/release/grymd target/release/grym-worker /out/
+
+FROM debian:13.1-slim
+RUN groupadd --system --gid 10001 grym \
+    && useradd --system --uid 10001 --gid grym --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin grym
+COPY --from=build /out/grymd /out/grym-worker /usr/local/bin/
+USER grym:grym
+# The orchestrator's gRPC port; workers listen where `--listen` says.
+EXPOSE 50051
+CMD ["grymd", "--listen", "0.0.0.0:50051"]

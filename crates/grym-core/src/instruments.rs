@@ -1,0 +1,312 @@
+//! The metrics the core records, through the OpenTelemetry metrics API: a
+//! no-op until the binary installs a meter provider (`grym-telemetry` does
+//! when an OTLP endpoint is set), so the core depends on no exporter.
+//!
+//! | metric | kind | unit | attributes |
+//! | --- | --- | --- | --- |
+//! | `grym.task.duration` | histogram | s | `task_type`, `status`, `priority` |
+//! | `grym.task.queue_wait` | histogram | s | `task_type`, `priority`, `model` |
+//! | `grym.worker.call.duration` | histogram | s | `model`, `outcome` |
+//! | `grym.model.in_flight`, `grym.model.queued` | gauge | `{call}` | `model` |
+//! | `grym.selection.count` | counter | `{selection}` | `model`, `task_type` |
+//! | `grym.fallback.count` | counter | `{fallback}` | `from_model`, `to_model`, `reason` |
+//! | `grym.context.cache.hits`, `.misses`, `.evictions` | counter | `{lookup}`, `{entry}` | |
+//! | `grym.context.cache.bytes` | gauge | By | |
+//! | `grym.task.rejected` | counter | `{task}` | `reason` |
+//! | `grym.bottleneck.active` | gauge | `{finding}` | `kind`, `subject` |
+//!
+//! Statuses and priorities are lowercase (`succeeded`, `deadline_exceeded`;
+//! `normal`); an outcome is `success`, `failure`, `timeout` or `rejected`.
+
+use std::any::Any;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+
+use crate::error::{Error, ErrorKind};
+use crate::orchestrator::Orchestrator;
+use crate::task::{Priority, TaskStatus, TaskType};
+
+/// The instrumentation scope of every metric.
+pub const SCOPE: &str = "grym";
+
+/// A status as metrics name it.
+pub fn status_label(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Queued => "queued",
+        TaskStatus::Running => "running",
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::DeadlineExceeded => "deadline_exceeded",
+        TaskStatus::Cancelled => "cancelled",
+        TaskStatus::DependencyFailed => "dependency_failed",
+        TaskStatus::Skipped => "skipped",
+    }
+}
+
+/// A priority as metrics name it.
+pub fn priority_label(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Low => "low",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+        Priority::Critical => "critical",
+    }
+}
+
+/// Why a task was refused, as metrics name it.
+pub fn rejection_label(error: &Error) -> &'static str {
+    match error {
+        Error::QueueFull { .. } => "queue_full",
+        Error::ShuttingDown => "shutting_down",
+        Error::NoModelForTaskType { .. } => "no_model",
+        Error::NoHealthyModel { .. } | Error::Undescribed { .. } => "no_healthy_model",
+        Error::AlreadyExists { .. } => "already_exists",
+        other => match other.kind() {
+            ErrorKind::InvalidRequest => "invalid",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::CapacityExhausted => "capacity_exhausted",
+        },
+    }
+}
+
+/// The synchronous instruments.
+#[derive(Debug)]
+pub(crate) struct Instruments {
+    meter: Meter,
+    task_duration: Histogram<f64>,
+    queue_wait: Histogram<f64>,
+    worker_call: Histogram<f64>,
+    selections: Counter<u64>,
+    fallbacks: Counter<u64>,
+    rejected: Counter<u64>,
+}
+
+impl Instruments {
+    /// The instruments, on the global meter as it is now.
+    pub(crate) fn new() -> Self {
+        let meter = opentelemetry::global::meter(SCOPE);
+        Self {
+            task_duration: meter
+                .f64_histogram("grym.task.duration")
+                .with_unit("s")
+                .with_description("Time from a task's acceptance to its result")
+                .build(),
+            queue_wait: meter
+                .f64_histogram("grym.task.queue_wait")
+                .with_unit("s")
+                .with_description("Time a task (or step) waited for its model's slot")
+                .build(),
+            worker_call: meter
+                .f64_histogram("grym.worker.call.duration")
+                .with_unit("s")
+                .with_description("Time of one call to a model worker")
+                .build(),
+            selections: meter
+                .u64_counter("grym.selection.count")
+                .with_unit("{selection}")
+                .with_description("Models chosen to run a task")
+                .build(),
+            fallbacks: meter
+                .u64_counter("grym.fallback.count")
+                .with_unit("{fallback}")
+                .with_description("Moves from a failed model to the next")
+                .build(),
+            rejected: meter
+                .u64_counter("grym.task.rejected")
+                .with_unit("{task}")
+                .with_description("Tasks refused at submission")
+                .build(),
+            meter,
+        }
+    }
+
+    pub(crate) fn task_finished(
+        &self,
+        task_type: &TaskType,
+        status: TaskStatus,
+        priority: Priority,
+        took: Duration,
+    ) {
+        self.task_duration.record(
+            took.as_secs_f64(),
+            &[
+                KeyValue::new("task_type", task_type.to_string()),
+                KeyValue::new("status", status_label(status)),
+                KeyValue::new("priority", priority_label(priority)),
+            ],
+        );
+    }
+
+    pub(crate) fn queue_waited(
+        &self,
+        task_type: &TaskType,
+        priority: Priority,
+        model: &str,
+        waited: Duration,
+    ) {
+        self.queue_wait.record(
+            waited.as_secs_f64(),
+            &[
+                KeyValue::new("task_type", task_type.to_string()),
+                KeyValue::new("priority", priority_label(priority)),
+                KeyValue::new("model", model.to_owned()),
+            ],
+        );
+    }
+
+    pub(crate) fn worker_called(&self, model: &str, outcome: &'static str, took: Duration) {
+        self.worker_call.record(
+            took.as_secs_f64(),
+            &[
+                KeyValue::new("model", model.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    pub(crate) fn selected(&self, model: &str, task_type: &TaskType) {
+        self.selections.add(
+            1,
+            &[
+                KeyValue::new("model", model.to_owned()),
+                KeyValue::new("task_type", task_type.to_string()),
+            ],
+        );
+    }
+
+    pub(crate) fn fell_back(&self, from: &str, to: &str, reason: &'static str) {
+        self.fallbacks.add(
+            1,
+            &[
+                KeyValue::new("from_model", from.to_owned()),
+                KeyValue::new("to_model", to.to_owned()),
+                KeyValue::new("reason", reason),
+            ],
+        );
+    }
+
+    pub(crate) fn rejected(&self, error: &Error) {
+        self.rejected
+            .add(1, &[KeyValue::new("reason", rejection_label(error))]);
+    }
+
+    /// Registers the gauges read from `orchestrator` at each export; the
+    /// handles keep them registered.
+    pub(crate) fn observe(
+        &self,
+        orchestrator: Weak<Orchestrator>,
+    ) -> Vec<Arc<dyn Any + Send + Sync>> {
+        let meter = &self.meter;
+        let of = |orchestrator: &Weak<Orchestrator>| orchestrator.upgrade();
+        let o = orchestrator.clone();
+        let in_flight = meter
+            .u64_observable_gauge("grym.model.in_flight")
+            .with_unit("{call}")
+            .with_description("Calls running on each model")
+            .with_callback(move |observer| {
+                if let Some(orchestrator) = of(&o) {
+                    for model in orchestrator.registry().models() {
+                        observer.observe(
+                            u64::from(model.in_flight()),
+                            &[KeyValue::new("model", model.id().to_string())],
+                        );
+                    }
+                }
+            })
+            .build();
+        let o = orchestrator.clone();
+        let queued = meter
+            .u64_observable_gauge("grym.model.queued")
+            .with_unit("{call}")
+            .with_description("Calls waiting for each model's slot")
+            .with_callback(move |observer| {
+                if let Some(orchestrator) = of(&o) {
+                    for (model, waiting) in orchestrator.waiting_per_model() {
+                        observer.observe(waiting, &[KeyValue::new("model", model)]);
+                    }
+                }
+            })
+            .build();
+        let counters: Vec<Arc<dyn Any + Send + Sync>> = [
+            (
+                "grym.context.cache.hits",
+                "{lookup}",
+                "Context lookups found transformed in the cache",
+            ),
+            (
+                "grym.context.cache.misses",
+                "{lookup}",
+                "Context lookups transformed anew",
+            ),
+            (
+                "grym.context.cache.evictions",
+                "{entry}",
+                "Entries removed from the context cache",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, unit, description)| {
+            let o = orchestrator.clone();
+            let counter = meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Some(orchestrator) = of(&o) {
+                        let stats = orchestrator.context().cache_stats_now();
+                        let value = match name {
+                            "grym.context.cache.hits" => stats.hits,
+                            "grym.context.cache.misses" => stats.misses,
+                            _ => stats.evictions,
+                        };
+                        observer.observe(value, &[]);
+                    }
+                })
+                .build();
+            Arc::new(counter) as Arc<dyn Any + Send + Sync>
+        })
+        .collect();
+        let o = orchestrator.clone();
+        let bytes = meter
+            .u64_observable_gauge("grym.context.cache.bytes")
+            .with_unit("By")
+            .with_description("Bytes held by the context cache")
+            .with_callback(move |observer| {
+                if let Some(orchestrator) = of(&o) {
+                    observer.observe(orchestrator.context().cache_stats_now().bytes, &[]);
+                }
+            })
+            .build();
+        let o = orchestrator;
+        let bottlenecks = meter
+            .u64_observable_gauge("grym.bottleneck.active")
+            .with_unit("{finding}")
+            .with_description("1 for each active bottleneck finding")
+            .with_callback(move |observer| {
+                if let Some(orchestrator) = of(&o) {
+                    for finding in orchestrator.bottlenecks().iter() {
+                        observer.observe(
+                            1,
+                            &[
+                                KeyValue::new("kind", finding.kind.as_str()),
+                                KeyValue::new("subject", finding.subject.clone()),
+                            ],
+                        );
+                    }
+                }
+            })
+            .build();
+        let mut handles = counters;
+        handles.push(Arc::new(in_flight));
+        handles.push(Arc::new(queued));
+        handles.push(Arc::new(bytes));
+        handles.push(Arc::new(bottlenecks));
+        handles
+    }
+}

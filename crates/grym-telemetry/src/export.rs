@@ -1,0 +1,276 @@
+//! The OTLP pipelines: a tracer provider that batches spans to an OTLP/gRPC
+//! endpoint, and a meter provider whose periodic reader pushes metrics to
+//! one. Each exists only when its endpoint is configured; without one no
+//! exporter is built and nothing connects anywhere.
+//!
+//! Both export from their own background threads (the SDK's batch span
+//! processor and periodic reader), so recording a span or a measurement
+//! never waits on the network: a full span queue drops spans instead. Their
+//! gRPC channels are driven by the Tokio runtime that was current when they
+//! were built, which must outlive them.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
+};
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::{Error, TelemetryConfig};
+
+/// The instrumentation scope of grym's spans and metrics.
+pub const SCOPE: &str = "grym";
+
+/// The providers that export, when configured.
+#[derive(Debug, Default)]
+pub(crate) struct Providers {
+    pub(crate) tracer: Option<SdkTracerProvider>,
+    pub(crate) meter: Option<SdkMeterProvider>,
+}
+
+impl Providers {
+    /// Builds the configured pipelines, with no global effect.
+    pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, Error> {
+        if config.traces_endpoint.is_none() && config.metrics_endpoint.is_none() {
+            return Ok(Self::default());
+        }
+        // The exporters' lazily connected channels spawn onto the current
+        // runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
+        let resource = resource(config);
+        let tracer = config
+            .traces_endpoint
+            .as_deref()
+            .map(|endpoint| tracer_provider(endpoint, config, &resource))
+            .transpose()?;
+        let meter = config
+            .metrics_endpoint
+            .as_deref()
+            .map(|endpoint| meter_provider(endpoint, config, &resource))
+            .transpose()?;
+        Ok(Self { tracer, meter })
+    }
+
+    /// The tracer the `tracing` bridge records into, when traces are
+    /// exported.
+    pub(crate) fn tracer(&self) -> Option<SdkTracer> {
+        self.tracer.as_ref().map(|provider| provider.tracer(SCOPE))
+    }
+}
+
+/// Spans, batched to `endpoint`.
+fn tracer_provider(
+    endpoint: &str,
+    config: &TelemetryConfig,
+    resource: &Resource,
+) -> Result<SdkTracerProvider, Error> {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|source| Error::Exporter {
+            signal: "traces",
+            source,
+        })?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(config.sampler.clone())
+        .with_resource(resource.clone())
+        .build())
+}
+
+/// Metrics, pushed to `endpoint` every export interval.
+fn meter_provider(
+    endpoint: &str,
+    config: &TelemetryConfig,
+    resource: &Resource,
+) -> Result<SdkMeterProvider, Error> {
+    let exporter = MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|source| Error::Exporter {
+            signal: "metrics",
+            source,
+        })?;
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(config.metric_export_interval)
+        .build();
+    Ok(SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource.clone())
+        .with_view(seconds_buckets)
+        .build())
+}
+
+/// Gives every histogram in seconds the bucket boundaries of
+/// [`DURATION_BUCKETS_SECONDS`](crate::DURATION_BUCKETS_SECONDS): the SDK's
+/// defaults suit milliseconds and would put every call under five seconds
+/// into one bucket. Other instruments keep the default view.
+fn seconds_buckets(instrument: &Instrument) -> Option<Stream> {
+    if instrument.kind() != InstrumentKind::Histogram || instrument.unit() != "s" {
+        return None;
+    }
+    Stream::builder()
+        .with_aggregation(Aggregation::ExplicitBucketHistogram {
+            boundaries: crate::DURATION_BUCKETS_SECONDS.to_vec(),
+            record_min_max: true,
+        })
+        .build()
+        .ok()
+}
+
+/// The resource every span and metric is reported under.
+fn resource(config: &TelemetryConfig) -> Resource {
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(config.resource_attributes.iter().cloned())
+        .with_attribute(KeyValue::new("service.name", config.service_name.clone()))
+        .build()
+}
+
+/// Keeps the pipelines running; flushes and stops them when shut down or
+/// dropped.
+///
+/// Prefer `guard.shutdown().await` at the end of `main`: it flushes off the
+/// runtime's threads. Dropping the guard flushes too, blocking the thread,
+/// which needs a multi-threaded runtime to make progress meanwhile.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops exporting"]
+pub struct TelemetryGuard {
+    providers: Providers,
+}
+
+impl TelemetryGuard {
+    pub(crate) fn new(providers: Providers) -> Self {
+        Self { providers }
+    }
+
+    /// Whether spans are exported.
+    pub fn exports_traces(&self) -> bool {
+        self.providers.tracer.is_some()
+    }
+
+    /// Whether metrics are exported.
+    pub fn exports_metrics(&self) -> bool {
+        self.providers.meter.is_some()
+    }
+
+    /// Exports what is pending (spans ended, metrics since the last export)
+    /// and stops the pipelines.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let providers = std::mem::take(&mut self.providers);
+        // The SDK's shutdown blocks until its exporter threads are done,
+        // and those need this runtime to drive their gRPC calls.
+        match tokio::task::spawn_blocking(move || shutdown(providers)).await {
+            Ok(result) => result,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down: nothing can be sent anymore.
+                Err(_) => Ok(()),
+            },
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let providers = std::mem::take(&mut self.providers);
+        if let Err(error) = shutdown(providers) {
+            // Logging may itself be gone by now.
+            eprintln!("telemetry shutdown: {error}");
+        }
+    }
+}
+
+/// Shuts both providers down, reporting the first failure.
+fn shutdown(providers: Providers) -> Result<(), Error> {
+    let traces = providers
+        .tracer
+        .map(|provider| provider.shutdown())
+        .transpose()
+        .map_err(|source| Error::Shutdown {
+            signal: "traces",
+            source,
+        });
+    let metrics = providers
+        .meter
+        .map(|provider| provider.shutdown())
+        .transpose()
+        .map_err(|source| Error::Shutdown {
+            signal: "metrics",
+            source,
+        });
+    traces.and(metrics).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogFormat;
+
+    #[test]
+    fn no_endpoint_builds_no_exporter_even_outside_a_runtime() {
+        let providers = Providers::build(&TelemetryConfig::new("grymd", LogFormat::Text)).unwrap();
+        assert!(providers.tracer.is_none());
+        assert!(providers.meter.is_none());
+        assert!(providers.tracer().is_none());
+        let guard = TelemetryGuard::new(providers);
+        assert!(!guard.exports_traces() && !guard.exports_metrics());
+    }
+
+    #[test]
+    fn exporting_outside_a_runtime_is_refused() {
+        let config = TelemetryConfig::new("grymd", LogFormat::Text)
+            .with_otlp_endpoint("http://127.0.0.1:4317");
+        assert!(matches!(Providers::build(&config), Err(Error::NoRuntime)));
+    }
+
+    #[tokio::test]
+    async fn one_endpoint_builds_only_its_own_pipeline() {
+        let mut config = TelemetryConfig::new("grymd", LogFormat::Text);
+        // Nothing listens there: building connects nowhere, and shutting
+        // down with nothing recorded has nothing to send.
+        config.metrics_endpoint = Some("http://127.0.0.1:9".to_owned());
+        let providers = Providers::build(&config).unwrap();
+        assert!(providers.tracer.is_none());
+        assert!(providers.meter.is_some());
+        let guard = TelemetryGuard::new(providers);
+        assert!(guard.exports_metrics() && !guard.exports_traces());
+        guard.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_malformed_endpoint_is_an_error_naming_the_signal() {
+        let mut config = TelemetryConfig::new("grymd", LogFormat::Text);
+        config.traces_endpoint = Some("not a uri".to_owned());
+        let error = Providers::build(&config).unwrap_err();
+        assert!(error.to_string().contains("traces"), "{error}");
+    }
+
+    #[test]
+    fn the_service_name_wins_over_the_attributes() {
+        let mut config = TelemetryConfig::new("grymd", LogFormat::Text);
+        config.resource_attributes = vec![
+            KeyValue::new("service.name", "other"),
+            KeyValue::new("deployment.environment", "test"),
+        ];
+        let resource = resource(&config);
+        assert_eq!(
+            resource.get(&"service.name".into()).map(|v| v.to_string()),
+            Some("grymd".to_owned())
+        );
+        assert_eq!(
+            resource
+                .get(&"deployment.environment".into())
+                .map(|v| v.to_string()),
+            Some("test".to_owned())
+        );
+        assert!(resource.get(&"telemetry.sdk.name".into()).is_some());
+    }
+}

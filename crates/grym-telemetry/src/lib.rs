@@ -1,0 +1,127 @@
+//! Telemetry for grym's binaries, in one call: [`init`].
+//!
+//! - **Logs**: `tracing` events on standard error, human-readable by default
+//!   or one JSON object per line ([`LogFormat`]), filtered by `RUST_LOG`
+//!   (default [`DEFAULT_LOG_FILTER`]: `info`). A line logged inside a traced span carries its trace
+//!   and span ids.
+//! - **Traces**: `tracing` spans become OpenTelemetry spans, batched to an
+//!   OTLP/gRPC endpoint from a background thread.
+//! - **Metrics**: the global OpenTelemetry meter provider ([`meter`]) pushes
+//!   to an OTLP/gRPC endpoint every `OTEL_METRIC_EXPORT_INTERVAL`.
+//! - **Propagation**: W3C Trace Context, set as the global propagator, with
+//!   [`extract`]/[`inject`] over HTTP headers and tower layers for tonic
+//!   servers ([`ServerTraceLayer`]) and clients ([`ClientPropagationLayer`]).
+//!
+//! Everything is configured by the standard `OTEL_*` variables (see
+//! [`TelemetryConfig::from_env`]). With no endpoint set, nothing is exported:
+//! no exporter is built, nothing connects, the global meter is a no-op and
+//! spans cost no more than `tracing` itself.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let guard = grym_telemetry::init("grymd", grym_telemetry::LogFormat::Text)?;
+//! // ... serve ...
+//! guard.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod export;
+mod grpc;
+mod logs;
+mod propagation;
+
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub use config::{DEFAULT_LOG_FILTER, DEFAULT_METRIC_EXPORT_INTERVAL, LogFormat, TelemetryConfig};
+pub use error::Error;
+pub use export::{SCOPE, TelemetryGuard};
+pub use grpc::{
+    ClientPropagation, ClientPropagationLayer, ResponseFuture, ServerTrace, ServerTraceLayer,
+    TracedBody,
+};
+pub use propagation::{extract, inject};
+
+/// The bucket boundaries of every histogram whose unit is `s`, from 5 ms to
+/// a minute: [`init`] installs a view that applies them (the SDK's defaults
+/// suit milliseconds), so instrumented code only declares `.with_unit("s")`.
+pub const DURATION_BUCKETS_SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+];
+
+/// Starts logging, and exporting as the `OTEL_*` environment variables say,
+/// for the service `service_name` (unless `OTEL_SERVICE_NAME` names another).
+///
+/// Call it once, early in `main`, inside the Tokio runtime; keep the guard
+/// until the end and shut it down there.
+pub fn init(service_name: &str, log_format: LogFormat) -> Result<TelemetryGuard, Error> {
+    init_with(TelemetryConfig::from_env(service_name, log_format)?)
+}
+
+/// [`init`] with an explicit configuration, reading no environment variable
+/// of its own.
+///
+/// It installs the global `tracing` subscriber (an error if one is already
+/// installed), the W3C propagator, and, when they export, the global tracer
+/// and meter providers.
+pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse(&config.log_filter)
+        .map_err(|source| Error::LogFilter {
+            filter: config.log_filter.clone(),
+            source,
+        })?;
+    let providers = export::Providers::build(&config)?;
+    let traces = providers.tracer().map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(not_the_exporters_own())
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs::fmt_layer(config.log_format))
+        .with(traces)
+        .try_init()
+        .map_err(Error::AlreadyInitialized)?;
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(provider) = &providers.tracer {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    if let Some(provider) = &providers.meter {
+        opentelemetry::global::set_meter_provider(provider.clone());
+    }
+    let guard = TelemetryGuard::new(providers);
+    tracing::debug!(
+        service = %config.service_name,
+        traces = guard.exports_traces(),
+        metrics = guard.exports_metrics(),
+        "telemetry started"
+    );
+    Ok(guard)
+}
+
+/// Keeps the spans of the transport crates out of traces: the exporters use
+/// them too, and tracing their own exports would feed back into itself.
+fn not_the_exporters_own() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("h2", LevelFilter::OFF)
+        .with_target("hyper", LevelFilter::OFF)
+        .with_target("tonic", LevelFilter::OFF)
+        .with_target("tower", LevelFilter::OFF)
+        .with_target("opentelemetry", LevelFilter::OFF)
+}
+
+/// The meter grym's metrics are recorded with: a no-op until [`init`]
+/// exports metrics.
+pub fn meter() -> opentelemetry::metrics::Meter {
+    opentelemetry::global::meter(SCOPE)
+}
