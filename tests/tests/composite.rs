@@ -318,10 +318,11 @@ async fn fail_fast_stops_the_rest_and_continue_does_not() {
     );
     assert!(fast.error.unwrap().message.starts_with("step `bad` failed"));
 
-    let carried_on = execute(&grymd, task(api::FailurePolicy::Continue))
-        .await
-        .unwrap();
+    let mut continued = task(api::FailurePolicy::Continue);
+    continued.composite.as_mut().unwrap().output_step = "good".to_owned();
+    let carried_on = execute(&grymd, continued).await.unwrap();
     assert_eq!(carried_on.status(), api::TaskStatus::Succeeded);
+    assert_eq!(carried_on.model_id, "slow");
     assert_eq!(
         statuses(&carried_on),
         [

@@ -28,12 +28,20 @@ pub struct Requirements {
 /// when the caller left it empty (`application/octet-stream` when the bytes
 /// are not a format we know).
 pub fn analyse(task: &mut Task) -> Result<Requirements, Error> {
-    let (modality, mime_type) = match &mut task.input {
+    analyse_input(&mut task.input, "task.input.audio.data")
+}
+
+/// [`analyse`] for one input; `audio_field` names its audio data in errors.
+pub fn analyse_input(
+    input: &mut TaskInput,
+    audio_field: &'static str,
+) -> Result<Requirements, Error> {
+    let (modality, mime_type) = match input {
         TaskInput::Text(_) => (Modality::Text, None),
         TaskInput::Json(_) => (Modality::Json, None),
         TaskInput::Audio(audio) => {
             if audio.data.is_empty() {
-                return Err(Error::invalid("task.input.audio.data", "must not be empty"));
+                return Err(Error::invalid(audio_field, "must not be empty"));
             }
             if audio.mime_type.is_empty() {
                 audio.mime_type = infer::get(&audio.data)

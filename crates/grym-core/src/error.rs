@@ -4,6 +4,7 @@
 //! A task that was accepted never ends in an [`Error`]: its failures are
 //! reported in its [`TaskResult`](crate::TaskResult).
 
+use crate::composite::StepId;
 use crate::model::ModelId;
 use crate::task::{TaskId, TaskType};
 
@@ -87,7 +88,7 @@ pub enum Error {
     #[error("step `{step}`: {error}")]
     InStep {
         /// The step's id.
-        step: String,
+        step: StepId,
         /// Why.
         #[source]
         error: Box<Error>,

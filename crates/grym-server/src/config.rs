@@ -15,7 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::bottleneck::BottleneckSettings;
 use grym_core::composite::MAX_STEPS;
-use grym_core::composite::recipe::Recipes;
+use grym_core::composite::recipe::{self, Recipes};
 use grym_core::context::ContextSettings;
 use grym_core::context::session::SessionLimits;
 use grym_core::context::transform::TemplateSpec;
@@ -610,6 +610,8 @@ fn recipes(table: HashMap<String, Vec<String>>) -> Result<Recipes, Error> {
         if chain.len() > MAX_STEPS {
             return Err(invalid(&key, format!("more than {MAX_STEPS} steps")));
         }
+        // The chain's steps must be a valid composite (ids within bounds).
+        recipe::composite(&chain).map_err(|error| invalid(&key, error.to_string()))?;
         recipes = recipes.with(name, chain);
     }
     Ok(recipes)

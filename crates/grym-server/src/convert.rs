@@ -50,7 +50,8 @@ pub(crate) fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<T
     let input = input_from_api(task.input).ok_or_else(|| {
         Status::invalid_argument("invalid task.input: is required (one of text, audio, json)")
     })?;
-    let timeout = timeout_from_api(task.timeout, "task.timeout")?;
+    let timeout = timeout_from_api(task.timeout)
+        .map_err(|problem| Status::invalid_argument(format!("invalid task.timeout: {problem}")))?;
     let composite = task.composite.map(composite_from_api).transpose()?;
     let depends_on = task
         .depends_on
@@ -102,18 +103,14 @@ fn input_from_api(input: Option<api::TaskInput>) -> Option<TaskInput> {
     })
 }
 
-fn timeout_from_api(
-    timeout: Option<prost_types::Duration>,
-    field: &str,
-) -> Result<Option<Duration>, Status> {
+/// A timeout, if set; what is wrong with it otherwise.
+fn timeout_from_api(timeout: Option<prost_types::Duration>) -> Result<Option<Duration>, String> {
     timeout
         .map(|timeout| {
             Duration::try_from(timeout)
                 .ok()
                 .filter(|timeout| !timeout.is_zero())
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!("invalid {field}: must be positive"))
-                })
+                .ok_or_else(|| "must be positive".to_owned())
         })
         .transpose()
 }
@@ -163,24 +160,37 @@ fn composite_from_api(composite: api::Composite) -> Result<CompositeSpec, Status
             let after = step
                 .after
                 .into_iter()
-                .map(|after| step_id(after, "task.composite.steps.after"))
+                .map(|after| {
+                    StepId::new(after)
+                        .map_err(|error| in_step("task.composite.steps.after", reason(error)))
+                })
                 .collect::<Result<_, _>>()?;
             let input_from = if task.input_from.is_empty() {
                 None
             } else {
-                Some(step_id(
-                    task.input_from,
-                    "task.composite.steps.task.input_from",
-                )?)
+                Some(StepId::new(task.input_from).map_err(|error| {
+                    in_step("task.composite.steps.task.input_from", reason(error))
+                })?)
             };
+            let input = match task.input {
+                None => None,
+                Some(input) => Some(input_from_api(Some(input)).ok_or_else(|| {
+                    in_step(
+                        "task.composite.steps.task.input",
+                        "names no kind (one of text, audio, json)".to_owned(),
+                    )
+                })?),
+            };
+            let timeout = timeout_from_api(task.timeout)
+                .map_err(|problem| in_step("task.composite.steps.task.timeout", problem))?;
             Ok(StepSpec {
                 task: StepTask {
                     task_type,
-                    input: input_from_api(task.input),
+                    input,
                     input_from,
                     parameters: task.parameters.map(struct_to_json).unwrap_or_default(),
                     context: task.context.map(struct_to_json).unwrap_or_default(),
-                    timeout: timeout_from_api(task.timeout, "task.composite.steps.task.timeout")?,
+                    timeout,
                 },
                 after,
                 when: (!step.when.trim().is_empty()).then_some(step.when),

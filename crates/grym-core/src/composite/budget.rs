@@ -14,6 +14,21 @@ use tokio::time::Instant;
 /// get a share.
 const MIN_ESTIMATE: Duration = Duration::from_millis(1);
 
+/// The estimates to share a deadline by: a step whose model declares no
+/// estimate (zero) counts as the mean of those that do, or, when none do,
+/// every step counts the same.
+pub fn fill_unknown(estimates: &mut [Duration]) {
+    let known: Vec<Duration> = estimates.iter().copied().filter(|e| !e.is_zero()).collect();
+    let fill = if known.is_empty() {
+        MIN_ESTIMATE
+    } else {
+        known.iter().sum::<Duration>() / u32::try_from(known.len()).unwrap_or(u32::MAX)
+    };
+    for estimate in estimates.iter_mut().filter(|e| e.is_zero()) {
+        *estimate = fill;
+    }
+}
+
 /// For each step, the longest estimated path from it (itself included) to
 /// the end, given each step's estimate and successors, in a topological
 /// `order`.
@@ -29,7 +44,9 @@ pub fn paths_ahead(
             .map(|&next| ahead[next])
             .max()
             .unwrap_or_default();
-        ahead[step] = estimates[step].max(MIN_ESTIMATE) + longest_after;
+        ahead[step] = estimates[step]
+            .max(MIN_ESTIMATE)
+            .saturating_add(longest_after);
     }
     ahead
 }
@@ -57,6 +74,17 @@ mod tests {
         let successors = vec![vec![1, 2], vec![3], vec![3], vec![]];
         let ahead = paths_ahead(&estimates, &successors, &[0, 1, 2, 3]);
         assert_eq!(ahead, [500 * MS, 150 * MS, 400 * MS, 100 * MS]);
+    }
+
+    #[test]
+    fn unknown_estimates_count_as_the_mean_of_the_known() {
+        let mut estimates = [Duration::ZERO, 100 * MS, 300 * MS];
+        fill_unknown(&mut estimates);
+        assert_eq!(estimates, [200 * MS, 100 * MS, 300 * MS]);
+        let mut none = [Duration::ZERO, Duration::ZERO];
+        fill_unknown(&mut none);
+        assert_eq!(none[0], none[1]);
+        assert!(!none[0].is_zero());
     }
 
     #[test]

@@ -107,6 +107,8 @@ impl Condition {
 struct Walk<'a> {
     /// Names bound by enclosing macro comprehensions.
     bound: Vec<&'a str>,
+    /// Comprehensions around the node being walked.
+    depth: usize,
     steps: Vec<String>,
     problem: Option<String>,
 }
@@ -151,8 +153,15 @@ impl<'a> Walk<'a> {
                 }
             }
             Expr::Comprehension(comprehension) => {
+                // One macro is linear in what it iterates; nested ones would
+                // multiply, on a runtime thread nothing can interrupt.
+                if self.depth > 0 {
+                    self.fail("macros such as `exists` or `map` cannot be nested".into());
+                    return;
+                }
                 self.expr(&comprehension.iter_range);
                 self.expr(&comprehension.accu_init);
+                self.depth += 1;
                 let depth = self.bound.len();
                 self.bound.push(&comprehension.iter_var);
                 if let Some(second) = &comprehension.iter_var2 {
@@ -163,6 +172,7 @@ impl<'a> Walk<'a> {
                 self.expr(&comprehension.loop_step);
                 self.expr(&comprehension.result);
                 self.bound.truncate(depth);
+                self.depth -= 1;
             }
             Expr::List(list) => {
                 for element in &list.elements {
@@ -245,6 +255,8 @@ mod tests {
         assert!(unknown.contains("unknown name `confidence`"), "{unknown}");
         let bare = Condition::compile("size(steps) > 1").unwrap_err();
         assert!(bare.contains("steps.<id>"), "{bare}");
+        let nested = Condition::compile("input.exists(x, input.exists(y, x < y))").unwrap_err();
+        assert!(nested.contains("cannot be nested"), "{nested}");
     }
 
     #[test]

@@ -140,33 +140,41 @@ pub struct CompositeSpec {
 #[derive(Debug)]
 pub struct Node {
     /// The step as written.
-    pub spec: StepSpec,
+    pub(crate) spec: StepSpec,
     /// The steps it waits for, by index, ascending.
-    pub after: Vec<usize>,
+    pub(crate) after: Vec<usize>,
     /// The steps that wait for it, by index, ascending.
-    pub successors: Vec<usize>,
+    pub(crate) successors: Vec<usize>,
     /// Its compiled condition.
-    pub condition: Option<Condition>,
+    pub(crate) condition: Option<Condition>,
     /// The step whose output is its input, by index.
-    pub input_from: Option<usize>,
+    pub(crate) input_from: Option<usize>,
     /// Its depth: 0 for steps that wait for none, else one more than the
     /// deepest step it waits for. Steps of one stage run in parallel.
-    pub stage: u32,
+    pub(crate) stage: u32,
+}
+
+impl Node {
+    /// Whether it is a branch: a step with a condition that waits for
+    /// another (the first step of a conditional composite is not one).
+    pub(crate) fn is_branch(&self) -> bool {
+        self.condition.is_some() && !self.after.is_empty()
+    }
 }
 
 /// A composite, checked and ready to run.
 #[derive(Debug)]
 pub struct Graph {
     /// Its strategy.
-    pub strategy: Strategy,
+    pub(crate) strategy: Strategy,
     /// Its failure policy.
-    pub failure_policy: FailurePolicy,
+    pub(crate) failure_policy: FailurePolicy,
     /// The steps, in list order.
-    pub nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     /// The named output step, by index.
-    pub output: Option<usize>,
+    pub(crate) output: Option<usize>,
     /// The steps in an order where each comes after those it waits for.
-    pub order: Vec<usize>,
+    pub(crate) order: Vec<usize>,
 }
 
 fn invalid(field: &'static str, step: &StepId, reason: impl fmt::Display) -> Error {
@@ -266,7 +274,10 @@ impl Graph {
                 .collect();
             return Err(Error::invalid(
                 "task.composite.steps.after",
-                format!("steps {} wait for each other in a cycle", stuck.join(", ")),
+                format!(
+                    "steps {} are on a cycle of waits, or wait for one",
+                    stuck.join(", ")
+                ),
             ));
         }
 
@@ -378,9 +389,19 @@ impl Graph {
     }
 
     /// Whether the composite's branches must match: a conditional one with
-    /// at least one step that has a condition.
+    /// at least one branch.
     pub fn needs_a_match(&self) -> bool {
-        self.strategy == Strategy::Conditional && self.nodes.iter().any(|n| n.condition.is_some())
+        self.strategy == Strategy::Conditional && self.nodes.iter().any(Node::is_branch)
+    }
+
+    /// The number of steps.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether it has no step (never true of a built graph).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// For each step, the longest estimated path from it to the end.

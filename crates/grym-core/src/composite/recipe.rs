@@ -7,11 +7,16 @@
 //! chain can be planned. The chain runs as a sequential composite: the
 //! first step takes the task's input, each next one the previous output,
 //! (`input_from`), and every step the task's parameters and context, with
-//! the previous output reshaped for its model under `steps.<type>`.
+//! the previous output reshaped for its model under `steps.<step id>`.
+//!
+//! Recipes are frozen into a plan when a task is submitted (or planned by
+//! `PlanTask`): a task that waited for dependencies is planned again
+//! without them, and a composite's own steps never use one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{CompositeSpec, FailurePolicy, StepId, StepSpec, StepTask, Strategy};
+use crate::error::Error;
 use crate::task::TaskType;
 
 /// Recipes by the task type they stand in for.
@@ -68,41 +73,39 @@ impl Recipes {
 }
 
 /// The sequential composite of a chain: one step per type, named after it
-/// (`text_generation`, then `text_generation_2` if a type comes again).
-pub fn composite(chain: &[TaskType]) -> CompositeSpec {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+/// (`text_generation`, then `text_generation_2` if a type comes again, or
+/// `_3`... until the id is free). Refused only for a type so long that
+/// its suffixed id is over the limit of a step id.
+pub fn composite(chain: &[TaskType]) -> Result<CompositeSpec, Error> {
+    let mut taken: HashSet<String> = HashSet::new();
     let mut previous: Option<StepId> = None;
-    let steps = chain
-        .iter()
-        .map(|task_type| {
-            let count = seen.entry(task_type.as_str()).or_insert(0);
-            *count += 1;
-            let id = if *count == 1 {
-                task_type.as_str().to_owned()
-            } else {
-                format!("{task_type}_{count}")
-            };
-            // A task type is a valid step id: the same rules, and the suffix
-            // adds no space.
-            let id = StepId(id);
-            let task = StepTask {
-                input_from: previous.replace(id.clone()),
-                ..StepTask::of(task_type.clone())
-            };
-            StepSpec {
-                id,
-                task,
-                after: Vec::new(),
-                when: None,
-            }
-        })
-        .collect();
-    CompositeSpec {
+    let mut steps = Vec::with_capacity(chain.len());
+    for task_type in chain {
+        let mut id = task_type.as_str().to_owned();
+        let mut n = 1;
+        while taken.contains(&id) {
+            n += 1;
+            id = format!("{task_type}_{n}");
+        }
+        taken.insert(id.clone());
+        let id = StepId::new(id)?;
+        let task = StepTask {
+            input_from: previous.replace(id.clone()),
+            ..StepTask::of(task_type.clone())
+        };
+        steps.push(StepSpec {
+            id,
+            task,
+            after: Vec::new(),
+            when: None,
+        });
+    }
+    Ok(CompositeSpec {
         strategy: Strategy::Sequential,
         steps,
         failure_policy: FailurePolicy::FailFast,
         output_step: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -115,9 +118,12 @@ mod tests {
 
     #[test]
     fn a_chain_becomes_a_sequence_with_unique_step_ids() {
-        let spec = composite(&[t("transcription"), t("summarize"), t("summarize")]);
+        let spec = composite(&[t("transcription"), t("summarize"), t("summarize")]).unwrap();
         let ids: Vec<&str> = spec.steps.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["transcription", "summarize", "summarize_2"]);
+        let clash = composite(&[t("a"), t("a_2"), t("a")]).unwrap();
+        let ids: Vec<&str> = clash.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "a_2", "a_3"]);
         assert_eq!(spec.strategy, Strategy::Sequential);
         assert!(spec.steps.iter().all(|s| s.task.input.is_none()));
         let from: Vec<Option<&str>> = spec

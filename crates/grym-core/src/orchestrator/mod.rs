@@ -25,13 +25,14 @@
 //! healthy model serves) runs its steps as [`composite`] says, each step
 //! planned, queued and tried like a task of its own.
 
+mod bottlenecks;
 mod composite;
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -44,13 +45,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
-use crate::bottleneck::{
-    BottleneckSettings, Change, CompositeObservation, Detector, Finding, LoadObservation,
-    ModelObservation, Observation,
-};
+use crate::bottleneck::{BottleneckSettings, Finding};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
 use crate::composite::recipe::{self, RecipeUse, Recipes};
-use crate::composite::{Graph, StepId};
+use crate::composite::{Graph, StepId, budget};
 use crate::context::canonical::ContentHash;
 use crate::context::{ContextManager, ContextSettings, Upstream};
 use crate::error::Error;
@@ -180,18 +178,6 @@ impl TaskHandle {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// A model's [`Load`] cell, held for one update.
-struct LoadGuard<'a>(dashmap::mapref::one::Ref<'a, ModelId, Mutex<Load>>);
-
-impl LoadGuard<'_> {
-    fn lock(&self) -> MutexGuard<'_, Load> {
-        self.0
-            .value()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -405,131 +391,6 @@ impl Orchestrator {
             .get_or_init(|| self.instruments.observe(Arc::downgrade(self)));
     }
 
-    /// The active bottleneck findings of the last analysis.
-    pub fn bottlenecks(&self) -> Arc<Vec<Finding>> {
-        self.findings.load_full()
-    }
-
-    /// The thresholds of the bottleneck analysis.
-    pub fn bottleneck_settings(&self) -> &BottleneckSettings {
-        &self.bottleneck_settings
-    }
-
-    /// Analyses the statistics for bottlenecks every period until `cancel`
-    /// fires, logging each finding as it begins and ends.
-    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
-        let mut detector = Detector::new(self.bottleneck_settings.clone());
-        let mut ticker = tokio::time::interval(self.bottleneck_settings.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let changes = detector.analyse(&self.observation(), SystemTime::now());
-            for change in &changes {
-                match change {
-                    Change::Began(finding) => tracing::warn!(
-                        kind = finding.kind.as_str(),
-                        subject = %finding.subject,
-                        value = finding.value,
-                        threshold = finding.threshold,
-                        "bottleneck began: {}",
-                        finding.message
-                    ),
-                    Change::Ended(finding) => tracing::info!(
-                        kind = finding.kind.as_str(),
-                        subject = %finding.subject,
-                        "bottleneck ended: {}",
-                        finding.message
-                    ),
-                }
-            }
-            self.findings.store(Arc::new(detector.active()));
-        }
-    }
-
-    /// What the bottleneck analysis reads, as it stands now.
-    fn observation(&self) -> Observation {
-        let now = Instant::now();
-        let half_life = self.selector.settings().half_life;
-        let registry = self.registry.load();
-        let mut observation = Observation::default();
-        for model in registry.models() {
-            let description = model.description();
-            for capability in &description.capabilities {
-                let stats = model.stats(&capability.task_type, now, half_life);
-                observation.models.push(ModelObservation {
-                    model: model.id().to_string(),
-                    task_type: capability.task_type.to_string(),
-                    estimate: capability.estimated_latency,
-                    mean_latency: stats.mean_latency,
-                    samples: stats.samples,
-                    error_rate: stats.error_rate(),
-                });
-            }
-            let (running, waiting) = self
-                .slots
-                .get(model.id())
-                .map_or((0, 0), |slots| (slots.running(), slots.waiting()));
-            let (mean_wait, waits, mean_call) =
-                self.loads
-                    .get(model.id())
-                    .map_or((Duration::ZERO, 0, Duration::ZERO), |load| {
-                        let load = load.lock().unwrap_or_else(PoisonError::into_inner);
-                        (load.wait.mean(), load.wait.count(), load.call.mean())
-                    });
-            observation.loads.push(LoadObservation {
-                model: model.id().to_string(),
-                running,
-                limit: self.concurrency_limit(model),
-                waiting,
-                mean_wait,
-                waits,
-                mean_call,
-            });
-        }
-        let cache = self.context.cache_stats_now();
-        observation.cache_hits = cache.hits;
-        observation.cache_misses = cache.misses;
-        for entry in &self.composites {
-            let stats = entry.value().lock().unwrap_or_else(PoisonError::into_inner);
-            observation.composites.push(CompositeObservation {
-                task_type: entry.key().to_string(),
-                runs: stats.total.count(),
-                mean_latency: stats.total.mean(),
-                steps: stats
-                    .steps
-                    .iter()
-                    .map(|(step, mean)| (step.clone(), mean.mean()))
-                    .collect(),
-            });
-        }
-        observation
-    }
-
-    /// The recent load of `model`, locked for an update.
-    fn load(&self, model: &ModelId) -> LoadGuard<'_> {
-        let entry = match self.loads.get(model) {
-            Some(entry) => entry,
-            None => self.loads.entry(model.clone()).or_default().downgrade(),
-        };
-        LoadGuard(entry)
-    }
-
-    /// Calls waiting for each model's slot.
-    pub(crate) fn waiting_per_model(&self) -> Vec<(String, u64)> {
-        self.slots
-            .iter()
-            .map(|entry| {
-                (
-                    entry.key().to_string(),
-                    u64::try_from(entry.value().waiting()).unwrap_or(u64::MAX),
-                )
-            })
-            .collect()
-    }
-
     /// The current registry of models.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.load_full()
@@ -559,9 +420,9 @@ impl Orchestrator {
         &self,
         mut task: Task,
     ) -> Result<(Requirements, Routing, Option<CompositePlan>), Error> {
-        let requirements = analysis::analyse(&mut task)?;
+        let requirements = self.check(&mut task)?;
         let now = Instant::now();
-        Ok(match self.plan_task(&task, now)? {
+        Ok(match self.plan_task(&mut task, now)? {
             Planned::Single(plan) => (requirements, plan.routing(Vec::new()), None),
             Planned::Composite(run) => (
                 requirements,
@@ -574,10 +435,11 @@ impl Orchestrator {
     /// How a task will run: on the models that serve its type, as its
     /// composite's steps, or, when no healthy model serves its type, as the
     /// type's recipe chain if every step of it can be planned.
-    fn plan_task(&self, task: &Task, now: Instant) -> Result<Planned, Error> {
+    /// A composite's steps leave the task for the plan.
+    fn plan_task(&self, task: &mut Task, now: Instant) -> Result<Planned, Error> {
         let registry = self.registry.load();
-        if let Some(spec) = &task.composite {
-            let graph = Graph::build((**spec).clone())?;
+        if let Some(spec) = task.composite.take() {
+            let graph = Graph::build(*spec)?;
             let estimates = self.estimate_steps(&graph, &registry, now)?;
             return Ok(Planned::Composite(Arc::new(CompositeRun {
                 graph,
@@ -591,7 +453,7 @@ impl Orchestrator {
                 let Some(chain) = self.recipes.get(&task.task_type) else {
                     return Err(error);
                 };
-                let graph = Graph::build(recipe::composite(chain))?;
+                let graph = Graph::build(recipe::composite(chain)?)?;
                 // A chain that cannot run either leaves the direct error,
                 // which names the task type asked for.
                 let Ok(estimates) = self.estimate_steps(&graph, &registry, now) else {
@@ -611,15 +473,42 @@ impl Orchestrator {
         }
     }
 
-    /// Each step's estimated latency; an error names a step no model can
-    /// serve.
+    /// Validates a task: its input (recognising audio), its context, and a
+    /// composite's steps' inputs and contexts, naming the step.
+    fn check(&self, task: &mut Task) -> Result<Requirements, Error> {
+        let requirements =
+            tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut *task))?;
+        self.context.check("task.context", &task.context)?;
+        if let Some(composite) = &mut task.composite {
+            for step in &mut composite.steps {
+                let in_step = |error| Error::InStep {
+                    step: step.id.clone(),
+                    error: Box::new(error),
+                };
+                self.context
+                    .check("task.composite.steps.task.context", &step.task.context)
+                    .map_err(in_step)?;
+                if let Some(input) = &mut step.task.input {
+                    analysis::analyse_input(input, "task.composite.steps.task.input.audio.data")
+                        .map_err(|error| Error::InStep {
+                            step: step.id.clone(),
+                            error: Box::new(error),
+                        })?;
+                }
+            }
+        }
+        Ok(requirements)
+    }
+
+    /// Each step's estimated latency, an unknown one counting as the mean
+    /// of the others; an error names a step no model can serve.
     fn estimate_steps(
         &self,
         graph: &Graph,
         registry: &Registry,
         now: Instant,
     ) -> Result<Vec<Duration>, Error> {
-        graph
+        let mut estimates = graph
             .nodes
             .iter()
             .map(|node| {
@@ -627,11 +516,13 @@ impl Orchestrator {
                     .plan(&node.spec.task.task_type, registry, now)
                     .map(|plan| plan.estimated_latency)
                     .map_err(|error| Error::InStep {
-                        step: node.spec.id.to_string(),
+                        step: node.spec.id.clone(),
                         error: Box::new(error),
                     })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        budget::fill_unknown(&mut estimates);
+        Ok(estimates)
     }
 
     /// Runs a task to its end. `deadline` is the caller's, when it set one.
@@ -704,8 +595,7 @@ impl Orchestrator {
             return Err(Error::ShuttingDown);
         }
         let arrived = Instant::now();
-        tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut task))?;
-        self.context.check("task.context", &task.context)?;
+        self.check(&mut task)?;
         deps::check(&task.id, &task.depends_on, |id| {
             self.store
                 .tenant_of(id)
@@ -725,7 +615,7 @@ impl Orchestrator {
                 plan.recipe = tracing::field::Empty,
                 plan.steps = tracing::field::Empty,
             );
-            let plan = span.in_scope(|| self.plan_task(&task, arrived))?;
+            let plan = span.in_scope(|| self.plan_task(&mut task, arrived))?;
             match &plan {
                 Planned::Single(plan) => {
                     if let Some(first) = plan.candidates.first() {
@@ -951,7 +841,7 @@ impl Orchestrator {
         match &composite {
             // A composite's steps are routed on their own: the models of
             // one step are not fallbacks of another's.
-            Some(run) => composite::settle_steps(&run.graph, &mut result),
+            Some(run) => composite::settle_steps(&run.graph, &mut result, events.as_ref()),
             None => {
                 result.routing.fallbacks_taken = result
                     .metrics
@@ -1382,7 +1272,10 @@ impl Orchestrator {
             emit(events, || TaskEvent::AttemptFinished(attempt));
             match end {
                 CallEnd::Answered(output) => {
-                    if let Some(session) = &task.session_id {
+                    // A composite's steps read the session but do not write
+                    // it: each sees only the steps it waits for, and the
+                    // composite records its one output at its end.
+                    if let Some(session) = task.session_id.as_ref().filter(|_| step.is_none()) {
                         self.context.record(
                             &task.tenant,
                             session,

@@ -7,6 +7,12 @@
 //! task of its own: planned when it starts (with the statistics of that
 //! moment), queued on its model's slots at the composite's priority, tried
 //! with fallbacks, within its share of the composite's deadline.
+//!
+//! [`plan`] builds the view `PlanTask` shows.
+
+mod plan;
+
+pub use self::plan::{CompositePlan, StepPlan};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,57 +24,14 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{CompositeRun, Ending, Job, Orchestrator, QueuedGuard, emit, session_entry};
-use crate::composite::recipe::RecipeUse;
-use crate::composite::{FailurePolicy, Graph, Node, StepId, Strategy, budget};
+use crate::composite::{FailurePolicy, Graph, Node, StepId, budget};
 use crate::context::Upstream;
 use crate::instruments::status_label;
 use crate::model::ModelId;
 use crate::scheduler::queue::QueueKey;
-use crate::selection::Routing;
 use crate::task::{
     Output, StepResult, Task, TaskError, TaskEvent, TaskId, TaskInput, TaskResult, TaskStatus,
-    TaskType,
 };
-
-/// How a composite would run, for `PlanTask`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompositePlan {
-    /// Its strategy.
-    pub strategy: Strategy,
-    /// Its failure policy.
-    pub failure_policy: FailurePolicy,
-    /// The steps, in list order.
-    pub steps: Vec<StepPlan>,
-    /// The steps by stage: those of one stage run in parallel.
-    pub stages: Vec<Vec<StepId>>,
-    /// The longest estimated path.
-    pub critical_path: Vec<StepId>,
-    /// The sum of the estimates along it.
-    pub estimated_latency: Duration,
-    /// The named output step.
-    pub output_step: Option<StepId>,
-    /// The recipe it stands for, if it is one.
-    pub recipe: Option<RecipeUse>,
-}
-
-/// How one step would run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepPlan {
-    /// The step.
-    pub step: StepId,
-    /// Its task type.
-    pub task_type: TaskType,
-    /// The steps it waits for.
-    pub after: Vec<StepId>,
-    /// Its condition.
-    pub when: Option<String>,
-    /// Its stage.
-    pub stage: u32,
-    /// How it would be routed now; absent when no model serves it now.
-    pub routing: Option<Routing>,
-    /// Whether it is on the critical path.
-    pub critical: bool,
-}
 
 /// A step that ended.
 struct Ended {
@@ -114,11 +77,14 @@ fn input_value(input: &TaskInput) -> Value {
     }
 }
 
-/// The steps ended so far, as conditions read them.
-fn steps_value(graph: &Graph, ended: &[Option<Ended>]) -> Value {
+/// The steps a condition reads, as it reads them.
+fn steps_value(graph: &Graph, ended: &[Option<Ended>], read: &[String]) -> Value {
     let mut steps = Map::new();
     for (node, ended) in graph.nodes.iter().zip(ended) {
         let Some(ended) = ended else { continue };
+        if !read.iter().any(|id| id == node.spec.id.as_str()) {
+            continue;
+        }
         let result = &ended.result;
         let output = result.output.as_ref();
         steps.insert(
@@ -187,22 +153,52 @@ fn step_input(node: &Node, ended: &[Option<Ended>], composite: &TaskInput) -> Ta
     }
 }
 
-/// Puts a finished composite's steps in list order, and reports the steps
-/// it never finished (it was cancelled, or ended on an internal error) as
-/// cancelled.
-pub(super) fn settle_steps(graph: &Graph, result: &mut TaskResult) {
+/// The calls made for `step` so far: how many, and the last model called.
+fn attempts_of(job: Job<'_>, step: &StepId) -> (u32, Option<ModelId>) {
+    let mut attempts = 0;
+    let mut model = None;
+    job.live.update(|snapshot| {
+        for attempt in &snapshot.metrics.attempts {
+            if attempt.step.as_ref() == Some(step) {
+                attempts += 1;
+                model = Some(attempt.model_id.clone());
+            }
+        }
+    });
+    (attempts, model)
+}
+
+/// Inserts a step's result at its place in list order.
+fn insert_in_order(graph: &Graph, steps: &mut Vec<StepResult>, result: StepResult) {
     let position = |step: &StepId| graph.nodes.iter().position(|n| &n.spec.id == step);
+    let at = position(&result.step);
+    let index = steps
+        .iter()
+        .position(|s| position(&s.step) > at)
+        .unwrap_or(steps.len());
+    steps.insert(index, result);
+}
+
+/// Reports the steps a finished composite never ended (it was cancelled,
+/// or ended on an internal error) as cancelled, to the result and to
+/// whoever follows the task.
+pub(super) fn settle_steps(
+    graph: &Graph,
+    result: &mut TaskResult,
+    events: Option<&tokio::sync::mpsc::UnboundedSender<TaskEvent>>,
+) {
     for node in &graph.nodes {
         if !result.steps.iter().any(|s| s.step == node.spec.id) {
-            result.steps.push(not_run(
+            let step = not_run(
                 node,
                 TaskStatus::Cancelled,
                 "CANCELLED",
                 "the composite ended before this step did".to_owned(),
-            ));
+            );
+            emit(events, || TaskEvent::StepFinished(Box::new(step.clone())));
+            insert_in_order(graph, &mut result.steps, step);
         }
     }
-    result.steps.sort_by_key(|s| position(&s.step));
 }
 
 /// The state of a composite while its steps run.
@@ -221,12 +217,14 @@ impl Progress<'_> {
     /// Records a step's end, tells the caller, and readies the steps whose
     /// waits are now met.
     fn end(&mut self, i: usize, ended: Ended, job: Job<'_>) {
-        let result = ended.result.clone();
-        let passes = ended.passes();
-        job.live
-            .update(|snapshot| snapshot.steps.push(result.clone()));
-        emit(job.events, || TaskEvent::StepFinished(Box::new(result)));
-        if !passes
+        let graph = self.graph;
+        job.live.update(|snapshot| {
+            insert_in_order(graph, &mut snapshot.steps, ended.result.clone());
+        });
+        emit(job.events, || {
+            TaskEvent::StepFinished(Box::new(ended.result.clone()))
+        });
+        if !ended.passes()
             && self.graph.failure_policy == FailurePolicy::FailFast
             && self.stopped.is_none()
             && ended.result.status != TaskStatus::Cancelled
@@ -247,6 +245,12 @@ impl Progress<'_> {
     }
 
     /// How a ready step ends without running, or `None` when it runs.
+    ///
+    /// Under fail fast, nothing runs once a step failed. Otherwise a step
+    /// with a condition is judged by it alone, so a condition can run a
+    /// step on another's failure (`steps.a.status == 'FAILED'`); a step
+    /// without one runs only when the steps it waits for succeeded or were
+    /// skipped.
     fn verdict(&self, node: &Node, input: &Value) -> Option<StepResult> {
         if let Some(reason) = &self.stopped {
             return Some(not_run(
@@ -256,26 +260,25 @@ impl Progress<'_> {
                 format!("{reason}; this step did not run"),
             ));
         }
-        for &j in &node.after {
-            if let Some(ended) = &self.ended[j]
-                && !ended.passes()
-            {
-                return Some(not_run(
-                    node,
-                    TaskStatus::DependencyFailed,
-                    "FAILED_PRECONDITION",
-                    format!(
-                        "step `{}` ended {}; this step did not run",
-                        ended.result.step,
-                        status_name(ended.result.status)
-                    ),
-                ));
-            }
-        }
         let Some(condition) = &node.condition else {
-            return None;
+            let failed = node
+                .after
+                .iter()
+                .filter_map(|&j| self.ended[j].as_ref())
+                .find(|ended| !ended.passes())?;
+            return Some(not_run(
+                node,
+                TaskStatus::DependencyFailed,
+                "FAILED_PRECONDITION",
+                format!(
+                    "step `{}` ended {}; this step did not run",
+                    failed.result.step,
+                    status_name(failed.result.status)
+                ),
+            ));
         };
-        match condition.evaluate(input, &steps_value(self.graph, &self.ended)) {
+        let steps = steps_value(self.graph, &self.ended, condition.steps());
+        match condition.evaluate(input, &steps) {
             Ok(true) => None,
             Ok(false) => Some(StepResult {
                 error: None,
@@ -291,43 +294,52 @@ impl Progress<'_> {
     }
 
     /// How the composite ends, once every step has.
+    ///
+    /// Its output step is the named one; else, in a conditional composite,
+    /// the last branch (in list order) that ran; else the last step that
+    /// was not skipped. The composite ends as that step did.
     fn ending(&self) -> Ending {
+        let graph = self.graph;
         let results: Vec<&StepResult> = self.ended.iter().flatten().map(|e| &e.result).collect();
         let failed = |status: TaskStatus, code: &'static str, message: String| Ending {
             model: None,
             ..Ending::failed(status, code, message)
         };
-        if let Some(i) = self.cause {
-            let cause = &results[i];
+        if let Some(cause) = self.cause.and_then(|i| results.get(i)) {
             let (code, message) = cause
                 .error
                 .as_ref()
-                .map(|e| (e.code, e.message.as_str()))
-                .unwrap_or(("UNKNOWN", "no reason given"));
+                .map_or(("UNKNOWN", "no reason given"), |e| {
+                    (e.code, e.message.as_str())
+                });
             return failed(
                 cause.status,
                 code,
                 format!("step `{}` failed: {message}", cause.step),
             );
         }
-        if self.graph.needs_a_match() {
-            let branches: Vec<(&Node, &StepResult)> = self
-                .graph
-                .nodes
-                .iter()
-                .zip(&results)
-                .filter(|(node, _)| node.condition.is_some())
-                .map(|(node, result)| (node, *result))
+        let ran = |i: &usize| {
+            results
+                .get(*i)
+                .is_some_and(|r| r.status != TaskStatus::Skipped)
+        };
+        let output = if let Some(named) = graph.output {
+            Some(named)
+        } else if graph.needs_a_match() {
+            let branches: Vec<usize> = (0..graph.nodes.len())
+                .filter(|&i| graph.nodes[i].is_branch())
                 .collect();
-            if branches
-                .iter()
-                .all(|(_, result)| result.status == TaskStatus::Skipped)
-            {
+            let matched = branches.iter().rev().copied().find(|i| ran(i));
+            if matched.is_none() {
                 let tried: Vec<String> = branches
                     .iter()
-                    .filter_map(|(node, _)| {
-                        let condition = node.condition.as_ref()?;
-                        Some(format!("`{}` ({})", node.spec.id, condition.source()))
+                    .filter_map(|&i| {
+                        let node = &graph.nodes[i];
+                        Some(format!(
+                            "`{}` ({})",
+                            node.spec.id,
+                            node.condition.as_ref()?.source()
+                        ))
                     })
                     .collect();
                 return failed(
@@ -336,34 +348,17 @@ impl Progress<'_> {
                     format!("no branch matched: {}", tried.join(", ")),
                 );
             }
-        }
-        let output = self.graph.output.or_else(|| {
-            results
-                .iter()
-                .rposition(|result| result.status == TaskStatus::Succeeded)
-        });
-        let Some(output) = output else {
-            let first = results
-                .iter()
-                .find(|r| !matches!(r.status, TaskStatus::Succeeded | TaskStatus::Skipped));
-            return match first {
-                Some(first) => failed(
-                    first.status,
-                    first.error.as_ref().map_or("UNKNOWN", |e| e.code),
-                    format!(
-                        "no step succeeded; step `{}` ended {}",
-                        first.step,
-                        status_name(first.status)
-                    ),
-                ),
-                None => failed(
-                    TaskStatus::Failed,
-                    "FAILED_PRECONDITION",
-                    "every step was skipped, so there is no output".to_owned(),
-                ),
-            };
+            matched
+        } else {
+            (0..results.len()).rev().find(|i| ran(i))
         };
-        let result = results[output];
+        let Some(result) = output.and_then(|i| results.get(i)) else {
+            return failed(
+                TaskStatus::Failed,
+                "FAILED_PRECONDITION",
+                "every step was skipped, so there is no output".to_owned(),
+            );
+        };
         match result.status {
             TaskStatus::Succeeded => Ending {
                 status: TaskStatus::Succeeded,
@@ -379,15 +374,23 @@ impl Progress<'_> {
                     result.step
                 ),
             ),
-            status => failed(
-                status,
-                result.error.as_ref().map_or("UNKNOWN", |e| e.code),
-                format!(
-                    "the output step `{}` ended {}",
-                    result.step,
-                    status_name(status)
-                ),
-            ),
+            status => {
+                let (code, message) = result
+                    .error
+                    .as_ref()
+                    .map_or(("UNKNOWN", "no reason given"), |e| {
+                        (e.code, e.message.as_str())
+                    });
+                failed(
+                    status,
+                    code,
+                    format!(
+                        "the output step `{}` ended {}: {message}",
+                        result.step,
+                        status_name(status)
+                    ),
+                )
+            }
         }
     }
 }
@@ -408,8 +411,8 @@ impl Orchestrator {
             events,
             ..
         } = job;
-        // The composite runs from here; its steps wait in their models'
-        // queues on their own.
+        // The composite runs from here; each step counts as queued while it
+        // waits for its model.
         drop(queued);
         live.update(|snapshot| {
             snapshot.status = TaskStatus::Running;
@@ -420,7 +423,11 @@ impl Orchestrator {
 
         let graph = &run.graph;
         let ahead = graph.paths_ahead(&run.estimates);
-        let input = input_value(&task.input);
+        let input = if graph.nodes.iter().any(|n| n.condition.is_some()) {
+            input_value(&task.input)
+        } else {
+            Value::Null
+        };
         let mut progress = Progress {
             graph,
             ended: graph.nodes.iter().map(|_| None).collect(),
@@ -471,38 +478,57 @@ impl Orchestrator {
                     }
                 }
             }
+            if progress.stopped.is_some() && !running.is_empty() {
+                // Fail fast: the steps still running are cancelled.
+                running.clear();
+                let reason = progress.stopped.clone().unwrap_or_default();
+                for (j, flying) in in_flight.iter_mut().enumerate() {
+                    if std::mem::take(flying) {
+                        let node = &graph.nodes[j];
+                        let (attempts, model_id) = attempts_of(job, &node.spec.id);
+                        let result = StepResult {
+                            attempts,
+                            model_id,
+                            ..not_run(
+                                node,
+                                TaskStatus::Cancelled,
+                                "CANCELLED",
+                                format!("{reason}; this step was cancelled"),
+                            )
+                        };
+                        let ended = Ended {
+                            result,
+                            passed_on: Vec::new(),
+                        };
+                        progress.end(j, ended, job);
+                    }
+                }
+                continue;
+            }
             let Some((i, ended)) = running.next().await else {
                 break;
             };
             in_flight[i] = false;
             progress.end(i, ended, job);
-            if progress.stopped.is_some() && !running.is_empty() {
-                // Fail fast: the steps still running are cancelled.
-                running.clear();
-                for (j, flying) in in_flight.iter_mut().enumerate() {
-                    if std::mem::take(flying) {
-                        let result = not_run(
-                            &graph.nodes[j],
-                            TaskStatus::Cancelled,
-                            "CANCELLED",
-                            format!(
-                                "{}; this step was cancelled",
-                                progress.stopped.clone().unwrap_or_default()
-                            ),
-                        );
-                        progress.end(
-                            j,
-                            Ended {
-                                result,
-                                passed_on: Vec::new(),
-                            },
-                            job,
-                        );
-                    }
-                }
-            }
         }
-        progress.ending()
+        let ending = progress.ending();
+        // The session keeps the composite's one output, not its steps'.
+        if let (Some(session), Some(output), Some(model)) =
+            (&task.session_id, &ending.output, &ending.model)
+        {
+            let kind = self
+                .registry()
+                .get(model)
+                .map(|entry| entry.description().kind.clone())
+                .unwrap_or_default();
+            self.context.record(
+                &task.tenant,
+                session,
+                kind,
+                session_entry(task, model, output),
+            );
+        }
+        ending
     }
 
     /// One step: planned now, queued at the composite's priority, tried with
@@ -535,9 +561,11 @@ impl Orchestrator {
             tenant: composite.tenant.clone(),
             composite: None,
         };
-        let deadline = match (budget, spec.task.timeout) {
-            (Some(budget), Some(timeout)) => Some(budget.min(began + timeout)),
-            (budget, timeout) => budget.or_else(|| timeout.map(|t| began + t)),
+        // A timeout too far out to represent is no bound at all.
+        let own = spec.task.timeout.and_then(|t| began.checked_add(t));
+        let deadline = match (budget, own) {
+            (Some(budget), Some(own)) => Some(budget.min(own)),
+            (budget, own) => budget.or(own),
         };
         let job = Job {
             task: &task,
@@ -555,12 +583,16 @@ impl Orchestrator {
             deadline,
             seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        let share = deadline.map(|d| d.saturating_duration_since(began));
+        let share = budget.map(|b| b.saturating_duration_since(began));
         let mut routing = None;
+        // Counted as queued until it has its slot (or ends waiting).
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let waiting = QueuedGuard(&self.queued);
         let chosen = self
             .plan_and_wait(&task.task_type, None, key, deadline, |plan, _| {
-                let planned = plan.routing(Vec::new());
-                routing = Some(planned.clone());
+                let first_plan = routing.is_none();
+                routing = Some(plan.routing(Vec::new()));
                 // Its share may be short of its estimate (it is cut there if
                 // it runs over); but a step that could not finish even with
                 // all the time left is not sent at all.
@@ -578,37 +610,39 @@ impl Orchestrator {
                         ));
                     }
                 }
-                emit(parent.events, || TaskEvent::StepStarted {
-                    step: spec.id.clone(),
-                    routing: Box::new(planned),
-                    budget: share,
-                });
+                if first_plan {
+                    emit(parent.events, || TaskEvent::StepStarted {
+                        step: spec.id.clone(),
+                        routing: Box::new(plan.routing(Vec::new())),
+                        budget: share,
+                    });
+                }
                 None
             })
             .await;
-        let (ending, queue_wait, kind) = match chosen {
+        drop(waiting);
+        let (ending, queue_wait, plan) = match chosen {
             Ok((plan, slot)) => {
                 let queue_wait = began.elapsed();
                 let ending = Box::pin(self.run(job, &plan, key, slot)).await;
-                let kind = ending.status == TaskStatus::Succeeded;
-                (ending, queue_wait, kind.then_some(plan))
+                (ending, queue_wait, Some(plan))
             }
             Err(ending) => (ending, began.elapsed(), None),
         };
-        let mut attempts = 0;
-        let mut model_id = None;
-        parent.live.update(|snapshot| {
-            for attempt in &snapshot.metrics.attempts {
-                if attempt.step.as_ref() == Some(&spec.id) {
-                    attempts += 1;
-                    model_id = Some(attempt.model_id.clone());
-                }
-            }
-        });
+        let (attempts, model_id) = attempts_of(parent, &spec.id);
         if let Some(routing) = &mut routing {
-            routing.fallbacks_taken = Vec::new();
+            let mut used: Vec<ModelId> = Vec::new();
+            parent.live.update(|snapshot| {
+                for attempt in &snapshot.metrics.attempts {
+                    if attempt.step.as_ref() == Some(&spec.id) && !used.contains(&attempt.model_id)
+                    {
+                        used.push(attempt.model_id.clone());
+                    }
+                }
+            });
+            routing.fallbacks_taken = used.into_iter().skip(1).collect();
         }
-        let passed_on = match (&ending.output, &model_id, kind) {
+        let passed_on = match (&ending.output, &model_id, plan) {
             (Some(output), Some(model), Some(plan)) => {
                 let kind = plan
                     .candidates
@@ -639,45 +673,6 @@ impl Orchestrator {
                 budget: share,
             },
             passed_on,
-        }
-    }
-
-    /// The plan of a composite as it would run now.
-    pub(super) fn composite_plan(&self, run: &CompositeRun, now: Instant) -> CompositePlan {
-        let graph = &run.graph;
-        let registry = self.registry.load();
-        let (critical, estimated_latency) = graph.critical_path(&run.estimates);
-        let id = |i: usize| graph.nodes[i].spec.id.clone();
-        CompositePlan {
-            strategy: graph.strategy,
-            failure_policy: graph.failure_policy,
-            steps: graph
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, node)| StepPlan {
-                    step: node.spec.id.clone(),
-                    task_type: node.spec.task.task_type.clone(),
-                    after: node.after.iter().map(|&j| id(j)).collect(),
-                    when: node.condition.as_ref().map(|c| c.source().to_owned()),
-                    stage: node.stage,
-                    routing: self
-                        .selector
-                        .plan(&node.spec.task.task_type, &registry, now)
-                        .ok()
-                        .map(|plan| plan.routing(Vec::new())),
-                    critical: critical.contains(&i),
-                })
-                .collect(),
-            stages: graph
-                .stages()
-                .into_iter()
-                .map(|stage| stage.into_iter().map(id).collect())
-                .collect(),
-            critical_path: critical.iter().map(|&i| id(i)).collect(),
-            estimated_latency,
-            output_step: graph.output.map(id),
-            recipe: run.recipe.clone(),
         }
     }
 }

@@ -236,13 +236,19 @@ async fn fail_fast_cancels_the_rest_and_continue_lets_it_run() {
         ]
     );
 
-    let carried_on = orchestrator
+    // Without a named output step, the output is the last step's, which
+    // did not run: the composite ends as it did.
+    let unnamed = orchestrator
         .execute(
             composite(Strategy::Parallel, FailurePolicy::Continue, steps()),
             None,
         )
         .await
         .unwrap();
+    assert_eq!(unnamed.status, TaskStatus::DependencyFailed);
+    let mut named = composite(Strategy::Parallel, FailurePolicy::Continue, steps());
+    named.composite.as_mut().unwrap().output_step = Some(StepId::new("good").unwrap());
+    let carried_on = orchestrator.execute(named, None).await.unwrap();
     assert_eq!(
         statuses(&carried_on),
         [
@@ -395,4 +401,127 @@ fn plan_shows_stages_and_the_critical_path() {
     assert_eq!(critical, ["a", "b"]);
     assert_eq!(plan.estimated_latency, 310 * MS);
     assert!(plan.steps.iter().all(|s| s.routing.is_some()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_without_an_estimate_still_gets_a_fair_share() {
+    let quick = FakeModel::serving("quick", "quick", 0.9).estimate(Duration::ZERO);
+    quick.behave(Behaviour::Answer(50 * MS));
+    let slow = FakeModel::serving("slow", "slow", 0.9).estimate(1000 * MS);
+    let orchestrator = orchestrator(&[&quick, &slow]);
+    let task = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![step("a", "quick", &[], None), step("b", "slow", &[], None)],
+    );
+    let result = orchestrator
+        .execute(task, Some(Instant::now() + 10_000 * MS))
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded, "{:?}", result.error);
+    // Counted as the mean of the known estimates: half of the time.
+    assert_eq!(result.steps[0].budget, Some(5000 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_branch_fails_a_conditional_composite_even_when_continuing() {
+    let first = FakeModel::serving("first", "classify", 0.9);
+    let broken = FakeModel::serving("broken", "refine", 0.9);
+    broken.behave(Behaviour::Fail(unavailable()));
+    let task = composite(
+        Strategy::Conditional,
+        FailurePolicy::Continue,
+        vec![
+            step("first", "classify", &[], None),
+            step("refine", "refine", &[], Some("true")),
+            step("other", "refine", &[], Some("false")),
+        ],
+    );
+    let result = orchestrator(&[&first, &broken])
+        .execute(task, None)
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Failed);
+    assert!(
+        result.error.unwrap().message.contains("`refine`"),
+        "the branch that ran is the output step"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_condition_that_fails_to_evaluate_stops_running_steps_under_fail_fast() {
+    let slow = FakeModel::serving("slow", "slow", 0.9);
+    slow.behave(Behaviour::Answer(10_000 * MS));
+    let task = composite(
+        Strategy::Parallel,
+        FailurePolicy::FailFast,
+        vec![
+            step("long", "slow", &[], None),
+            step("broken", "slow", &[], Some("input.missing > 1")),
+        ],
+    );
+    let started = Instant::now();
+    let result = orchestrator(&[&slow]).execute(task, None).await.unwrap();
+    assert!(started.elapsed() < 100 * MS, "{:?}", started.elapsed());
+    assert_eq!(
+        statuses(&result),
+        [
+            ("long", TaskStatus::Cancelled),
+            ("broken", TaskStatus::Failed)
+        ]
+    );
+    // Cancelled before its call began: no call was made for it.
+    assert_eq!(result.steps[0].attempts, 0);
+    assert!(slow.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_condition_can_run_a_recovery_step_when_continuing() {
+    let broken = FakeModel::serving("broken", "broken", 0.9);
+    broken.behave(Behaviour::Fail(unavailable()));
+    let backup = FakeModel::serving("backup", "backup", 0.9);
+    let task = composite(
+        Strategy::Sequential,
+        FailurePolicy::Continue,
+        vec![
+            step("try", "broken", &[], None),
+            step(
+                "recover",
+                "backup",
+                &[],
+                Some("steps.try.status == 'FAILED'"),
+            ),
+        ],
+    );
+    let result = orchestrator(&[&broken, &backup])
+        .execute(task, None)
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded);
+    assert_eq!(result.model_id.unwrap().as_str(), "backup");
+}
+
+#[tokio::test]
+async fn a_huge_step_timeout_is_no_bound_and_step_context_is_checked() {
+    let model = FakeModel::serving("m", "known", 0.9);
+    let orchestrator = orchestrator(&[&model]);
+    let mut task = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![step("a", "known", &[], None)],
+    );
+    task.composite.as_mut().unwrap().steps[0].task.timeout = Some(Duration::MAX);
+    let result = orchestrator.execute(task, None).await.unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded, "{:?}", result.error);
+
+    let mut reserved = composite(
+        Strategy::Sequential,
+        FailurePolicy::FailFast,
+        vec![step("a", "known", &[], None)],
+    );
+    reserved.composite.as_mut().unwrap().steps[0].task.context =
+        crate::testing::object(json!({"steps": {"x": 1}}));
+    let error = orchestrator.submit(reserved, None, None).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    assert!(error.to_string().starts_with("step `a`"), "{error}");
 }

@@ -1,0 +1,155 @@
+//! Step 8 of a task's way, the orchestrator's part: gathering the live
+//! statistics for the [`bottleneck`](crate::bottleneck) detectors on a
+//! period, and keeping what each model's queue and calls took.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Load, Orchestrator};
+use crate::bottleneck::{
+    BottleneckSettings, Change, CompositeObservation, Detector, Finding, LoadObservation,
+    ModelObservation, Observation,
+};
+use crate::model::ModelId;
+
+/// A model's [`Load`] cell, held for one update.
+pub(super) struct LoadGuard<'a>(dashmap::mapref::one::Ref<'a, ModelId, Mutex<Load>>);
+
+impl LoadGuard<'_> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Load> {
+        self.0
+            .value()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Orchestrator {
+    /// The active bottleneck findings of the last analysis.
+    pub fn bottlenecks(&self) -> Arc<Vec<Finding>> {
+        self.findings.load_full()
+    }
+
+    /// The thresholds of the bottleneck analysis.
+    pub fn bottleneck_settings(&self) -> &BottleneckSettings {
+        &self.bottleneck_settings
+    }
+
+    /// Analyses the statistics for bottlenecks every period until `cancel`
+    /// fires, logging each finding as it begins and ends.
+    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        let mut detector = Detector::new(self.bottleneck_settings.clone());
+        let mut ticker = tokio::time::interval(self.bottleneck_settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let changes = detector.analyse(&self.observation(), SystemTime::now());
+            for change in &changes {
+                match change {
+                    Change::Began(finding) => tracing::warn!(
+                        kind = finding.kind.as_str(),
+                        subject = %finding.subject,
+                        value = finding.value,
+                        threshold = finding.threshold,
+                        "bottleneck began: {}",
+                        finding.message
+                    ),
+                    Change::Ended(finding) => tracing::info!(
+                        kind = finding.kind.as_str(),
+                        subject = %finding.subject,
+                        "bottleneck ended: {}",
+                        finding.message
+                    ),
+                }
+            }
+            self.findings.store(Arc::new(detector.active()));
+        }
+    }
+
+    /// What the bottleneck analysis reads, as it stands now.
+    fn observation(&self) -> Observation {
+        let now = Instant::now();
+        let half_life = self.selector.settings().half_life;
+        let registry = self.registry.load();
+        let mut observation = Observation::default();
+        for model in registry.models() {
+            let description = model.description();
+            for capability in &description.capabilities {
+                let stats = model.stats(&capability.task_type, now, half_life);
+                observation.models.push(ModelObservation {
+                    model: model.id().to_string(),
+                    task_type: capability.task_type.to_string(),
+                    estimate: capability.estimated_latency,
+                    mean_latency: stats.mean_latency,
+                    samples: stats.samples,
+                    error_rate: stats.error_rate(),
+                });
+            }
+            let (running, waiting) = self
+                .slots
+                .get(model.id())
+                .map_or((0, 0), |slots| (slots.running(), slots.waiting()));
+            let (mean_wait, waits, mean_call) =
+                self.loads
+                    .get(model.id())
+                    .map_or((Duration::ZERO, 0, Duration::ZERO), |load| {
+                        let load = load.lock().unwrap_or_else(PoisonError::into_inner);
+                        (load.wait.mean(), load.wait.count(), load.call.mean())
+                    });
+            observation.loads.push(LoadObservation {
+                model: model.id().to_string(),
+                running,
+                limit: self.concurrency_limit(model),
+                waiting,
+                mean_wait,
+                waits,
+                mean_call,
+            });
+        }
+        let cache = self.context.cache_stats_now();
+        observation.cache_hits = cache.hits;
+        observation.cache_misses = cache.misses;
+        for entry in &self.composites {
+            let stats = entry.value().lock().unwrap_or_else(PoisonError::into_inner);
+            observation.composites.push(CompositeObservation {
+                task_type: entry.key().to_string(),
+                runs: stats.total.count(),
+                mean_latency: stats.total.mean(),
+                steps: stats
+                    .steps
+                    .iter()
+                    .map(|(step, mean)| (step.clone(), mean.mean()))
+                    .collect(),
+            });
+        }
+        observation
+    }
+
+    /// The recent load of `model`, locked for an update.
+    pub(super) fn load(&self, model: &ModelId) -> LoadGuard<'_> {
+        let entry = match self.loads.get(model) {
+            Some(entry) => entry,
+            None => self.loads.entry(model.clone()).or_default().downgrade(),
+        };
+        LoadGuard(entry)
+    }
+
+    /// Calls waiting for each model's slot.
+    pub(crate) fn waiting_per_model(&self) -> Vec<(String, u64)> {
+        self.slots
+            .iter()
+            .map(|entry| {
+                (
+                    entry.key().to_string(),
+                    u64::try_from(entry.value().waiting()).unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    }
+}
