@@ -75,9 +75,11 @@ pub fn rejection_label(error: &Error) -> &'static str {
     }
 }
 
-/// The synchronous instruments.
+/// The synchronous instruments. When metrics go nowhere they record
+/// nothing, not even the attributes they would have built.
 #[derive(Debug)]
 pub(crate) struct Instruments {
+    enabled: bool,
     meter: Meter,
     task_duration: Histogram<f64>,
     queue_wait: Histogram<f64>,
@@ -88,10 +90,12 @@ pub(crate) struct Instruments {
 }
 
 impl Instruments {
-    /// The instruments, on the global meter as it is now.
-    pub(crate) fn new() -> Self {
+    /// The instruments, on the global meter as it is now; inert unless
+    /// `enabled`.
+    pub(crate) fn new(enabled: bool) -> Self {
         let meter = opentelemetry::global::meter(SCOPE);
         Self {
+            enabled,
             task_duration: meter
                 .f64_histogram("grym.task.duration")
                 .with_unit("s")
@@ -133,6 +137,9 @@ impl Instruments {
         priority: Priority,
         took: Duration,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.task_duration.record(
             took.as_secs_f64(),
             &[
@@ -150,6 +157,9 @@ impl Instruments {
         model: &str,
         waited: Duration,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.queue_wait.record(
             waited.as_secs_f64(),
             &[
@@ -161,6 +171,9 @@ impl Instruments {
     }
 
     pub(crate) fn worker_called(&self, model: &str, outcome: &'static str, took: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.worker_call.record(
             took.as_secs_f64(),
             &[
@@ -171,6 +184,9 @@ impl Instruments {
     }
 
     pub(crate) fn selected(&self, model: &str, task_type: &TaskType) {
+        if !self.enabled {
+            return;
+        }
         self.selections.add(
             1,
             &[
@@ -181,6 +197,9 @@ impl Instruments {
     }
 
     pub(crate) fn fell_back(&self, from: &str, to: &str, reason: &'static str) {
+        if !self.enabled {
+            return;
+        }
         self.fallbacks.add(
             1,
             &[
@@ -192,6 +211,9 @@ impl Instruments {
     }
 
     pub(crate) fn rejected(&self, error: &Error) {
+        if !self.enabled {
+            return;
+        }
         self.rejected
             .add(1, &[KeyValue::new("reason", rejection_label(error))]);
     }
@@ -202,6 +224,9 @@ impl Instruments {
         &self,
         orchestrator: Weak<Orchestrator>,
     ) -> Vec<Arc<dyn Any + Send + Sync>> {
+        if !self.enabled {
+            return Vec::new();
+        }
         let meter = &self.meter;
         let of = |orchestrator: &Weak<Orchestrator>| orchestrator.upgrade();
         let o = orchestrator.clone();

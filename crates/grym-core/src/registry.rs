@@ -310,6 +310,19 @@ impl ModelEntry {
 
     /// The model's recent performance for a task type.
     pub fn stats(&self, task_type: &TaskType, now: Instant, half_life: Duration) -> StatsSnapshot {
+        self.read_stats(task_type, |stats| stats.snapshot(now, half_life))
+    }
+
+    /// [`stats`](Self::stats) without the tail quantiles, for selection.
+    pub fn rates(&self, task_type: &TaskType, now: Instant, half_life: Duration) -> StatsSnapshot {
+        self.read_stats(task_type, |stats| stats.rates(now, half_life))
+    }
+
+    fn read_stats(
+        &self,
+        task_type: &TaskType,
+        read: impl FnOnce(&PerformanceStats) -> StatsSnapshot,
+    ) -> StatsSnapshot {
         let cell = self
             .stats
             .read()
@@ -317,11 +330,8 @@ impl ModelEntry {
             .get(task_type)
             .cloned();
         match cell {
-            Some(cell) => cell
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .snapshot(now, half_life),
-            None => PerformanceStats::default().snapshot(now, half_life),
+            Some(cell) => read(&cell.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => read(&PerformanceStats::default()),
         }
     }
 

@@ -317,7 +317,7 @@ impl Selector {
                         .count();
                     per_replica.saturating_mul(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
                 }),
-                stats: model.stats(task_type, now, self.settings.half_life),
+                stats: model.rates(task_type, now, self.settings.half_life),
                 in_flight,
             };
             capable.push((Arc::clone(model), health, in_flight, input));

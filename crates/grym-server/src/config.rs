@@ -567,6 +567,8 @@ impl RawConfig {
                 context: self.context.validate()?,
                 recipes: recipes(self.recipes)?,
                 bottlenecks: self.bottlenecks.validate()?,
+                // Set by grymd once telemetry says whether metrics go out.
+                metrics: true,
             },
             probe: ProbeSettings {
                 interval: self.health_interval,

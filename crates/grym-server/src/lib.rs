@@ -24,9 +24,9 @@ use std::sync::Arc;
 use grym_core::{ModelEntry, Orchestrator, Registry, Replica, probe};
 use grym_proto::orchestrator::v1::orchestrator_server::OrchestratorServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
 pub use error::Error;
@@ -34,6 +34,14 @@ pub use error::Error;
 use crate::config::WorkerConfig;
 
 use crate::worker_client::{ChannelSettings, GrpcModelClient};
+
+/// The connections `listener` accepts, with `TCP_NODELAY` and keep-alive
+/// probes on each.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)))
+}
 
 /// Serves on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -117,7 +125,6 @@ async fn run(
     ])?;
 
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // Outermost: each call runs in a span that continues the caller's
         // `traceparent`, so every layer, the handler and the task's spans
         // join the agent's trace.
@@ -133,7 +140,10 @@ async fn run(
             service,
             move |request| resolver.resolve(deadline::interceptor(request)?),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // Accepted connections get TCP_NODELAY here: the builder's
+        // `tcp_nodelay` does not reach a listener passed in, and Nagle's
+        // algorithm with delayed ACKs would hold small responses ~40 ms.
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.await;
             // At once, not after connections close: callers waiting on
             // queued tasks get their cancelled results and let go.

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = grym_telemetry::init("grymd", cli.log_format)?;
     let mut config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    config.orchestrator.metrics = telemetry.exports_metrics();
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }

@@ -20,7 +20,7 @@ use grym_proto::worker::v1 as pb;
 use pb::model_worker_server::{ModelWorker, ModelWorkerServer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -134,7 +134,6 @@ impl<M: Model> Worker<M> {
             }),
         };
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             // Outermost: each call runs in a span that continues the
             // caller's `traceparent`, so the model's work joins its trace.
             .layer(grym_telemetry::ServerTraceLayer)
@@ -146,7 +145,12 @@ impl<M: Model> Worker<M> {
                     .max_decoding_message_size(self.max_message_bytes)
                     .max_encoding_message_size(self.max_message_bytes),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            // TCP_NODELAY on each accepted connection: the builder's
+            // `tcp_nodelay` does not reach a listener passed in.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await?;
         Ok(())
     }

@@ -143,7 +143,10 @@ impl Model for Sim {
     async fn infer(&self, request: pb::InferRequest) -> Result<pb::Output, Status> {
         sdk::check_task_type(&self.description, &request)?;
         let (delay, fail) = self.draw();
-        tokio::time::sleep(delay).await;
+        // A zero delay must not wait for the timer's next tick (~1 ms).
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if fail {
             return Err(Status::unavailable(format!(
                 "model `{}` failed (simulated; fail rate {})",

@@ -81,7 +81,7 @@ impl Orchestrator {
         for model in registry.models() {
             let description = model.description();
             for capability in &description.capabilities {
-                let stats = model.stats(&capability.task_type, now, half_life);
+                let stats = model.rates(&capability.task_type, now, half_life);
                 observation.models.push(ModelObservation {
                     model: model.id().to_string(),
                     task_type: capability.task_type.to_string(),

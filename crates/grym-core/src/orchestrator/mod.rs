@@ -86,6 +86,9 @@ pub struct OrchestratorSettings {
     pub recipes: Recipes,
     /// When a finding is a bottleneck.
     pub bottlenecks: BottleneckSettings,
+    /// Whether metrics are recorded: off when they go nowhere, so requests
+    /// do not pay for them.
+    pub metrics: bool,
 }
 
 impl Default for OrchestratorSettings {
@@ -98,6 +101,7 @@ impl Default for OrchestratorSettings {
             context: ContextSettings::default(),
             recipes: Recipes::with_defaults(),
             bottlenecks: BottleneckSettings::default(),
+            metrics: true,
         }
     }
 }
@@ -375,7 +379,7 @@ impl Orchestrator {
             seq: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
-            instruments: Instruments::new(),
+            instruments: Instruments::new(settings.metrics),
             gauges: OnceLock::new(),
             loads: DashMap::new(),
             composites: DashMap::new(),
