@@ -39,7 +39,7 @@ fn from_duration(d: Option<prost_types::Duration>) -> Duration {
 // ---- orchestrator API -> core ----
 
 /// The task of a request, submitted by `tenant`.
-pub(crate) fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<Task, Status> {
+pub fn task_from_api(task: Option<api::Task>, tenant: String) -> Result<Task, Status> {
     let task = task.ok_or_else(|| Status::invalid_argument("invalid task: is required"))?;
     let id = if task.id.is_empty() {
         TaskId::generate()

@@ -29,6 +29,8 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
+// Public for the conversion benchmark (benches/convert.rs).
+pub use convert::task_from_api;
 pub use error::Error;
 
 use crate::config::WorkerConfig;

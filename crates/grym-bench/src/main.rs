@@ -1,0 +1,285 @@
+//! `grym-bench`: the load generator of grym orchestrator.
+//!
+//! - `grym-bench load` drives one target (a worker, or grymd) at a fixed
+//!   arrival rate (open loop, latency from each request's intended send
+//!   time) or at a fixed concurrency (closed loop, for maximum throughput),
+//!   for a bounded time, and prints a summary or JSON.
+//! - `grym-bench compare` starts a `grym-worker sim`, a grymd and an nginx
+//!   `grpc_pass` in front of the worker, measures the three paths side by
+//!   side, writes the results as JSON and rewrites the comparison section
+//!   of BENCHMARKS.md.
+//!
+//! Load only ever goes to loopback addresses. Progress goes to standard
+//! error; results to standard output.
+
+mod compare;
+mod load;
+mod procs;
+mod report;
+mod schedule;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::{Mode, Payload, Protocol, RunSpec, Target};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Load generator and side-by-side benchmark of grym orchestrator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load one target at a fixed rate or concurrency.
+    Load(LoadArgs),
+    /// Measure direct calls, grymd and nginx grpc_pass side by side, and
+    /// rewrite the comparison in BENCHMARKS.md.
+    Compare(CompareArgs),
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("`{text}`: {error}"))
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// What the target is: a worker (or a proxy in front of one) is called
+    /// with ModelWorker/Infer, grymd with Orchestrator/ExecuteTask.
+    #[arg(long, value_enum)]
+    target: Protocol,
+    /// The target's HOST:PORT; loopback only.
+    #[arg(long)]
+    addr: String,
+    /// Open loop: requests per second, latency measured from each one's
+    /// intended send time.
+    #[arg(
+        long,
+        conflicts_with = "concurrency",
+        required_unless_present = "concurrency"
+    )]
+    rate: Option<f64>,
+    /// Closed loop: requests in flight, each sent when the previous answers.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    duration: Duration,
+    /// Unmeasured time first.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    warmup: Duration,
+    /// HTTP/2 connections, each multiplexing many calls.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// The task type asked for; one the worker serves.
+    #[arg(long, default_value = compare::TASK_TYPE)]
+    task_type: String,
+    /// Bytes of the text input.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// The longest a request may take before it counts as a timeout.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    timeout: Duration,
+    /// Open loop: at most this many requests in flight; requests due
+    /// beyond are not sent and count as failures.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// Print the result as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// A short run (about a minute) to check the set-up: 2 repetitions of
+    /// 2 s runs. BENCHMARKS.md is left as it is.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of every measurement [default: 5, quick 2].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    repeats: Option<u32>,
+    /// Measured time of each run [default: 5s, quick 2s].
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    /// Unmeasured time at the start of each run [default: 1s, quick 500ms].
+    #[arg(long, value_parser = duration)]
+    warmup: Option<Duration>,
+    /// Calls in flight when measuring saturation throughput.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Open-loop rates per second; those above 90% of the direct path's
+    /// saturation throughput are left out.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000.0, 5000.0, 10000.0])]
+    rates: Vec<f64>,
+    /// HTTP/2 connections per path.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// Bytes of the text input.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Where to write the JSON [default: the target directory's
+    /// grym-bench/compare.json].
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// The BENCHMARKS.md to update [default: the workspace's].
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Leave BENCHMARKS.md as it is.
+    #[arg(long)]
+    no_markdown: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // On Ctrl-C or SIGTERM the work future is dropped, which ends every
+    // process it started before this one exits.
+    tokio::select! {
+        result = dispatch(cli.command) => result,
+        signal = interrupted() => {
+            signal?;
+            bail!("interrupted; the processes it started are stopped")
+        }
+    }
+}
+
+async fn interrupted() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Load(args) => load(args).await,
+        Command::Compare(args) => compare(args).await,
+    }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let address = load::loopback_address(&args.addr).await?;
+    let mode = match (args.rate, args.concurrency) {
+        (Some(rate), _) if rate.is_finite() && rate > 0.0 => Mode::Open { rate },
+        (Some(rate), _) => bail!("--rate must be positive, not {rate}"),
+        (None, Some(concurrency)) if concurrency > 0 => Mode::Closed { concurrency },
+        _ => bail!("give --rate N (open loop) or --concurrency N (closed loop), N > 0"),
+    };
+    let payload = Payload::text(&args.task_type, args.payload_bytes);
+    let connections = usize::try_from(args.connections)?;
+    let target = Arc::new(Target::connect(args.target, address, connections, &payload).await?);
+    let spec = RunSpec {
+        mode,
+        warmup: args.warmup,
+        duration: args.duration,
+        timeout: args.timeout,
+        max_in_flight: args.max_in_flight,
+    };
+    let label = match args.target {
+        Protocol::Worker => "worker",
+        Protocol::Grymd => "grymd",
+    };
+    let result = load::run(&target, label, &spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", report::run_summary(&result));
+    }
+    Ok(())
+}
+
+async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let (repeats, duration, warmup) = if args.quick {
+        (2, Duration::from_secs(2), Duration::from_millis(500))
+    } else {
+        (5, Duration::from_secs(5), Duration::from_secs(1))
+    };
+    let settings = compare::Settings {
+        repeats: args.repeats.map_or(Ok(repeats), usize::try_from)?,
+        warmup: args.warmup.unwrap_or(warmup),
+        duration: args.duration.unwrap_or(duration),
+        concurrency: args.concurrency.max(1),
+        rates: args.rates,
+        connections: usize::try_from(args.connections)?,
+        payload_bytes: args.payload_bytes,
+        timeout: Duration::from_secs(5),
+    };
+    let target_dir = std::env::current_exe()?
+        .parent()
+        .and_then(|release| release.parent())
+        .map(PathBuf::from)
+        .context("cannot find the target directory")?;
+    let json_out = args
+        .json_out
+        .unwrap_or_else(|| target_dir.join("grym-bench/compare.json"));
+    let markdown = if args.no_markdown || args.quick {
+        None
+    } else {
+        Some(args.markdown.unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../BENCHMARKS.md"))
+        }))
+    };
+    let command = measured_command(std::env::args().skip(1));
+    compare::run(compare::Plan {
+        settings,
+        command,
+        json_out,
+        markdown,
+    })
+    .await?;
+    Ok(())
+}
+
+/// The command line that reproduces a comparison's figures: this one,
+/// without the options that only say where results are written.
+fn measured_command(args: impl IntoIterator<Item = String>) -> String {
+    const OUTPUT_OPTIONS: [&str; 2] = ["--markdown", "--json-out"];
+    let mut kept = vec!["target/release/grym-bench".to_owned()];
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if OUTPUT_OPTIONS.contains(&arg.as_str()) {
+            args.next();
+        } else if arg != "--no-markdown"
+            && !OUTPUT_OPTIONS
+                .iter()
+                .any(|option| arg.starts_with(&format!("{option}=")))
+        {
+            kept.push(arg);
+        }
+    }
+    kept.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_recorded_command_leaves_out_where_results_are_written() {
+        assert_eq!(
+            measured_command(args(
+                "compare --markdown /x/B.md --repeats 3 --json-out=/y.json"
+            )),
+            "target/release/grym-bench compare --repeats 3"
+        );
+        assert_eq!(
+            measured_command(args("compare --no-markdown --rates 1000,5000")),
+            "target/release/grym-bench compare --rates 1000,5000"
+        );
+    }
+}
