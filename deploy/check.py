@@ -46,12 +46,12 @@ METRICS = [
     ("grym.model.queued", "gauge", "{call}", {"model"}),
     ("grym.selection.count", "counter", "{selection}", {"model", "task_type"}),
     ("grym.fallback.count", "counter", "{fallback}", {"from_model", "to_model", "reason"}),
-    ("grym.context.cache.hits", "counter", "{hit}", set()),
-    ("grym.context.cache.misses", "counter", "{miss}", set()),
-    ("grym.context.cache.evictions", "counter", "{eviction}", set()),
+    ("grym.context.cache.hits", "counter", "{lookup}", set()),
+    ("grym.context.cache.misses", "counter", "{lookup}", set()),
+    ("grym.context.cache.evictions", "counter", "{entry}", set()),
     ("grym.context.cache.bytes", "gauge", "By", set()),
     ("grym.task.rejected", "counter", "{task}", {"reason"}),
-    ("grym.bottleneck.active", "gauge", "{bottleneck}", {"kind", "subject"}),
+    ("grym.bottleneck.active", "gauge", "{finding}", {"kind", "subject"}),
 ]
 # Labels every series carries: the collector's exporter sets job (the
 # service.name) and instance; Prometheus keeps them (honor_labels).

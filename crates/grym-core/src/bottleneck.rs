@@ -6,18 +6,24 @@
 //!
 //! | kind | finding | threshold |
 //! | --- | --- | --- |
-//! | `slow_model` | a model's recent mean latency is above its estimate | 1.5 × the estimate, ≥ 5 calls |
-//! | `error_rate` | a model fails too often | > 20 % of recent calls, ≥ 5 calls |
-//! | `queue_wait` | waiting for a model takes longer than its calls | recent mean wait > 1.0 × recent mean call, ≥ 5 waits |
+//! | `slow_model` | a model's recent mean latency on a task type is above its estimate | 1.5 × the estimate |
+//! | `error_rate` | a model fails too often on a task type | > 20 % of recent calls |
+//! | `queue_wait` | waiting for a model takes longer than its calls | recent mean wait > 1.0 × recent mean call |
 //! | `saturated` | a model is at its concurrency limit with calls waiting | at the analysis |
-//! | `cache_hit_rate` | the context cache rarely hits | < 50 % of lookups since the last analysis, ≥ 20 lookups |
-//! | `critical_step` | one step dominates a composite's latency | a step's recent mean > 50 % of the composite's, ≥ 5 runs |
+//! | `cache_hit_rate` | the context cache rarely hits | < 50 % of lookups, over at least 20 |
+//! | `critical_step` | in a composite's slow runs, one step takes most of the critical path | > 80 % of the run, recent mean |
 //!
-//! "Recent" is the statistics' decay (a 10 s half-life by default). A
-//! finding begins when its threshold is first crossed and ends at the
-//! first analysis where it is not; the orchestrator logs both, exposes the
-//! active findings through `GetBottlenecks`, and as the
-//! `grym.bottleneck.active` gauge.
+//! "Recent" is the statistics' decay (a 10 s half-life by default), and
+//! every rate or mean is judged only on at least 5 recent (decayed) calls,
+//! waits or runs, so one call after a quiet spell decides nothing and a
+//! finding lapses when traffic stops. The cache's lookups count from the
+//! last judgement until there are enough; a period without any ends its
+//! finding. `critical_step` reads the runs slower than their composite's
+//! recent mean whose critical path (by the steps' real latencies) has two
+//! steps or more. A finding begins when its threshold is first crossed and
+//! ends at the first analysis where it is not; the orchestrator logs both,
+//! exposes the active findings through `GetBottlenecks`, and as the
+//! `grym.bottleneck.active` gauge (1, then 0 once over).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -53,7 +59,7 @@ impl Default for BottleneckSettings {
             queue_wait_ratio: 1.0,
             min_cache_hit_rate: 0.5,
             min_cache_lookups: 20,
-            max_step_share: 0.5,
+            max_step_share: 0.8,
         }
     }
 }
@@ -94,7 +100,8 @@ impl Kind {
 pub struct Finding {
     /// What it is about.
     pub kind: Kind,
-    /// Where: a model id, `context_cache`, or `composite_type/step`.
+    /// Where: `model/task_type`, a model id, `context_cache`, or
+    /// `composite_type/step`.
     pub subject: String,
     /// The measured value.
     pub value: f64,
@@ -117,7 +124,7 @@ pub struct ModelObservation {
     pub estimate: Duration,
     /// Recent mean latency of its successful calls.
     pub mean_latency: Duration,
-    /// Its sample size.
+    /// Its recent (decayed) number of calls.
     pub samples: f64,
     /// Recent error rate.
     pub error_rate: f64,
@@ -136,8 +143,8 @@ pub struct LoadObservation {
     pub waiting: usize,
     /// Recent mean time waiting for a slot.
     pub mean_wait: Duration,
-    /// Waits recorded.
-    pub waits: u64,
+    /// Recent (decayed) number of waits.
+    pub waits: f64,
     /// Recent mean time of its calls.
     pub mean_call: Duration,
 }
@@ -147,12 +154,11 @@ pub struct LoadObservation {
 pub struct CompositeObservation {
     /// The composite's task type.
     pub task_type: String,
-    /// Runs recorded.
-    pub runs: u64,
-    /// Recent mean total latency.
-    pub mean_latency: Duration,
-    /// Recent mean latency of each step.
-    pub steps: Vec<(String, Duration)>,
+    /// Recent (decayed) number of slow runs read.
+    pub runs: f64,
+    /// Each step's recent mean share of those runs, for the steps that were
+    /// on their critical path.
+    pub steps: Vec<(String, f64)>,
 }
 
 /// What the detectors read at one analysis.
@@ -184,8 +190,10 @@ pub enum Change {
 pub struct Detector {
     settings: BottleneckSettings,
     active: HashMap<(Kind, String), Finding>,
-    /// The cache counters at the last analysis.
+    /// The cache counters when the hit rate was last judged.
     cache_seen: (u64, u64),
+    /// The cache's lookups at the last analysis.
+    cache_last: u64,
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -199,6 +207,7 @@ impl Detector {
             settings,
             active: HashMap::new(),
             cache_seen: (0, 0),
+            cache_last: 0,
         }
     }
 
@@ -254,10 +263,11 @@ impl Detector {
             }
             let estimate = seconds(model.estimate);
             let mean = seconds(model.mean_latency);
+            let subject = format!("{}/{}", model.model, model.task_type);
             if estimate > 0.0 && mean > s.slow_factor * estimate {
                 found.push(finding(
                     Kind::SlowModel,
-                    model.model.clone(),
+                    subject.clone(),
                     mean,
                     s.slow_factor * estimate,
                     format!(
@@ -273,7 +283,7 @@ impl Detector {
             if model.error_rate > s.max_error_rate {
                 found.push(finding(
                     Kind::ErrorRate,
-                    model.model.clone(),
+                    subject,
                     model.error_rate,
                     s.max_error_rate,
                     format!(
@@ -289,8 +299,7 @@ impl Detector {
         for load in &observation.loads {
             let wait = seconds(load.mean_wait);
             let call = seconds(load.mean_call);
-            if load.waits as f64 >= s.min_samples && call > 0.0 && wait > s.queue_wait_ratio * call
-            {
+            if load.waits >= s.min_samples && call > 0.0 && wait > s.queue_wait_ratio * call {
                 found.push(finding(
                     Kind::QueueWait,
                     load.model.clone(),
@@ -320,9 +329,11 @@ impl Detector {
         let (hits, misses) = (observation.cache_hits, observation.cache_misses);
         let new_hits = hits.saturating_sub(self.cache_seen.0);
         let new_misses = misses.saturating_sub(self.cache_seen.1);
-        self.cache_seen = (hits, misses);
         let lookups = new_hits + new_misses;
+        let quiet = hits + misses == self.cache_last;
+        self.cache_last = hits + misses;
         if lookups >= s.min_cache_lookups {
+            self.cache_seen = (hits, misses);
             let rate = new_hits as f64 / lookups as f64;
             if rate < s.min_cache_hit_rate {
                 found.push(finding(
@@ -340,36 +351,31 @@ impl Detector {
         } else if let Some(previous) = self
             .active
             .get(&(Kind::CacheHitRate, "context_cache".to_owned()))
+            .filter(|_| !quiet)
         {
-            // Too few lookups to judge: the finding stands as it was.
+            // Too few lookups yet to judge again: the finding stands, unless
+            // no lookup came at all.
             found.push(previous.clone());
         }
         for composite in &observation.composites {
-            let total = seconds(composite.mean_latency);
-            if (composite.runs as f64) < s.min_samples || total <= 0.0 {
+            if composite.runs < s.min_samples {
                 continue;
             }
-            let dominant = composite
-                .steps
-                .iter()
-                .max_by(|a, b| a.1.cmp(&b.1))
-                .filter(|_| composite.steps.len() > 1);
-            if let Some((step, mean)) = dominant {
-                let share = seconds(*mean) / total;
-                if share > s.max_step_share {
-                    found.push(finding(
-                        Kind::CriticalStep,
-                        format!("{}/{step}", composite.task_type),
-                        share,
-                        s.max_step_share,
-                        format!(
-                            "step `{step}` takes {:.0}% of `{}`'s {:.0} ms",
-                            share * 100.0,
-                            composite.task_type,
-                            total * 1e3
-                        ),
-                    ));
-                }
+            let dominant = composite.steps.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((step, share)) = dominant
+                && *share > s.max_step_share
+            {
+                found.push(finding(
+                    Kind::CriticalStep,
+                    format!("{}/{step}", composite.task_type),
+                    *share,
+                    s.max_step_share,
+                    format!(
+                        "step `{step}` takes {:.0}% of `{}`'s slow runs",
+                        share * 100.0,
+                        composite.task_type
+                    ),
+                ));
             }
         }
         found
@@ -430,6 +436,23 @@ mod tests {
     }
 
     #[test]
+    fn one_model_slow_on_two_task_types_is_two_steady_findings() {
+        let mut detector = Detector::default();
+        let mut other = model(400, 0.0);
+        other.task_type = "transcription".into();
+        let slow = Observation {
+            models: vec![model(400, 0.0), other],
+            ..Observation::default()
+        };
+        let now = SystemTime::now();
+        assert_eq!(detector.analyse(&slow, now).len(), 2);
+        assert!(
+            detector.analyse(&slow, now).is_empty(),
+            "no finding begins twice"
+        );
+    }
+
+    #[test]
     fn too_few_samples_are_not_judged() {
         let mut detector = Detector::default();
         let mut few = model(400, 0.9);
@@ -452,16 +475,15 @@ mod tests {
                 limit: 4,
                 waiting: 3,
                 mean_wait: 300 * MS,
-                waits: 10,
+                waits: 10.0,
                 mean_call: 100 * MS,
             }],
             cache_hits: 5,
             cache_misses: 45,
             composites: vec![CompositeObservation {
                 task_type: "pipeline".into(),
-                runs: 10,
-                mean_latency: 1000 * MS,
-                steps: vec![("listen".into(), 800 * MS), ("answer".into(), 200 * MS)],
+                runs: 10.0,
+                steps: vec![("listen".into(), 0.9), ("answer".into(), 0.1)],
             }],
         };
         let mut found = kinds(&detector.analyse(&observation, SystemTime::now()));

@@ -17,6 +17,8 @@
 //!
 //! Statuses and priorities are lowercase (`succeeded`, `deadline_exceeded`;
 //! `normal`); an outcome is `success`, `failure`, `timeout` or `rejected`.
+//! A composite's `task_type` is `composite` (its type is the caller's free
+//! text), or the task type a recipe stood in for.
 
 use std::any::Any;
 use std::sync::{Arc, Weak};
@@ -321,6 +323,15 @@ impl Instruments {
                             &[
                                 KeyValue::new("kind", finding.kind.as_str()),
                                 KeyValue::new("subject", finding.subject.clone()),
+                            ],
+                        );
+                    }
+                    for (kind, subject) in orchestrator.ended_bottlenecks().iter() {
+                        observer.observe(
+                            0,
+                            &[
+                                KeyValue::new("kind", kind.as_str()),
+                                KeyValue::new("subject", subject.clone()),
                             ],
                         );
                     }

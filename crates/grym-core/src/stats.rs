@@ -214,20 +214,35 @@ pub struct DecayedMean {
 impl DecayedMean {
     /// Records `value` at `now`.
     pub fn record(&mut self, value: Duration, now: Instant, half_life: Duration) {
+        self.record_value(value.as_secs_f64(), now, half_life);
+    }
+
+    /// Records a plain number at `now`.
+    pub fn record_value(&mut self, value: f64, now: Instant, half_life: Duration) {
         let factor = self.factor(now, half_life);
-        self.sum = self.sum * factor + value.as_secs_f64();
+        self.sum = self.sum * factor + value;
         self.weight = self.weight * factor + 1.0;
         self.count += 1;
         self.updated = Some(now);
     }
 
-    /// The mean; zero before any value.
+    /// The mean, as a duration; zero before any value.
     pub fn mean(&self) -> Duration {
+        Duration::from_secs_f64(self.mean_value().max(0.0))
+    }
+
+    /// The mean of plain numbers; zero before any value.
+    pub fn mean_value(&self) -> f64 {
         if self.weight > 0.0 {
-            Duration::from_secs_f64(self.sum / self.weight)
+            self.sum / self.weight
         } else {
-            Duration::ZERO
+            0.0
         }
+    }
+
+    /// The values recorded, decayed to `now`: how much the mean rests on.
+    pub fn weight(&self, now: Instant, half_life: Duration) -> f64 {
+        self.weight * self.factor(now, half_life)
     }
 
     /// How many values were recorded.

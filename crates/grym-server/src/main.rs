@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {local}");
     tracing::info!(%local, workers = config.workers.len(), builtin = config.builtin_workers, "grymd starting");
     let served = grym_server::serve(config, listener, grym_worker::sdk::shutdown_signal()).await;
-    // Flush what is still batched before the process ends.
-    telemetry.shutdown().await?;
+    // Flush what is still batched before the process ends; a collector
+    // that is gone does not turn a clean stop into a failure.
+    if let Err(error) = telemetry.shutdown().await {
+        eprintln!("grymd: flushing telemetry failed: {error}");
+    }
     Ok(served?)
 }

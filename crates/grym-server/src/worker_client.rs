@@ -36,7 +36,9 @@ pub(crate) struct ChannelSettings {
 /// A worker reached over gRPC.
 pub(crate) struct GrpcModelClient {
     model: ModelId,
-    endpoint: String,
+    /// The worker's host and port, as traces name them.
+    host: String,
+    port: u16,
     worker: ModelWorkerClient<ClientPropagation<Channel>>,
     health: HealthClient<Channel>,
 }
@@ -49,7 +51,10 @@ impl GrpcModelClient {
         endpoint: &str,
         settings: ChannelSettings,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())?
+        let endpoint = Endpoint::from_shared(endpoint.to_owned())?;
+        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+        let port = endpoint.uri().port_u16().unwrap_or(80);
+        let channel = endpoint
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -58,7 +63,8 @@ impl GrpcModelClient {
             .connect_lazy();
         Ok(Self {
             model,
-            endpoint: endpoint.to_owned(),
+            host,
+            port,
             // Calls carry their trace on; health checks belong to none.
             worker: ModelWorkerClient::new(ClientPropagationLayer.layer(channel.clone()))
                 .max_decoding_message_size(settings.max_message_bytes)
@@ -75,14 +81,17 @@ impl ModelClient for GrpcModelClient {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let mut request = tonic::Request::new(convert::infer_request(call));
         request.set_timeout(remaining);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "grym.worker.v1.ModelWorker/Infer",
             otel.kind = "client",
             rpc.system = "grpc",
             rpc.service = "grym.worker.v1.ModelWorker",
             rpc.method = "Infer",
-            server.address = %self.endpoint,
+            server.address = %self.host,
+            server.port = self.port,
             rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
         );
         async move {
             let answer = worker.infer(request).await;
@@ -90,7 +99,12 @@ impl ModelClient for GrpcModelClient {
                 Ok(_) => tonic::Code::Ok,
                 Err(status) => status.code(),
             };
-            tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+            let span = tracing::Span::current();
+            span.record("rpc.grpc.status_code", code as i32);
+            if code != tonic::Code::Ok {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", format!("{code:?}").as_str());
+            }
             match answer {
                 Ok(response) => Ok(convert::output_from_worker(response.into_inner().output)),
                 Err(status) => Err(convert::worker_error(&model, &status)),

@@ -48,11 +48,12 @@ pub use grpc::{
 };
 pub use propagation::{extract, inject};
 
-/// The bucket boundaries of every histogram whose unit is `s`, from 5 ms to
+/// The bucket boundaries of every histogram whose unit is `s`, from 100 µs to
 /// a minute: [`init`] installs a view that applies them (the SDK's defaults
 /// suit milliseconds), so instrumented code only declares `.with_unit("s")`.
 pub const DURATION_BUCKETS_SECONDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 ];
 
 /// Starts logging, and exporting as the `OTEL_*` environment variables say,
@@ -79,14 +80,17 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
             source,
         })?;
     let providers = export::Providers::build(&config)?;
+    // Each layer has its own filter: `RUST_LOG` chooses log lines, and
+    // never what a trace holds. grym's fine-grained spans are at debug
+    // level, so without an exporter no layer wants them and they cost
+    // nothing; with one, traces get them whatever the log level.
     let traces = providers.tracer().map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(not_the_exporters_own())
+            .with_filter(traced())
     });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(logs::fmt_layer(config.log_format))
+        .with(logs::fmt_layer(config.log_format).with_filter(filter))
         .with(traces)
         .try_init()
         .map_err(Error::AlreadyInitialized)?;
@@ -108,11 +112,16 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
     Ok(guard)
 }
 
-/// Keeps the spans of the transport crates out of traces: the exporters use
-/// them too, and tracing their own exports would feed back into itself.
-fn not_the_exporters_own() -> Targets {
+/// What traces hold: grym's spans down to debug level, others' from info,
+/// and none of the transport crates': the exporters use them too, and
+/// tracing their own exports would feed back into itself.
+fn traced() -> Targets {
     Targets::new()
-        .with_default(LevelFilter::TRACE)
+        .with_default(LevelFilter::INFO)
+        .with_target("grym_core", LevelFilter::DEBUG)
+        .with_target("grym_server", LevelFilter::DEBUG)
+        .with_target("grym_worker", LevelFilter::DEBUG)
+        .with_target("grym_telemetry", LevelFilter::DEBUG)
         .with_target("h2", LevelFilter::OFF)
         .with_target("hyper", LevelFilter::OFF)
         .with_target("tonic", LevelFilter::OFF)

@@ -97,8 +97,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = grym_telemetry::init("grym-worker", cli.log_format)?;
     let served = serve(cli.worker).await;
-    // Flush what is still batched before the process ends.
-    telemetry.shutdown().await?;
+    // Flush what is still batched before the process ends; a collector
+    // that is gone does not turn a clean stop into a failure.
+    if let Err(error) = telemetry.shutdown().await {
+        eprintln!("grym-worker: flushing telemetry failed: {error}");
+    }
     served
 }
 

@@ -10,9 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Load, Orchestrator};
 use crate::bottleneck::{
-    BottleneckSettings, Change, CompositeObservation, Detector, Finding, LoadObservation,
+    BottleneckSettings, Change, CompositeObservation, Detector, Finding, Kind, LoadObservation,
     ModelObservation, Observation,
 };
+
+/// The most ended findings the gauge keeps reporting as 0.
+const MAX_ENDED: usize = 1024;
 use crate::model::ModelId;
 
 /// A model's [`Load`] cell, held for one update.
@@ -28,6 +31,11 @@ impl LoadGuard<'_> {
 }
 
 impl Orchestrator {
+    /// Findings that were active once and are not now.
+    pub(crate) fn ended_bottlenecks(&self) -> Arc<Vec<(Kind, String)>> {
+        self.ended.load_full()
+    }
+
     /// The active bottleneck findings of the last analysis.
     pub fn bottlenecks(&self) -> Arc<Vec<Finding>> {
         self.findings.load_full()
@@ -68,6 +76,29 @@ impl Orchestrator {
                     ),
                 }
             }
+            let ended: Vec<(Kind, String)> = changes
+                .iter()
+                .filter_map(|change| match change {
+                    Change::Ended(finding) => Some((finding.kind, finding.subject.clone())),
+                    Change::Began(_) => None,
+                })
+                .collect();
+            if !ended.is_empty() || changes.iter().any(|c| matches!(c, Change::Began(_))) {
+                let active = detector.active();
+                let mut all: Vec<(Kind, String)> = self.ended.load().as_ref().clone();
+                all.extend(ended);
+                all.retain(|(kind, subject)| {
+                    !active
+                        .iter()
+                        .any(|f| f.kind == *kind && &f.subject == subject)
+                });
+                all.sort();
+                all.dedup();
+                // Bounded: the oldest ended findings are forgotten first.
+                let excess = all.len().saturating_sub(MAX_ENDED);
+                all.drain(..excess);
+                self.ended.store(Arc::new(all));
+            }
             self.findings.store(Arc::new(detector.active()));
         }
     }
@@ -87,7 +118,7 @@ impl Orchestrator {
                     task_type: capability.task_type.to_string(),
                     estimate: capability.estimated_latency,
                     mean_latency: stats.mean_latency,
-                    samples: stats.samples,
+                    samples: stats.attempts,
                     error_rate: stats.error_rate(),
                 });
             }
@@ -98,9 +129,13 @@ impl Orchestrator {
             let (mean_wait, waits, mean_call) =
                 self.loads
                     .get(model.id())
-                    .map_or((Duration::ZERO, 0, Duration::ZERO), |load| {
+                    .map_or((Duration::ZERO, 0.0, Duration::ZERO), |load| {
                         let load = load.lock().unwrap_or_else(PoisonError::into_inner);
-                        (load.wait.mean(), load.wait.count(), load.call.mean())
+                        (
+                            load.wait.mean(),
+                            load.wait.weight(now, half_life),
+                            load.call.mean(),
+                        )
                     });
             observation.loads.push(LoadObservation {
                 model: model.id().to_string(),
@@ -119,12 +154,11 @@ impl Orchestrator {
             let stats = entry.value().lock().unwrap_or_else(PoisonError::into_inner);
             observation.composites.push(CompositeObservation {
                 task_type: entry.key().to_string(),
-                runs: stats.total.count(),
-                mean_latency: stats.total.mean(),
+                runs: stats.slow_runs.weight(now, half_life),
                 steps: stats
-                    .steps
+                    .shares
                     .iter()
-                    .map(|(step, mean)| (step.clone(), mean.mean()))
+                    .map(|(step, share)| (step.clone(), share.mean_value()))
                     .collect(),
             });
         }

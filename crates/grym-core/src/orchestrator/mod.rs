@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::analysis::{self, Requirements};
-use crate::bottleneck::{BottleneckSettings, Finding};
+use crate::bottleneck::{BottleneckSettings, Finding, Kind};
 use crate::client::{InferCall, WorkerError, WorkerErrorKind};
 use crate::composite::recipe::{self, RecipeUse, Recipes};
 use crate::composite::{Graph, StepId, budget};
@@ -118,9 +118,18 @@ struct Load {
 /// What a composite task type and its steps took recently.
 #[derive(Debug, Default)]
 struct CompositeStats {
+    /// Total latency of every run: what makes a run slow.
     total: DecayedMean,
-    steps: HashMap<String, DecayedMean>,
+    /// The slow runs read (only their weight counts).
+    slow_runs: DecayedMean,
+    /// In slow runs, each step's share of the run, when it was on the
+    /// run's critical path with another step.
+    shares: HashMap<String, DecayedMean>,
 }
+
+/// The most composite task types (and steps of each) kept for the
+/// bottleneck analysis: their names are the callers', so they are bounded.
+const MAX_COMPOSITE_TYPES: usize = 256;
 
 /// Runs tasks on the models of a registry.
 #[derive(Debug)]
@@ -147,6 +156,9 @@ pub struct Orchestrator {
     bottleneck_settings: BottleneckSettings,
     /// The active findings of the last analysis.
     findings: ArcSwap<Vec<Finding>>,
+    /// Every finding that was once active, so the gauge can report 0 for
+    /// those that ended rather than leave their last 1 standing.
+    ended: ArcSwap<Vec<(Kind, String)>>,
 }
 
 /// A submitted task, to wait for or cancel.
@@ -385,6 +397,7 @@ impl Orchestrator {
             composites: DashMap::new(),
             bottleneck_settings: settings.bottlenecks,
             findings: ArcSwap::from_pointee(Vec::new()),
+            ended: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -481,7 +494,7 @@ impl Orchestrator {
     /// composite's steps' inputs and contexts, naming the step.
     fn check(&self, task: &mut Task) -> Result<Requirements, Error> {
         let requirements =
-            tracing::info_span!("analyse").in_scope(|| analysis::analyse(&mut *task))?;
+            tracing::debug_span!("analyse").in_scope(|| analysis::analyse(&mut *task))?;
         self.context.check("task.context", &task.context)?;
         if let Some(composite) = &mut task.composite {
             for step in &mut composite.steps {
@@ -573,7 +586,7 @@ impl Orchestrator {
             task.status = tracing::field::Empty,
             task.fallback = tracing::field::Empty,
             task.rejected = tracing::field::Empty,
-            gen_ai.request.model = tracing::field::Empty,
+            grym.model = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             error.r#type = tracing::field::Empty,
         );
@@ -610,7 +623,7 @@ impl Orchestrator {
             DependencyError::Cycle(path) => Error::DependencyCycle { path },
         })?;
         let plan = {
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 "plan",
                 plan.model = tracing::field::Empty,
                 plan.score = tracing::field::Empty,
@@ -862,9 +875,9 @@ impl Orchestrator {
         }
         result.finished_at = Some(finished_at);
         if let Some(error) = &result.error {
-            tracing::warn!(status = ?result.status, code = error.code, message = %error.message, "task did not succeed");
+            tracing::warn!(status = ?result.status, code = error.code, reason = %error.message, "task did not succeed");
         }
-        self.record_end(&task, &result);
+        self.record_end(&task, &result, composite.as_deref().map(|run| &run.graph));
         let result = self.store.finish(&task.id, result);
         emit(events.as_ref(), || {
             TaskEvent::Finished(Box::new((*result).clone()))
@@ -873,40 +886,77 @@ impl Orchestrator {
 
     /// What a task's end says: on its span, in its metrics, and for a
     /// composite, in the statistics the bottleneck analysis reads.
-    fn record_end(&self, task: &Task, result: &TaskResult) {
+    fn record_end(&self, task: &Task, result: &TaskResult, graph: Option<&Graph>) {
         let span = tracing::Span::current();
         span.record("task.status", status_label(result.status));
         if let Some(model) = &result.model_id {
-            span.record("gen_ai.request.model", model.as_str());
+            span.record("grym.model", model.as_str());
         }
         span.record("task.fallback", !result.routing.fallbacks_taken.is_empty());
         if let Some(error) = &result.error {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", error.code);
         }
+        // A composite's type is the caller's free text: metrics label it
+        // `composite`, unless a configured recipe stood in.
+        let label = match (graph, &result.recipe) {
+            (Some(_), None) => TaskType::literal("composite"),
+            _ => task.task_type.clone(),
+        };
         self.instruments.task_finished(
-            &task.task_type,
+            &label,
             result.status,
             task.priority,
             result.metrics.total_latency,
         );
-        if result.status == TaskStatus::Succeeded && !result.steps.is_empty() {
-            let now = Instant::now();
-            let half_life = self.selector.settings().half_life;
-            let stats = self.composites.entry(task.task_type.clone()).or_default();
-            let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
-            stats
-                .total
-                .record(result.metrics.total_latency, now, half_life);
-            for step in &result.steps {
-                if step.status == TaskStatus::Succeeded {
-                    stats
-                        .steps
-                        .entry(step.step.to_string())
-                        .or_default()
-                        .record(step.latency, now, half_life);
-                }
+        if let Some(graph) = graph {
+            self.record_composite(&task.task_type, graph, result);
+        }
+    }
+
+    /// Feeds a finished composite into the statistics of its type: in a
+    /// run slower than the type's recent mean, the share of each step on
+    /// the run's critical path (by the steps' real latencies).
+    fn record_composite(&self, task_type: &TaskType, graph: &Graph, result: &TaskResult) {
+        if !self.composites.contains_key(task_type) && self.composites.len() >= MAX_COMPOSITE_TYPES
+        {
+            return;
+        }
+        let now = Instant::now();
+        let half_life = self.selector.settings().half_life;
+        let total = result.metrics.total_latency;
+        let latencies: Vec<Duration> = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                result
+                    .steps
+                    .iter()
+                    .find(|s| s.step == node.spec.id)
+                    .map_or(Duration::ZERO, |s| s.latency)
+            })
+            .collect();
+        let (path, _) = graph.critical_path(&latencies);
+        let stats = self.composites.entry(task_type.clone()).or_default();
+        let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let slow = stats.total.count() > 0 && total >= stats.total.mean();
+        stats.total.record(total, now, half_life);
+        if !slow || path.len() < 2 || total.is_zero() {
+            return;
+        }
+        stats.slow_runs.record_value(1.0, now, half_life);
+        for i in path {
+            let step = graph.nodes[i].spec.id.as_str();
+            if !stats.shares.contains_key(step) && stats.shares.len() >= crate::composite::MAX_STEPS
+            {
+                continue;
             }
+            let share = latencies[i].as_secs_f64() / total.as_secs_f64();
+            stats
+                .shares
+                .entry(step.to_owned())
+                .or_default()
+                .record_value(share, now, half_life);
         }
     }
 
@@ -1075,21 +1125,9 @@ impl Orchestrator {
                     "no candidate model".to_owned(),
                 ));
             };
-            let waiting = Instant::now();
             let slot = self
-                .slot(&first.model, key, deadline)
-                .instrument(tracing::info_span!("queue wait", model = %first.model.id()))
+                .wait_slot(&first.model, task_type, key, deadline)
                 .await?;
-            let waited = waiting.elapsed();
-            let model = first.model.id();
-            self.instruments
-                .queue_waited(task_type, key.priority, model.as_str(), waited);
-            self.instruments.selected(model.as_str(), task_type);
-            self.load(model).lock().wait.record(
-                waited,
-                Instant::now(),
-                self.selector.settings().half_life,
-            );
             let current = self
                 .registry
                 .load()
@@ -1097,9 +1135,36 @@ impl Orchestrator {
                 .is_some_and(|entry| Arc::ptr_eq(entry, &first.model));
             replans += 1;
             if current || replans >= 3 {
+                self.instruments
+                    .selected(first.model.id().as_str(), task_type);
                 return Ok((plan, slot));
             }
         }
+    }
+
+    /// [`slot`](Self::slot) in a `queue wait` span, the wait recorded
+    /// (for the metric and the bottleneck analysis) however it ends.
+    async fn wait_slot(
+        &self,
+        model: &ModelEntry,
+        task_type: &TaskType,
+        key: QueueKey,
+        deadline: Option<Instant>,
+    ) -> Result<Slot, Ending> {
+        let waiting = Instant::now();
+        let slot = self
+            .slot(model, key, deadline)
+            .instrument(tracing::debug_span!("queue wait", model = %model.id()))
+            .await;
+        let waited = waiting.elapsed();
+        self.instruments
+            .queue_waited(task_type, key.priority, model.id().as_str(), waited);
+        self.load(model.id()).lock().wait.record(
+            waited,
+            Instant::now(),
+            self.selector.settings().half_life,
+        );
+        slot
     }
 
     /// A slot on `model`'s queue, within the deadline.
@@ -1199,7 +1264,10 @@ impl Orchestrator {
             }
             let _slot = match first_slot.take() {
                 Some(slot) => slot,
-                None => match self.slot(&candidate.model, key, deadline).await {
+                None => match self
+                    .wait_slot(&candidate.model, &task.task_type, key, deadline)
+                    .await
+                {
                     Ok(slot) => slot,
                     Err(ending) => return ending,
                 },
@@ -1211,7 +1279,7 @@ impl Orchestrator {
             tried += 1;
             let model = &candidate.model;
             if let Some(outcome) = end.feedback() {
-                tracing::info_span!("feedback", model = %model.id(), outcome = ?outcome).in_scope(
+                tracing::debug_span!("feedback", model = %model.id(), outcome = ?outcome).in_scope(
                     || {
                         model.record(
                             &task.task_type,
@@ -1359,25 +1427,24 @@ impl Orchestrator {
             upstream,
             ..
         } = job;
-        let started = Instant::now();
         let replica = candidate.model.pick_replica()?;
-        let worker_deadline = started + self.worker_timeout;
+        let worker_deadline = Instant::now() + self.worker_timeout;
         let (call_deadline, caller_bound) = match deadline {
             Some(d) if d <= worker_deadline => (d, true),
             _ => (worker_deadline, false),
         };
         let model = candidate.model.id();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "attempt",
             model = %model,
             endpoint = replica.endpoint(),
-            gen_ai.operation.name = %task.task_type,
+            grym.task.r#type = %task.task_type,
             gen_ai.request.model = %model,
             attempt.outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
         let target_kind = candidate.model.description().kind.clone();
-        let prepare_span = tracing::info_span!(
+        let prepare_span = tracing::debug_span!(
             parent: &span,
             "prepare context",
             target.kind = %target_kind,
@@ -1412,6 +1479,9 @@ impl Orchestrator {
             deadline: call_deadline,
         };
         let _in_flight = replica.start_call();
+        // The call's own time, without the context's preparation: what the
+        // statistics and the worker-call metric describe.
+        let started = Instant::now();
         // The client is called inside the span, so the call it makes (and
         // the `traceparent` it sends) is the attempt's child.
         let answer =

@@ -451,7 +451,7 @@ impl Orchestrator {
                         });
                         let input = step_input(node, &progress.ended, &task.input);
                         in_flight[i] = true;
-                        let span = tracing::info_span!(
+                        let span = tracing::debug_span!(
                             "step",
                             step.id = %node.spec.id,
                             task.r#type = %node.spec.task.task_type,
