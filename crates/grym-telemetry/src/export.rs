@@ -125,13 +125,27 @@ fn seconds_buckets(instrument: &Instrument) -> Option<Stream> {
         .ok()
 }
 
-/// The resource every span and metric is reported under.
+/// The resource every span and metric is reported under. It names the
+/// process (`service.instance.id`, unless `OTEL_RESOURCE_ATTRIBUTES` does),
+/// so two replicas' series never overwrite each other.
 fn resource(config: &TelemetryConfig) -> Resource {
     Resource::builder_empty()
         .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attribute(KeyValue::new("service.instance.id", instance_id()))
         .with_attributes(config.resource_attributes.iter().cloned())
         .with_attribute(KeyValue::new("service.name", config.service_name.clone()))
         .build()
+}
+
+/// This process on this host: `host:pid`.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Keeps the pipelines running; flushes and stops them when shut down or

@@ -838,7 +838,7 @@ impl Orchestrator {
             .catch_unwind() => ending.unwrap_or_else(|_| {
                 // A panic below (a model client's, say) must not leave the
                 // task without its result.
-                tracing::error!("the task's execution panicked");
+                tracing::error!(task.id = %task.id, "the task's execution panicked");
                 Ending::failed(
                     TaskStatus::Failed,
                     "INTERNAL",
@@ -875,7 +875,7 @@ impl Orchestrator {
         }
         result.finished_at = Some(finished_at);
         if let Some(error) = &result.error {
-            tracing::warn!(status = ?result.status, code = error.code, reason = %error.message, "task did not succeed");
+            tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, code = error.code, reason = %error.message, "task did not succeed");
         }
         self.record_end(&task, &result, composite.as_deref().map(|run| &run.graph));
         let result = self.store.finish(&task.id, result);
@@ -1380,7 +1380,7 @@ impl Orchestrator {
                 }
                 _ => {
                     if let Some(error) = &error {
-                        tracing::info!(model = %model.id(), code = error.code, "attempt failed, trying the next model");
+                        tracing::info!(task.id = %task.id, model = %model.id(), code = error.code, "attempt failed, trying the next model");
                     }
                     last_error = error;
                     failed = Some(model.id());
