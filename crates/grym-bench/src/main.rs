@@ -8,6 +8,8 @@
 //!   `grpc_pass` in front of the worker, measures the three paths side by
 //!   side, writes the results as JSON and rewrites the comparison section
 //!   of BENCHMARKS.md.
+//! - `grym-bench sink` takes OTLP traces and metrics and discards them, to
+//!   measure grymd with export on against off.
 //!
 //! Load only ever goes to loopback addresses. Progress goes to standard
 //! error; results to standard output.
@@ -17,6 +19,7 @@ mod load;
 mod procs;
 mod report;
 mod schedule;
+mod sink;
 mod stats;
 
 use std::path::PathBuf;
@@ -45,6 +48,15 @@ enum Command {
     /// Measure direct calls, grymd and nginx grpc_pass side by side, and
     /// rewrite the comparison in BENCHMARKS.md.
     Compare(CompareArgs),
+    /// Take OTLP/gRPC traces and metrics and discard them, counting them.
+    Sink {
+        /// Address to listen on; loopback.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// How often to print what arrived.
+        #[arg(long, default_value = "5s", value_parser = duration)]
+        every: Duration,
+    },
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -165,6 +177,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Load(args) => load(args).await,
         Command::Compare(args) => compare(args).await,
+        Command::Sink { listen, every } => {
+            if !listen.ip().is_loopback() {
+                bail!("the sink listens on loopback only, not {listen}");
+            }
+            sink::run(listen, every).await
+        }
     }
 }
 
