@@ -252,6 +252,26 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     let rejected = receiver.wait_for_metric("grym.task.rejected", WAIT).await;
     assert_eq!(rejected.last().unwrap().attribute("reason"), "no_model");
+    // So is a malformed one, refused before it reaches the core.
+    let status = grymd
+        .client()
+        .await
+        .execute_task(task_request("", text("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let deadline = Instant::now() + WAIT;
+    while !receiver
+        .metric("grym.task.rejected")
+        .iter()
+        .any(|p| p.attribute("reason") == "invalid")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the malformed task was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

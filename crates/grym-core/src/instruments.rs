@@ -213,11 +213,14 @@ impl Instruments {
     }
 
     pub(crate) fn rejected(&self, error: &Error) {
+        self.rejected_for(rejection_label(error));
+    }
+
+    pub(crate) fn rejected_for(&self, reason: &'static str) {
         if !self.enabled {
             return;
         }
-        self.rejected
-            .add(1, &[KeyValue::new("reason", rejection_label(error))]);
+        self.rejected.add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// Registers the gauges read from `orchestrator` at each export; the

@@ -25,6 +25,16 @@ impl OrchestratorService {
     }
 }
 
+impl OrchestratorService {
+    /// The task of a submission; a malformed one is counted as rejected,
+    /// like those the core refuses.
+    fn task(&self, task: Option<api::Task>, tenant: String) -> Result<grym_core::Task, Status> {
+        convert::task_from_api(task, tenant).inspect_err(|_| {
+            self.orchestrator.record_rejection("invalid");
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl api::orchestrator_server::Orchestrator for OrchestratorService {
     async fn execute_task(
@@ -33,7 +43,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<api::ExecuteTaskResponse>, Status> {
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
         let tenant = tenant::of(&request);
-        let task = convert::task_from_api(request.into_inner().task, tenant)?;
+        let task = self.task(request.into_inner().task, tenant)?;
         let result = self
             .orchestrator
             .execute(task, deadline)
@@ -47,7 +57,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         request: Request<api::SubmitTaskRequest>,
     ) -> Result<Response<api::SubmitTaskResponse>, Status> {
         let tenant = tenant::of(&request);
-        let task = convert::task_from_api(request.into_inner().task, tenant)?;
+        let task = self.task(request.into_inner().task, tenant)?;
         let handle = self
             .orchestrator
             .submit(task, None, None)
@@ -88,7 +98,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<Self::StreamTaskStream>, Status> {
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
         let tenant = tenant::of(&request);
-        let task = convert::task_from_api(request.into_inner().task, tenant)?;
+        let task = self.task(request.into_inner().task, tenant)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let handle = self
             .orchestrator

@@ -328,6 +328,16 @@ impl Ending {
     }
 }
 
+/// Marks a task running, for its snapshot and whoever follows it.
+fn started(job: Job<'_>) {
+    job.live.update(|snapshot| {
+        snapshot.status = TaskStatus::Running;
+        snapshot.started_at = Some(SystemTime::now());
+        snapshot.metrics.queue_wait = job.arrived.elapsed();
+    });
+    emit(job.events, || TaskEvent::Started);
+}
+
 /// Sends an event to whoever follows the task, if anyone does.
 fn emit(events: Option<&mpsc::UnboundedSender<TaskEvent>>, event: impl FnOnce() -> TaskEvent) {
     if let Some(events) = events {
@@ -399,6 +409,12 @@ impl Orchestrator {
             findings: ArcSwap::from_pointee(Vec::new()),
             ended: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Counts a task refused before it reached the orchestrator (a
+    /// malformed request, say), under `reason`, with those it refuses.
+    pub fn record_rejection(&self, reason: &'static str) {
+        self.instruments.rejected_for(reason);
     }
 
     /// Registers the gauges (models' calls in flight and waiting, the
@@ -973,7 +989,6 @@ impl Orchestrator {
             task,
             live,
             deadline,
-            arrived,
             events,
             ..
         } = job;
@@ -1018,12 +1033,7 @@ impl Orchestrator {
             Err(ending) => return ending,
         };
         drop(queued);
-        live.update(|snapshot| {
-            snapshot.status = TaskStatus::Running;
-            snapshot.started_at = Some(SystemTime::now());
-            snapshot.metrics.queue_wait = arrived.elapsed();
-        });
-        emit(events, || TaskEvent::Started);
+        started(job);
         // Boxed: a task waiting in a queue holds only the small future of its
         // waiting state, not the larger one of running calls.
         Box::pin(self.run(job, &plan, key, slot)).await

@@ -16,14 +16,14 @@ pub use self::plan::{CompositePlan, StepPlan};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{CompositeRun, Ending, Job, Orchestrator, QueuedGuard, emit, session_entry};
+use super::{CompositeRun, Ending, Job, Orchestrator, QueuedGuard, emit, session_entry, started};
 use crate::composite::{FailurePolicy, Graph, Node, StepId, budget};
 use crate::context::Upstream;
 use crate::instruments::status_label;
@@ -403,23 +403,11 @@ impl Orchestrator {
         run: &CompositeRun,
         queued: QueuedGuard<'_>,
     ) -> Ending {
-        let Job {
-            task,
-            live,
-            deadline,
-            arrived,
-            events,
-            ..
-        } = job;
+        let Job { task, deadline, .. } = job;
         // The composite runs from here; each step counts as queued while it
         // waits for its model.
         drop(queued);
-        live.update(|snapshot| {
-            snapshot.status = TaskStatus::Running;
-            snapshot.started_at = Some(SystemTime::now());
-            snapshot.metrics.queue_wait = arrived.elapsed();
-        });
-        emit(events, || TaskEvent::Started);
+        started(job);
 
         let graph = &run.graph;
         let ahead = graph.paths_ahead(&run.estimates);
