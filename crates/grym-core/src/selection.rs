@@ -133,6 +133,19 @@ pub enum Reason {
     Recipe,
 }
 
+impl Reason {
+    /// The reason as traces name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Route => "Route",
+            Self::HighestScore => "HighestScore",
+            Self::HighestSample => "HighestSample",
+            Self::Composite => "Composite",
+            Self::Recipe => "Recipe",
+        }
+    }
+}
+
 /// The models for one task, best first, and why.
 #[derive(Debug, Clone)]
 pub struct Plan {

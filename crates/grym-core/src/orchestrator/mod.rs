@@ -514,20 +514,21 @@ impl Orchestrator {
         self.context.check("task.context", &task.context)?;
         if let Some(composite) = &mut task.composite {
             for step in &mut composite.steps {
-                let in_step = |error| Error::InStep {
+                let checked = self
+                    .context
+                    .check("task.composite.steps.task.context", &step.task.context)
+                    .and_then(|()| match &mut step.task.input {
+                        Some(input) => analysis::analyse_input(
+                            input,
+                            "task.composite.steps.task.input.audio.data",
+                        )
+                        .map(drop),
+                        None => Ok(()),
+                    });
+                checked.map_err(|error| Error::InStep {
                     step: step.id.clone(),
                     error: Box::new(error),
-                };
-                self.context
-                    .check("task.composite.steps.task.context", &step.task.context)
-                    .map_err(in_step)?;
-                if let Some(input) = &mut step.task.input {
-                    analysis::analyse_input(input, "task.composite.steps.task.input.audio.data")
-                        .map_err(|error| Error::InStep {
-                            step: step.id.clone(),
-                            error: Box::new(error),
-                        })?;
-                }
+                })?;
             }
         }
         Ok(requirements)
@@ -649,13 +650,15 @@ impl Orchestrator {
                 plan.steps = tracing::field::Empty,
             );
             let plan = span.in_scope(|| self.plan_task(&mut task, arrived))?;
+            // The span is at debug level: off unless traces are exported.
             match &plan {
+                _ if span.is_disabled() => {}
                 Planned::Single(plan) => {
                     if let Some(first) = plan.candidates.first() {
                         span.record("plan.model", first.model.id().as_str());
                         span.record("plan.score", first.breakdown.score);
                     }
-                    span.record("plan.reason", format!("{:?}", plan.reason).as_str());
+                    span.record("plan.reason", plan.reason.as_str());
                     span.record("plan.candidates", plan.candidates.len());
                 }
                 Planned::Composite(run) => {
@@ -1019,11 +1022,15 @@ impl Orchestrator {
                 key,
                 deadline,
                 |plan, fresh| {
-                    let routing = plan.routing(Vec::new());
-                    if fresh {
-                        live.update(|snapshot| snapshot.routing = routing.clone());
+                    // The routing is built only for a snapshot that needs it
+                    // or a caller that follows the task.
+                    if fresh || events.is_some() {
+                        let routing = plan.routing(Vec::new());
+                        if fresh {
+                            live.update(|snapshot| snapshot.routing = routing.clone());
+                        }
+                        emit(events, || TaskEvent::ModelChosen(routing));
                     }
-                    emit(events, || TaskEvent::ModelChosen(routing));
                     None
                 },
             )

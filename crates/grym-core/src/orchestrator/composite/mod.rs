@@ -153,19 +153,31 @@ fn step_input(node: &Node, ended: &[Option<Ended>], composite: &TaskInput) -> Ta
     }
 }
 
-/// The calls made for `step` so far: how many, and the last model called.
-fn attempts_of(job: Job<'_>, step: &StepId) -> (u32, Option<ModelId>) {
-    let mut attempts = 0;
-    let mut model = None;
+/// The calls made for a step so far.
+#[derive(Default)]
+struct StepCalls {
+    attempts: u32,
+    /// The last model called.
+    last: Option<ModelId>,
+    /// The models called, in order, each once.
+    models: Vec<ModelId>,
+}
+
+/// The calls made for `step` so far, read in one pass over the task's.
+fn attempts_of(job: Job<'_>, step: &StepId) -> StepCalls {
+    let mut calls = StepCalls::default();
     job.live.update(|snapshot| {
         for attempt in &snapshot.metrics.attempts {
             if attempt.step.as_ref() == Some(step) {
-                attempts += 1;
-                model = Some(attempt.model_id.clone());
+                calls.attempts += 1;
+                calls.last = Some(attempt.model_id.clone());
+                if !calls.models.contains(&attempt.model_id) {
+                    calls.models.push(attempt.model_id.clone());
+                }
             }
         }
     });
-    (attempts, model)
+    calls
 }
 
 /// Inserts a step's result at its place in list order.
@@ -473,10 +485,10 @@ impl Orchestrator {
                 for (j, flying) in in_flight.iter_mut().enumerate() {
                     if std::mem::take(flying) {
                         let node = &graph.nodes[j];
-                        let (attempts, model_id) = attempts_of(job, &node.spec.id);
+                        let calls = attempts_of(job, &node.spec.id);
                         let result = StepResult {
-                            attempts,
-                            model_id,
+                            attempts: calls.attempts,
+                            model_id: calls.last,
                             ..not_run(
                                 node,
                                 TaskStatus::Cancelled,
@@ -617,18 +629,13 @@ impl Orchestrator {
             }
             Err(ending) => (ending, began.elapsed(), None),
         };
-        let (attempts, model_id) = attempts_of(parent, &spec.id);
+        let StepCalls {
+            attempts,
+            last: model_id,
+            models,
+        } = attempts_of(parent, &spec.id);
         if let Some(routing) = &mut routing {
-            let mut used: Vec<ModelId> = Vec::new();
-            parent.live.update(|snapshot| {
-                for attempt in &snapshot.metrics.attempts {
-                    if attempt.step.as_ref() == Some(&spec.id) && !used.contains(&attempt.model_id)
-                    {
-                        used.push(attempt.model_id.clone());
-                    }
-                }
-            });
-            routing.fallbacks_taken = used.into_iter().skip(1).collect();
+            routing.fallbacks_taken = models.into_iter().skip(1).collect();
         }
         let passed_on = match (&ending.output, &model_id, plan) {
             (Some(output), Some(model), Some(plan)) => {
