@@ -8,9 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use grym_core::context::cache::TransformCache;
-use grym_core::context::canonical::ContentHash;
-use grym_core::context::transform::Transformers;
+use grym_core::internals::{ContentHash, TransformCache, Transformers};
 use serde_json::{Map, Value, json};
 
 /// An audio analysis of about `bytes` bytes, as a session keeps it.

@@ -8,8 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use grym_core::context::cache::TransformCache;
-use grym_core::context::canonical::{ContentHash, weight};
+use grym_core::internals::{ContentHash, TransformCache, weight};
 use serde_json::{Map, Value, json};
 
 const CAPACITY: u64 = 16 * 1024 * 1024;

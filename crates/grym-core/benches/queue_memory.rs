@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grym_core::{
-    Capability, Health, ModelEntry, ModelId, Orchestrator, OrchestratorSettings, Registry,
-    SchedulerSettings, Task, TaskId, TaskInput, TaskType,
+    Capability, Deadline, Health, ModelEntry, ModelId, ModelKind, Orchestrator,
+    OrchestratorSettings, Registry, SchedulerSettings, Task, TaskId, TaskInput, TaskType,
 };
 
 const TASKS: usize = 100_000;
@@ -31,7 +31,7 @@ fn main() {
             "memory",
             Arc::new(common::Silent),
         )
-        .with_kind("simulated".into())
+        .with_kind(ModelKind::new("simulated"))
         .with_capabilities(vec![Capability {
             task_type: task_type.clone(),
             confidence: 0.9,
@@ -57,7 +57,7 @@ fn main() {
                 task_type.clone(),
                 TaskInput::Text("a short prompt of a few dozen bytes".to_owned()),
             );
-            handles.push(orchestrator.submit(task, None, None).unwrap_or_else(|e| panic!("{e}")));
+            handles.push(orchestrator.submit(task, Deadline::NONE, None).unwrap_or_else(|e| panic!("{e}")));
         }
         // Let every task reach the model's queue.
         while orchestrator.queued() > TASKS - 1 || handles.len() < TASKS {

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use grym_core::selection::{Policy, SelectionSettings, Selector};
-use grym_core::stats::CallOutcome;
-use grym_core::{Capability, Health, ModelEntry, ModelId, Registry, TaskType};
+use grym_core::internals::{CallOutcome, Selector};
+use grym_core::task::Policy;
+use grym_core::{
+    Capability, Health, ModelEntry, ModelId, ModelKind, Registry, SelectionSettings, TaskType,
+};
 use tokio::time::Instant;
 
 const HALF_LIFE: Duration = Duration::from_secs(10);
@@ -27,10 +29,15 @@ const HALF_LIFE: Duration = Duration::from_secs(10);
 /// behind it: more than the 256 recent latencies a model keeps, as in
 /// steady service.
 fn registry(count: usize, task_type: &TaskType, now: Instant) -> Registry {
+    // Outcomes are recorded through a selector, which owns the half-life.
+    let recorder = Selector::new(SelectionSettings {
+        half_life: HALF_LIFE,
+        ..SelectionSettings::default()
+    });
     let entries = (0..count).map(|i| {
         let id = ModelId::new(format!("model-{i:03}")).unwrap_or_else(|e| panic!("{e}"));
         let entry = ModelEntry::single(id, "simulated", Arc::new(common::Silent))
-            .with_kind("simulated".into())
+            .with_kind(ModelKind::new("simulated"))
             .with_capabilities(vec![Capability {
                 task_type: task_type.clone(),
                 confidence: 0.5 + (i % 10) as f64 / 25.0,
@@ -45,10 +52,10 @@ fn registry(count: usize, task_type: &TaskType, now: Instant) -> Registry {
                 CallOutcome::Success
             };
             let latency = Duration::from_millis(40 + (call * 7 + i as u64) % 60);
-            entry.record(
+            recorder.record(
+                &entry,
                 task_type,
                 now + Duration::from_millis(call * 20),
-                HALF_LIFE,
                 outcome,
                 latency,
             );
@@ -65,15 +72,13 @@ fn selection(c: &mut Criterion) {
     for count in [10, 100] {
         let registry = registry(count, &task_type, start);
         for (name, policy) in [("scored", Policy::Scored), ("thompson", Policy::Thompson)] {
-            let selector = Selector::new(
-                SelectionSettings {
-                    policy,
-                    half_life: HALF_LIFE,
-                    routes: Vec::new(),
-                    ..SelectionSettings::default()
-                },
-                Some(7),
-            );
+            let selector = Selector::new(SelectionSettings {
+                policy,
+                half_life: HALF_LIFE,
+                seed: Some(7),
+                routes: Vec::new(),
+                ..SelectionSettings::default()
+            });
             let mut now = start + Duration::from_secs(10);
             group.bench_function(BenchmarkId::new(name, format!("{count} models")), |b| {
                 b.iter(|| {

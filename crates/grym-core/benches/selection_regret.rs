@@ -24,10 +24,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grym_core::scoring::ScoringSettings;
-use grym_core::selection::{Policy, SelectionSettings, Selector};
-use grym_core::stats::CallOutcome;
-use grym_core::{Health, ModelEntry, ModelId, Registry, TaskType};
+use grym_core::internals::{CallOutcome, ScoringSettings, Selector};
+use grym_core::task::Policy;
+use grym_core::{Health, ModelEntry, ModelId, ModelKind, Registry, SelectionSettings, TaskType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -131,7 +130,7 @@ fn simulate(settings: &SelectionSettings, arrival: Duration, seed: u64) -> Run {
             "simulated",
             Arc::new(common::Silent),
         )
-        .with_kind("simulated".into())
+        .with_kind(ModelKind::new("simulated"))
         .with_capabilities(vec![grym_core::Capability {
             task_type: task_type.clone(),
             confidence: m.confidence,
@@ -142,7 +141,10 @@ fn simulate(settings: &SelectionSettings, arrival: Duration, seed: u64) -> Run {
         entry
     }))
     .unwrap_or_else(|e| panic!("{e}"));
-    let selector = Selector::new(settings.clone(), Some(seed));
+    let selector = Selector::new(SelectionSettings {
+        seed: Some(seed),
+        ..settings.clone()
+    });
     let mut rng = SmallRng::seed_from_u64(seed);
     let start = Instant::now();
     let (mut regret_before, mut regret_after) = (0.0, 0.0);
@@ -179,9 +181,7 @@ fn simulate(settings: &SelectionSettings, arrival: Duration, seed: u64) -> Run {
             } else {
                 CallOutcome::Failure
             };
-            candidate
-                .model
-                .record(&task_type, now, settings.half_life, outcome, latency);
+            selector.record(&candidate.model, &task_type, now, outcome, latency);
             if succeeded {
                 first_successes += usize::from(attempt == 0);
                 break;

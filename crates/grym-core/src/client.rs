@@ -7,8 +7,10 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::error::FailureKind;
+use crate::ids::{TaskId, TaskType};
 use crate::model::{Description, Health};
-use crate::task::{TaskId, TaskInput, TaskType};
+use crate::task::{Output, TaskInput};
 
 /// One inference call.
 #[derive(Debug, Clone)]
@@ -27,46 +29,31 @@ pub struct InferCall {
     pub deadline: Instant,
 }
 
-/// How a worker call failed, as far as the orchestrator's decisions go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerErrorKind {
-    /// The worker could not be reached or is not serving.
-    Unavailable,
-    /// The call ran out of time.
-    Timeout,
-    /// The worker is at capacity.
-    Overloaded,
-    /// The worker refused the input; another attempt with it will not help.
-    Rejected,
-    /// Any other failure inside the worker.
-    Internal,
-}
-
-impl WorkerErrorKind {
-    /// Whether another model might succeed where this one failed: any
-    /// failure but a refusal of the input, which another model would refuse
-    /// too. A crash inside one model says nothing of the next.
-    pub fn is_retriable(self) -> bool {
-        !matches!(self, Self::Rejected)
-    }
-}
-
-/// A failed worker call.
+/// A failed worker call. The client that made it names the kind, from
+/// what the worker answered or what the transport saw.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}: {message}", kind.as_str())]
 pub struct WorkerError {
-    /// What the failure means for the orchestrator.
-    pub kind: WorkerErrorKind,
-    /// The gRPC status code name the worker answered, for example `UNAVAILABLE`.
-    pub code: &'static str,
-    /// The worker's own message.
+    /// What kind of failure it was.
+    pub kind: FailureKind,
+    /// The worker's own message, or the client's account of the failure.
     pub message: String,
+}
+
+impl WorkerError {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// A way to reach one model's worker.
 pub trait ModelClient: Send + Sync + 'static {
     /// Runs the model once.
-    fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<crate::Output, WorkerError>>;
+    fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>>;
 
     /// Asks the worker what it is and serves.
     fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>>;

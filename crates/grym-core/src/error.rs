@@ -1,12 +1,14 @@
-//! The one error type of the core: what went wrong with a request, in a closed
-//! set of kinds that the server maps onto gRPC status codes in one place.
+//! The core's words for what went wrong, in closed sets the server maps onto
+//! gRPC in one place:
+//! - [`Error`]: why a request could not be accepted, with its [`ErrorKind`];
+//! - [`FailureKind`]: why an accepted task, one of its steps or one worker
+//!   call did not succeed, carried in its result;
+//! - [`SettingError`]: a setting out of its range, naming the key.
 //!
 //! A task that was accepted never ends in an [`Error`]: its failures are
 //! reported in its [`TaskResult`](crate::TaskResult).
 
-use crate::composite::StepId;
-use crate::model::ModelId;
-use crate::task::{TaskId, TaskType};
+use crate::ids::{ModelId, NameError, StepId, TaskId, TaskType};
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,7 @@ pub enum Error {
         undescribed: Vec<ModelId>,
     },
     /// Dependencies name tasks that are not known.
-    #[error("invalid task.depends_on: unknown task id(s): {}", list_tasks(ids))]
+    #[error("invalid task.depends_on: unknown task id(s): {}", list(ids))]
     UnknownDependencies {
         /// The unknown ids.
         ids: Vec<TaskId>,
@@ -66,6 +68,12 @@ pub enum Error {
     TaskNotFound {
         /// The id.
         id: TaskId,
+    },
+    /// No session has the id.
+    #[error("no session `{id}`")]
+    SessionNotFound {
+        /// The id.
+        id: crate::ids::SessionId,
     },
     /// The sessions' byte budget is spent.
     #[error("the sessions' memory budget is spent; delete sessions or retry later")]
@@ -95,16 +103,9 @@ pub enum Error {
     },
 }
 
-fn list_tasks(ids: &[TaskId]) -> String {
+fn list(ids: &[impl std::fmt::Display]) -> String {
     ids.iter()
-        .map(TaskId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn list(ids: &[ModelId]) -> String {
-    ids.iter()
-        .map(ModelId::as_str)
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -135,7 +136,7 @@ impl Error {
             | Self::DependencyCycle { .. } => ErrorKind::InvalidRequest,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::QueueFull { .. } | Self::SessionsFull => ErrorKind::CapacityExhausted,
-            Self::TaskNotFound { .. } => ErrorKind::NotFound,
+            Self::TaskNotFound { .. } | Self::SessionNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {
                 ErrorKind::Unavailable
@@ -144,10 +145,130 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    /// Why a task was refused, as metrics name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::NoModelForTaskType { .. } => "no_model",
+            Self::NoHealthyModel { .. } | Self::Undescribed { .. } => "no_healthy_model",
+            Self::AlreadyExists { .. } => "already_exists",
+            other => match other.kind() {
+                ErrorKind::InvalidRequest => "invalid",
+                ErrorKind::FailedPrecondition => "failed_precondition",
+                ErrorKind::Unavailable => "unavailable",
+                ErrorKind::NotFound => "not_found",
+                ErrorKind::AlreadyExists => "already_exists",
+                ErrorKind::CapacityExhausted => "capacity_exhausted",
+            },
+        }
+    }
+
+    /// A malformed field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidRequest {
             field,
             reason: reason.into(),
+        }
+    }
+
+    /// A refused name in `field`.
+    pub fn invalid_name(field: &'static str, error: NameError) -> Self {
+        Self::invalid(field, error.to_string())
+    }
+}
+
+/// Why an accepted task, a step or one worker call did not succeed.
+///
+/// Whoever observes the failure names its kind: the orchestrator for what
+/// it sees (a deadline, a cancellation, a full queue), the worker client for
+/// what a worker answered. The kind alone decides what happens next: a
+/// failure the request caused ([`blames_request`](Self::blames_request))
+/// is not retried on another model and says nothing of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The input was refused as malformed or out of range.
+    InvalidInput,
+    /// What the call names does not exist where it ran.
+    NotFound,
+    /// A condition the task needed did not hold: a dependency or a step
+    /// failed, no branch matched, a condition could not be evaluated.
+    Precondition,
+    /// The caller may not do this.
+    Denied,
+    /// The worker does not implement what was asked.
+    Unsupported,
+    /// The model could not be reached or is not serving.
+    Unavailable,
+    /// A bounded resource is full: a model's queue, a worker at capacity.
+    Exhausted,
+    /// Time ran out: the caller's deadline or the worker timeout.
+    DeadlineExceeded,
+    /// Cancelled by the caller or by shutdown.
+    Cancelled,
+    /// A failure inside a worker or inside the orchestrator.
+    Internal,
+    /// No reason was given.
+    Unknown,
+}
+
+impl FailureKind {
+    /// Whether the request itself caused the failure: another model would
+    /// refuse it too, and the model is not to blame.
+    pub fn blames_request(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidInput
+                | Self::NotFound
+                | Self::Precondition
+                | Self::Denied
+                | Self::Unsupported
+        )
+    }
+
+    /// The kind as metrics, spans and logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::Precondition => "precondition",
+            Self::Denied => "denied",
+            Self::Unsupported => "unsupported",
+            Self::Unavailable => "unavailable",
+            Self::Exhausted => "exhausted",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A setting out of its range or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{key}`: {reason}")]
+pub struct SettingError {
+    /// The key, from the settings' own table: `max_queue`,
+    /// `routes[0].model`; the configuration adds the table's name.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl SettingError {
+    /// `key` is wrong for `reason`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, its key within `table`.
+    pub fn within(self, table: &str) -> Self {
+        Self {
+            key: format!("{table}.{}", self.key),
+            reason: self.reason,
         }
     }
 }

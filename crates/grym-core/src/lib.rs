@@ -1,47 +1,79 @@
 //! The domain of grym orchestrator, free of any transport.
 //!
-//! The [`Orchestrator`] takes a task along its way: [`analysis`] validates
-//! it and recognises its input; [`selection`] scores the models that serve
-//! its type with [`scoring`], ranks them by policy and explains the choice;
-//! the [`scheduler`] admits it, waits for its dependencies and queues it for
-//! its model's slot; [`context`] shapes what the chosen model receives; the
-//! model is called, with fallbacks on retriable failures; and every outcome
-//! feeds the [`stats`] that the next selection reads. A [`composite`] task
-//! runs as steps (in sequence, in parallel, on conditions), each taking
-//! that way on its own model; a recipe chain stands in for a task type no
-//! healthy model serves. Models live in the
-//! [`Registry`], which [`probe`] keeps described and health-checked. Workers
-//! are reached only through the [`ModelClient`] trait, which the server
+//! The [`Orchestrator`] takes a task along its way, one room each:
+//!
+//! | step | where |
+//! | --- | --- |
+//! | 1. analyse: validate and recognise the input | `plan::analysis` |
+//! | 2. plan: score, rank, explain; composites and recipes | `plan` |
+//! | 3. schedule: admission, dependencies, each model's queue | `schedule` |
+//! | 4. prepare context: sessions, transformers, the cache | `context` |
+//! | 5. execute: the fallback loop and each worker call | `exec::attempt` |
+//! | 6. record: live tasks and kept results | `history` |
+//! | 7. feedback: the statistics the next selection reads | `registry::stats` |
+//! | 8. watch: bottlenecks and metrics | `watch` |
+//!
+//! The names everything uses live in a leaf module ([`ids`]); the data a
+//! result carries in [`task`]; the core's words for failures in [`Error`]
+//! and [`FailureKind`]. Models live in the [`Registry`], which the
+//! [`probe`] keeps described and health-checked. Workers are
+//! reached only through the [`ModelClient`] trait, which the server
 //! implements over gRPC and tests implement with fakes.
+//!
+//! The modules' own `use crate::` arrows point one way, down this list:
+//! `exec` -> `watch` -> `history` -> `schedule` -> `plan` -> `context` ->
+//! `registry` -> `client` -> `task` -> `model` -> `deadline` -> `error` ->
+//! `ids`.
 
-pub mod analysis;
-pub mod bottleneck;
-pub mod client;
-pub mod composite;
-pub mod context;
-pub mod error;
-pub mod instruments;
-pub mod model;
-pub mod orchestrator;
-pub mod probe;
-pub mod registry;
-pub mod scheduler;
-pub mod scoring;
-pub mod selection;
-pub mod stats;
+mod client;
+mod context;
+mod deadline;
+mod error;
+mod exec;
+mod history;
+pub mod ids;
+mod model;
+mod plan;
+mod registry;
+mod schedule;
 pub mod task;
 #[cfg(test)]
 mod testing;
+mod watch;
 
-pub use client::{InferCall, ModelClient, WorkerError, WorkerErrorKind};
-pub use error::{Error, ErrorKind};
-pub use model::{Capability, CapabilitySource, Description, Health, ModelId, ModelKind};
-pub use orchestrator::TaskHandle;
-pub use orchestrator::{Orchestrator, OrchestratorSettings};
-pub use registry::{ModelEntry, Registry, Replica};
-pub use scheduler::SchedulerSettings;
-pub use selection::{Policy, Route, SelectionSettings};
-pub use task::{
-    Attempt, AttemptOutcome, Audio, Metrics, Output, Priority, StepResult, Task, TaskError,
-    TaskEvent, TaskId, TaskInput, TaskResult, TaskStatus, TaskType,
+pub use client::{InferCall, ModelClient, WorkerError};
+pub use context::{CacheStats, ContextSettings, SessionEntry, SessionSnapshot, TemplateSpec};
+pub use deadline::Deadline;
+pub use error::{Error, ErrorKind, FailureKind, SettingError};
+pub use exec::{CapabilityView, ModelView, Orchestrator, OrchestratorSettings, TaskHandle};
+pub use ids::{
+    ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
 };
+pub use model::{Capability, CapabilitySource, Description, Health};
+pub use plan::analysis::{Modality, Requirements};
+pub use plan::recipe::Recipes;
+pub use plan::selection::{Route, SelectionSettings};
+pub use plan::view::{CompositePlan, StepPlan};
+pub use registry::{ModelEntry, Registry, Replica, StatsSnapshot, probe};
+pub use schedule::SchedulerSettings;
+pub use task::{
+    Attempt, AttemptOutcome, Audio, Metrics, Output, Policy, StepResult, Task, TaskError,
+    TaskEvent, TaskInput, TaskResult, TaskStatus,
+};
+pub use watch::detector::{BottleneckSettings, Finding};
+
+/// The internals the benchmarks measure (the queue, a model's slots, the
+/// context cache, selection), public for them alone: the benchmarks turn the
+/// `bench-internals` feature on; nothing else should.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::context::cache::TransformCache;
+    pub use crate::context::canonical::{ContentHash, weight};
+    pub use crate::context::transform::Transformers;
+    pub use crate::plan::scoring::ScoringSettings;
+    pub use crate::plan::selection::{Candidate, Plan, Selector};
+    pub use crate::registry::stats::CallOutcome;
+    pub use crate::schedule::queue::{PriorityQueue, QueueKey};
+    pub use crate::schedule::slots::ModelSlots;
+}

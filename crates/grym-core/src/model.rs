@@ -1,44 +1,9 @@
 //! Models: what they are, what they serve, and whether they are up.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::error::Error;
-use crate::task::{TaskType, check_name};
-
-/// A model's id, for example `gama`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModelId(String);
-
-impl ModelId {
-    /// Validates a model id (field `model_id`).
-    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
-        let id = id.into();
-        check_name("model_id", &id)?;
-        Ok(Self(id))
-    }
-
-    /// An id the code itself names; checked in debug builds.
-    pub(crate) fn literal(id: &'static str) -> Self {
-        debug_assert!(check_name("model_id", id).is_ok());
-        Self(id.to_owned())
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ModelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The kind of a model, for example `audio-language`; context is shaped per
-/// kind. Free text: workers bring kinds the orchestrator has never seen.
-pub type ModelKind = String;
+use crate::error::SettingError;
+use crate::ids::{ModelKind, TaskType};
 
 /// A task type a model serves, and how well.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,13 +19,13 @@ pub struct Capability {
 }
 
 impl Capability {
-    /// Checks the confidence lies in [0, 1]; `field` names where it came from.
-    pub fn validate(&self, field: &'static str) -> Result<(), Error> {
+    /// Checks the confidence lies in [0, 1].
+    pub fn validate(&self) -> Result<(), SettingError> {
         if (0.0..=1.0).contains(&self.confidence) {
             Ok(())
         } else {
-            Err(Error::invalid(
-                field,
+            Err(SettingError::new(
+                "confidence",
                 format!(
                     "confidence {} for `{}` is outside [0, 1]",
                     self.confidence, self.task_type
@@ -96,7 +61,7 @@ impl Description {
     /// A model nothing is known about yet.
     pub fn unknown() -> Self {
         Self {
-            kind: ModelKind::new(),
+            kind: ModelKind::default(),
             capabilities: Vec::new(),
             source: CapabilitySource::Unknown,
         }

@@ -7,9 +7,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::client::{InferCall, ModelClient, WorkerError};
-use crate::model::{Capability, CapabilitySource, Description, Health, ModelId};
+use crate::ids::{ModelId, ModelKind, TaskType};
+use crate::model::{Capability, CapabilitySource, Description, Health};
 use crate::registry::ModelEntry;
-use crate::task::{Output, TaskType};
+use crate::task::Output;
 
 /// The object of a JSON value; panics on anything else.
 pub(crate) fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
@@ -56,7 +57,7 @@ impl FakeModel {
             id: ModelId::new(id).unwrap(),
             state: Arc::new(Mutex::new(State {
                 description: Description {
-                    kind: "fake".to_owned(),
+                    kind: ModelKind::new("fake"),
                     capabilities: vec![Capability {
                         task_type: TaskType::new(task_type).unwrap(),
                         confidence,
@@ -96,7 +97,7 @@ impl FakeModel {
 
     /// Declares the model's kind.
     pub(crate) fn kind(self, kind: &str) -> Self {
-        kind.clone_into(&mut self.state().description.kind);
+        self.state().description.kind = ModelKind::new(kind);
         self
     }
 

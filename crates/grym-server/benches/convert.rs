@@ -62,7 +62,7 @@ fn convert(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(
-                || (Some(request.clone()), String::new()),
+                || (Some(request.clone()), grym_core::Tenant::anonymous()),
                 |(request, tenant)| black_box(grym_server::task_from_api(request, tenant)),
                 BatchSize::SmallInput,
             );

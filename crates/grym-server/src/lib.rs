@@ -6,36 +6,42 @@
 //! reflection until its shutdown future completes. On SIGHUP it reads the
 //! configuration file again and applies its worker list. Everything it
 //! spawns is stopped before it returns.
+//!
+//! - [`config`]: the configuration, read into the core's settings;
+//! - `api`: the orchestrator service, its conversions and the one mapping
+//!   from the core's failures to gRPC;
+//! - `layers`: what every call passes through before its handler;
+//! - `worker`: the workers' clients, conversions, built-ins and reload.
+//!
+//! The arrows point one way: `lib` -> `worker`, `api`, `layers` ->
+//! `config`, `error`; `worker` -> `api::status` for code names.
 
-mod builtin;
+mod api;
 pub mod config;
-mod convert;
-mod deadline;
 mod error;
-mod reload;
-mod service;
-mod status;
-mod tenant;
-mod worker_client;
+mod layers;
+mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use grym_core::{ModelEntry, Orchestrator, Registry, Replica, probe};
+use grym_core::probe;
+use grym_core::{Orchestrator, Registry};
 use grym_proto::orchestrator::v1::orchestrator_server::OrchestratorServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::Config;
 // Public for the conversion benchmark (benches/convert.rs).
-pub use convert::task_from_api;
+pub use api::convert::task_from_api;
+pub use config::Config;
 pub use error::Error;
 
-use crate::config::WorkerConfig;
-
-use crate::worker_client::{ChannelSettings, GrpcModelClient};
+use crate::layers::{deadline, tenant};
+use crate::worker::client::ChannelSettings;
+use crate::worker::{builtin, model_entries, reload};
 
 /// The connections `listener` accepts, with `TCP_NODELAY` and keep-alive
 /// probes on each.
@@ -96,14 +102,13 @@ async fn run(
 
     let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator.clone()));
     orchestrator.observe_metrics();
-    tasks.spawn(Arc::clone(&orchestrator).watch(cancel.child_token()));
+    tasks.spawn(Arc::clone(&orchestrator).run_background(cancel.child_token()));
     let watched = Arc::clone(&orchestrator);
     tasks.spawn(probe::watch(
         move || watched.registry(),
         config.probe,
         cancel.child_token(),
     ));
-    tasks.spawn(Arc::clone(orchestrator.context()).maintain(cancel.child_token()));
     tasks.spawn(reload::on_hangup(
         config.clone(),
         builtin,
@@ -114,13 +119,14 @@ async fn run(
 
     let draining = Arc::clone(&orchestrator);
     let resolver = tenant::Resolver::new(config.auth_tokens.clone());
-    let service =
-        OrchestratorServer::new(service::OrchestratorService::new(Arc::clone(&orchestrator)))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
+    let service = OrchestratorServer::new(api::service::OrchestratorService::new(Arc::clone(
+        &orchestrator,
+    )))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
-        .set_serving::<OrchestratorServer<service::OrchestratorService>>()
+        .set_serving::<OrchestratorServer<api::service::OrchestratorService>>()
         .await;
     let (reflection_v1, reflection_v1alpha) = grym_proto::reflection_services(&[
         grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME,
@@ -134,13 +140,16 @@ async fn run(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // The caller's grpc-timeout becomes a `Deadline` the handler passes
-        // to the core, which carries what remains of it to the worker; the
-        // `grym-tenant` metadata becomes the `Tenant` whose sessions and
-        // cached context the request may use.
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            service,
-            move |request| resolver.resolve(deadline::interceptor(request)?),
+        // The orchestrator service behind its two layers, outermost first.
+        // Who is calling: a token or the `grym-tenant` metadata becomes the
+        // `Tenant` whose tasks, sessions and cached context the call may
+        // use, so a caller without a token is refused before anything else.
+        // Then when the caller needs the answer: its grpc-timeout becomes a
+        // `Deadline` the handler passes to the core, which carries what
+        // remains of it to the worker.
+        .add_service(InterceptedService::new(
+            InterceptedService::new(service, deadline::interceptor),
+            move |request| resolver.resolve(request),
         ))
         // Accepted connections get TCP_NODELAY here: the builder's
         // `tcp_nodelay` does not reach a listener passed in, and Nagle's
@@ -155,38 +164,4 @@ async fn run(
     // Every task has ended, each with its result.
     orchestrator.shutdown().await;
     Ok(())
-}
-
-/// Registry entries for configured workers, each replica reached through its
-/// own lazily connected gRPC client.
-fn model_entries<'a>(
-    workers: impl IntoIterator<Item = &'a WorkerConfig>,
-    settings: ChannelSettings,
-) -> Result<Vec<ModelEntry>, Error> {
-    workers
-        .into_iter()
-        .map(|worker| {
-            let replicas = worker
-                .endpoints
-                .iter()
-                .map(|endpoint| {
-                    let client = GrpcModelClient::new(worker.id.clone(), endpoint, settings)
-                        .map_err(|source| Error::Endpoint {
-                            model: worker.id.to_string(),
-                            source,
-                        })?;
-                    Ok(Replica::new(endpoint.clone(), Arc::new(client)))
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            let mut entry =
-                ModelEntry::new(worker.id.clone(), replicas).map_err(Error::Registry)?;
-            if let Some(kind) = &worker.kind {
-                entry = entry.with_kind(kind.clone());
-            }
-            if let Some(capabilities) = &worker.capabilities {
-                entry = entry.with_capabilities(capabilities.clone());
-            }
-            Ok(entry)
-        })
-        .collect()
 }

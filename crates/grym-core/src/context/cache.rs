@@ -5,6 +5,14 @@
 //! first computes, the others wait for its result. Hits, misses, evictions
 //! and the bytes held are counted for metrics.
 
+#![cfg_attr(
+    not(feature = "bench-internals"),
+    expect(
+        unreachable_pub,
+        reason = "public to the benchmarks, through `internals`"
+    )
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -4,6 +4,14 @@
 //! encoding. A content hash is computed once per context and combined
 //! cheaply with the tenant and the model kinds into cache keys.
 
+#![cfg_attr(
+    not(feature = "bench-internals"),
+    expect(
+        unreachable_pub,
+        reason = "public to the benchmarks, through `internals`"
+    )
+)]
+
 use serde_json::{Map, Value};
 
 /// The blake3 hash of one context's canonical encoding.

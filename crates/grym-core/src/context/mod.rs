@@ -16,10 +16,10 @@
 //! - [`cache`] is the transform cache;
 //! - [`session`] keeps sessions.
 
-pub mod cache;
-pub mod canonical;
-pub mod session;
-pub mod transform;
+pub(crate) mod cache;
+pub(crate) mod canonical;
+pub(crate) mod session;
+pub(crate) mod transform;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -28,34 +28,38 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use self::cache::{CacheStats, TransformCache};
-use self::canonical::ContentHash;
-use self::session::{SessionLimits, SessionSnapshot, Sessions};
-use self::transform::{AGENT, TemplateSpec, Transformers};
+pub use self::cache::CacheStats;
+use self::cache::TransformCache;
+pub(crate) use self::canonical::ContentHash;
+pub use self::session::{SessionEntry, SessionSnapshot};
+use self::session::{SessionLimits, Sessions};
+pub use self::transform::TemplateSpec;
+use self::transform::{AGENT, Transformers};
 
-use crate::error::Error;
+use crate::error::{Error, SettingError};
+use crate::ids::{ModelKind, SessionId, Tenant};
 
 /// The key under which a session's earlier outputs reach a model.
-pub const HISTORY: &str = "history";
+const HISTORY: &str = "history";
 /// The key under which the outputs of the steps a step waits for reach it.
-pub const STEPS: &str = "steps";
+const STEPS: &str = "steps";
 
 /// The output of an earlier step, for the steps that wait for it.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The step's id.
-    pub step: String,
+    pub(crate) step: String,
     /// The kind of model that produced it.
-    pub kind: String,
+    kind: ModelKind,
     /// The output, as context.
-    pub context: Map<String, Value>,
+    context: Map<String, Value>,
     /// Its content hash.
-    pub hash: ContentHash,
+    hash: ContentHash,
 }
 
 impl Upstream {
     /// The output of `step`, produced by a model of `kind`.
-    pub fn new(step: String, kind: String, context: Map<String, Value>) -> Self {
+    pub(crate) fn new(step: String, kind: ModelKind, context: Map<String, Value>) -> Self {
         let hash = ContentHash::of(&context);
         Self {
             step,
@@ -66,23 +70,42 @@ impl Upstream {
     }
 }
 
-/// Settings of the context manager.
-#[derive(Debug, Clone)]
+/// Settings of the context manager: the `[context]` table.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ContextSettings {
     /// The transform cache's bound, in bytes.
     pub cache_max_bytes: u64,
     /// How long a transformed context is kept.
+    #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
     /// How often expired and evicted entries are cleared out.
+    #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
     /// The largest context a task or a session put may carry, in bytes.
     pub max_context_bytes: usize,
-    /// The bounds of sessions.
-    pub sessions: SessionLimits,
-    /// Configured template transformers.
+    /// Sessions kept at once.
+    pub max_sessions: u64,
+    /// Time without use after which a session expires.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Bytes one session holds at most.
+    pub session_max_bytes: usize,
+    /// Task outputs one session keeps at most.
+    pub session_max_entries: usize,
+    /// Bytes all sessions hold at most.
+    pub sessions_max_total_bytes: usize,
+    /// Template transformers, over the built-in ones.
+    #[serde(rename = "transformers")]
     pub templates: Vec<TemplateSpec>,
-    /// The transformers: the defaults and `templates`, checked.
-    pub transformers: Arc<Transformers>,
+    /// The transformers: the built-in ones and `templates`, compiled by
+    /// [`validate`](Self::validate).
+    #[serde(skip, default = "built_in_transformers")]
+    transformers: Arc<Transformers>,
+}
+
+fn built_in_transformers() -> Arc<Transformers> {
+    Arc::new(Transformers::with_defaults())
 }
 
 impl PartialEq for ContextSettings {
@@ -92,7 +115,7 @@ impl PartialEq for ContextSettings {
             && self.cache_ttl == other.cache_ttl
             && self.maintenance_interval == other.maintenance_interval
             && self.max_context_bytes == other.max_context_bytes
-            && self.sessions == other.sessions
+            && self.session_limits() == other.session_limits()
             && self.templates == other.templates
     }
 }
@@ -104,34 +127,50 @@ impl Default for ContextSettings {
             cache_ttl: Duration::from_secs(30 * 60),
             maintenance_interval: Duration::from_secs(5 * 60),
             max_context_bytes: 1024 * 1024,
-            sessions: SessionLimits {
-                max_sessions: 10_000,
-                ttl: Duration::from_secs(30 * 60),
-                max_bytes: 1024 * 1024,
-                max_entries: 32,
-                max_total_bytes: 256 * 1024 * 1024,
-            },
+            max_sessions: 10_000,
+            session_ttl: Duration::from_secs(30 * 60),
+            session_max_bytes: 1024 * 1024,
+            session_max_entries: 32,
+            sessions_max_total_bytes: 256 * 1024 * 1024,
             templates: Vec::new(),
-            transformers: Arc::new(Transformers::with_defaults()),
+            transformers: built_in_transformers(),
         }
     }
 }
 
 impl ContextSettings {
-    /// Adds configured templates, checking them; errors name the template
-    /// and its line.
-    pub fn with_templates(mut self, templates: Vec<TemplateSpec>) -> Result<Self, Error> {
-        self.transformers = Arc::new(
-            Transformers::with_defaults().with_templates(&templates, "context.transformers")?,
-        );
-        self.templates = templates;
+    /// Checks the ranges and compiles the templates; errors name the
+    /// template and its line (`transformers[0] (agent -> text-generation)`).
+    pub fn validate(mut self) -> Result<Self, SettingError> {
+        for (key, value) in [
+            ("cache_ttl", self.cache_ttl),
+            ("maintenance_interval", self.maintenance_interval),
+            ("session_ttl", self.session_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(SettingError::new(key, "must be longer than zero"));
+            }
+        }
+        self.transformers =
+            Arc::new(Transformers::with_defaults().with_templates(&self.templates)?);
         Ok(self)
+    }
+
+    /// The bounds of sessions.
+    fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_sessions: self.max_sessions,
+            ttl: self.session_ttl,
+            max_bytes: self.session_max_bytes,
+            max_entries: self.session_max_entries,
+            max_total_bytes: self.sessions_max_total_bytes,
+        }
     }
 }
 
 /// The context for one call, and how it was made.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// What the model receives.
     pub context: Map<String, Value>,
     /// Parts found already transformed in the cache.
@@ -142,7 +181,7 @@ pub struct Prepared {
 
 /// Context: sessions, transformers and the transform cache.
 #[derive(Debug)]
-pub struct ContextManager {
+pub(crate) struct ContextManager {
     settings: ContextSettings,
     cache: TransformCache,
     sessions: Sessions,
@@ -150,17 +189,21 @@ pub struct ContextManager {
 
 impl ContextManager {
     /// A manager with these settings.
-    pub fn new(settings: ContextSettings) -> Self {
+    pub(crate) fn new(settings: ContextSettings) -> Self {
         Self {
             cache: TransformCache::new(settings.cache_max_bytes, settings.cache_ttl),
-            sessions: Sessions::new(settings.sessions),
+            sessions: Sessions::new(settings.session_limits()),
             settings,
         }
     }
 
     /// Refuses a context over the size bound, or one using the reserved
     /// `history` or `steps` keys, naming `field`.
-    pub fn check(&self, field: &'static str, context: &Map<String, Value>) -> Result<(), Error> {
+    pub(crate) fn check(
+        &self,
+        field: &'static str,
+        context: &Map<String, Value>,
+    ) -> Result<(), Error> {
         if context.contains_key(HISTORY) {
             return Err(Error::invalid(
                 field,
@@ -188,16 +231,17 @@ impl ContextManager {
 
     /// The context for a call to a model of `target` kind: the session's,
     /// the task's own and the earlier steps', reshaped and cached.
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         inline: Option<(&Map<String, Value>, ContentHash)>,
-        session: Option<&str>,
+        session: Option<&SessionId>,
         upstream: &[Arc<Upstream>],
-        target: &str,
+        target: &ModelKind,
     ) -> Prepared {
+        let (tenant, target) = (tenant.as_str(), target.as_str());
         let mut prepared = Prepared::default();
-        let session = session.and_then(|id| self.sessions.get(tenant, id));
+        let session = session.and_then(|id| self.sessions.get(tenant, id.as_str()));
         // The agent's context: the session's, the task's over it, merged
         // before it is reshaped, so a template sees all of it.
         let session_context = session
@@ -229,7 +273,7 @@ impl ContextManager {
                 let part = self
                     .reshape(
                         tenant,
-                        &entry.kind,
+                        entry.kind.as_str(),
                         target,
                         &entry.context,
                         entry.hash,
@@ -248,7 +292,7 @@ impl ContextManager {
                 let reshaped = self
                     .reshape(
                         tenant,
-                        &part.kind,
+                        part.kind.as_str(),
                         target,
                         &part.context,
                         part.hash,
@@ -302,47 +346,65 @@ impl ContextManager {
     }
 
     /// Keeps a task's output in its session.
-    pub fn record(&self, tenant: &str, session: &str, kind: String, context: Map<String, Value>) {
-        self.sessions.append(tenant, session, kind, context);
+    pub(crate) fn record(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        kind: ModelKind,
+        context: Map<String, Value>,
+    ) {
+        self.sessions
+            .append(tenant.as_str(), session.as_str(), kind, context);
     }
 
-    /// A session as it stands.
-    pub fn session(&self, tenant: &str, id: &str) -> Option<SessionSnapshot> {
-        self.sessions.get(tenant, id)
+    /// A session of `tenant` as it stands.
+    pub(crate) fn session(
+        &self,
+        tenant: &Tenant,
+        id: &SessionId,
+    ) -> Result<SessionSnapshot, Error> {
+        self.sessions
+            .get(tenant.as_str(), id.as_str())
+            .ok_or_else(|| Error::SessionNotFound { id: id.clone() })
     }
 
     /// Sets a session's context; refused over the size bounds.
-    pub fn put_session(
+    pub(crate) fn put_session(
         &self,
-        tenant: &str,
-        id: &str,
+        tenant: &Tenant,
+        id: &SessionId,
         context: Map<String, Value>,
         replace: bool,
     ) -> Result<SessionSnapshot, Error> {
         self.check("context", &context)?;
-        self.sessions.put(tenant, id, context, replace)
+        self.sessions
+            .put(tenant.as_str(), id.as_str(), context, replace)
     }
 
-    /// Deletes a session; whether it existed.
-    pub fn delete_session(&self, tenant: &str, id: &str) -> bool {
-        self.sessions.delete(tenant, id)
+    /// Deletes a session of `tenant`.
+    pub(crate) fn delete_session(&self, tenant: &Tenant, id: &SessionId) -> Result<(), Error> {
+        if self.sessions.delete(tenant.as_str(), id.as_str()) {
+            Ok(())
+        } else {
+            Err(Error::SessionNotFound { id: id.clone() })
+        }
     }
 
     /// The transform cache's counters as they stand, without waiting for
     /// pending evictions.
-    pub fn cache_stats_now(&self) -> CacheStats {
+    pub(crate) fn cache_stats_now(&self) -> CacheStats {
         self.cache.stats()
     }
 
     /// The transform cache's counters, with pending evictions applied.
-    pub async fn cache_stats(&self) -> CacheStats {
+    pub(crate) async fn cache_stats(&self) -> CacheStats {
         self.cache.maintain().await;
         self.cache.stats()
     }
 
     /// Clears expired and evicted entries on the configured period until
     /// `cancel` fires.
-    pub async fn maintain(self: Arc<Self>, cancel: CancellationToken) {
+    pub(crate) async fn maintain(&self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.settings.maintenance_interval);
         loop {
             tokio::select! {
@@ -359,6 +421,18 @@ mod tests {
     use crate::testing::object;
     use serde_json::json;
 
+    fn tenant(name: &str) -> Tenant {
+        Tenant::new(name).unwrap()
+    }
+
+    fn session(id: &str) -> SessionId {
+        SessionId::new(id).unwrap()
+    }
+
+    fn kind(kind: &str) -> ModelKind {
+        ModelKind::new(kind)
+    }
+
     fn analysis() -> Map<String, Value> {
         object(
             json!({"model_id": "gama", "task_type": "audio_analysis", "text": "rain on a tin roof"}),
@@ -368,9 +442,20 @@ mod tests {
     #[tokio::test]
     async fn a_session_output_reaches_the_next_model_reshaped_and_cached() {
         let manager = ContextManager::new(ContextSettings::default());
-        manager.record("t", "s", "audio-language".into(), analysis());
+        manager.record(
+            &tenant("t"),
+            &session("s"),
+            kind("audio-language"),
+            analysis(),
+        );
         let first = manager
-            .prepare("t", None, Some("s"), &[], "text-generation")
+            .prepare(
+                &tenant("t"),
+                None,
+                Some(&session("s")),
+                &[],
+                &kind("text-generation"),
+            )
             .await;
         assert_eq!(
             first.context["history"][0]["prompt_context"],
@@ -378,7 +463,13 @@ mod tests {
         );
         assert_eq!((first.cache_hits, first.cache_misses), (0, 1));
         let second = manager
-            .prepare("t", None, Some("s"), &[], "text-generation")
+            .prepare(
+                &tenant("t"),
+                None,
+                Some(&session("s")),
+                &[],
+                &kind("text-generation"),
+            )
             .await;
         assert_eq!((second.cache_hits, second.cache_misses), (1, 0));
         assert_eq!(second.context, first.context);
@@ -387,18 +478,46 @@ mod tests {
     #[tokio::test]
     async fn one_tenant_never_reads_another_tenants_context() {
         let manager = ContextManager::new(ContextSettings::default());
-        manager.record("acme", "s", "audio-language".into(), analysis());
+        manager.record(
+            &tenant("acme"),
+            &session("s"),
+            kind("audio-language"),
+            analysis(),
+        );
         let other = manager
-            .prepare("globex", None, Some("s"), &[], "text-generation")
+            .prepare(
+                &tenant("globex"),
+                None,
+                Some(&session("s")),
+                &[],
+                &kind("text-generation"),
+            )
             .await;
         assert!(other.context.is_empty());
         // The same content under another tenant is a separate cache entry.
-        manager.record("globex", "s", "audio-language".into(), analysis());
+        manager.record(
+            &tenant("globex"),
+            &session("s"),
+            kind("audio-language"),
+            analysis(),
+        );
         manager
-            .prepare("acme", None, Some("s"), &[], "text-generation")
+            .prepare(
+                &tenant("acme"),
+                None,
+                Some(&session("s")),
+                &[],
+                &kind("text-generation"),
+            )
             .await;
         let globex = manager
-            .prepare("globex", None, Some("s"), &[], "text-generation")
+            .prepare(
+                &tenant("globex"),
+                None,
+                Some(&session("s")),
+                &[],
+                &kind("text-generation"),
+            )
             .await;
         assert_eq!(globex.cache_misses, 1);
     }
@@ -408,26 +527,26 @@ mod tests {
         let manager = ContextManager::new(ContextSettings::default());
         manager
             .put_session(
-                "t",
-                "s",
+                &tenant("t"),
+                &session("s"),
                 object(json!({"language": "fr", "topic": "birds"})),
                 false,
             )
             .unwrap();
         manager.record(
-            "t",
-            "s",
-            "speech-recognition".into(),
+            &tenant("t"),
+            &session("s"),
+            kind("speech-recognition"),
             object(json!({"text": "bonjour"})),
         );
         let inline = object(json!({"language": "en"}));
         let prepared = manager
             .prepare(
-                "t",
+                &tenant("t"),
                 Some((&inline, ContentHash::of(&inline))),
-                Some("s"),
+                Some(&session("s")),
                 &[],
-                "text-generation",
+                &kind("text-generation"),
             )
             .await;
         assert_eq!(
@@ -439,19 +558,22 @@ mod tests {
     #[tokio::test]
     async fn a_template_sees_the_sessions_and_the_tasks_context_merged() {
         let manager = ContextManager::new(
-            ContextSettings::default()
-                .with_templates(vec![TemplateSpec {
+            ContextSettings {
+                templates: vec![TemplateSpec {
                     source: AGENT.into(),
                     target: "text-generation".into(),
                     template: "Answer in {{ language }} about {{ topic }}.".into(),
                     key: "system".into(),
-                }])
-                .unwrap(),
+                }],
+                ..ContextSettings::default()
+            }
+            .validate()
+            .unwrap(),
         );
         manager
             .put_session(
-                "t",
-                "s",
+                &tenant("t"),
+                &session("s"),
                 object(json!({"language": "fr", "topic": "birds"})),
                 false,
             )
@@ -459,11 +581,11 @@ mod tests {
         let inline = object(json!({"language": "Welsh"}));
         let prepared = manager
             .prepare(
-                "t",
+                &tenant("t"),
                 Some((&inline, ContentHash::of(&inline))),
-                Some("s"),
+                Some(&session("s")),
                 &[],
-                "text-generation",
+                &kind("text-generation"),
             )
             .await;
         assert_eq!(prepared.context["system"], "Answer in Welsh about birds.");
@@ -474,11 +596,17 @@ mod tests {
         let manager = ContextManager::new(ContextSettings::default());
         let transcript = Upstream::new(
             "transcribe".into(),
-            "speech-recognition".into(),
+            kind("speech-recognition"),
             object(json!({"text": "is it raining"})),
         );
         let prepared = manager
-            .prepare("t", None, None, &[Arc::new(transcript)], "text-generation")
+            .prepare(
+                &tenant("t"),
+                None,
+                None,
+                &[Arc::new(transcript)],
+                &kind("text-generation"),
+            )
             .await;
         assert_eq!(
             Value::Object(prepared.context),

@@ -17,12 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::canonical::{ContentHash, weight};
 use crate::error::Error;
+use crate::ids::ModelKind;
 
 /// One task's output, kept in its session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionEntry {
     /// The kind of the model that produced it.
-    pub kind: String,
+    pub kind: ModelKind,
     /// What the next models see of it: `task_id`, `task_type`, `model_id`,
     /// `text` and `json`.
     pub context: Map<String, Value>,
@@ -31,7 +32,7 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    fn new(kind: String, context: Map<String, Value>) -> Self {
+    fn new(kind: ModelKind, context: Map<String, Value>) -> Self {
         let hash = ContentHash::of(&context);
         Self {
             kind,
@@ -60,21 +61,21 @@ struct Session {
 
 /// The bounds of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     /// Sessions kept at once.
-    pub max_sessions: u64,
+    pub(crate) max_sessions: u64,
     /// Time without use after which a session expires.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Bytes one session holds at most.
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
     /// Task outputs one session keeps at most.
-    pub max_entries: usize,
+    pub(crate) max_entries: usize,
     /// Bytes all sessions hold at most.
-    pub max_total_bytes: usize,
+    pub(crate) max_total_bytes: usize,
 }
 
 /// Every session, by tenant and id.
-pub struct Sessions {
+pub(crate) struct Sessions {
     cache: moka::sync::Cache<(String, String), Arc<Mutex<Session>>>,
     limits: SessionLimits,
     total: Arc<AtomicUsize>,
@@ -100,7 +101,7 @@ fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
 
 impl Sessions {
     /// No sessions yet.
-    pub fn new(limits: SessionLimits) -> Self {
+    pub(crate) fn new(limits: SessionLimits) -> Self {
         let total = Arc::new(AtomicUsize::new(0));
         let released = Arc::clone(&total);
         Self {
@@ -118,7 +119,7 @@ impl Sessions {
     }
 
     /// The session, if it exists.
-    pub fn get(&self, tenant: &str, id: &str) -> Option<SessionSnapshot> {
+    pub(crate) fn get(&self, tenant: &str, id: &str) -> Option<SessionSnapshot> {
         self.cache
             .get(&key(tenant, id))
             .map(|session| lock(&session).snapshot.clone())
@@ -126,7 +127,7 @@ impl Sessions {
 
     /// Sets the agent's context of a session (merged into what is there,
     /// or replacing it), creating the session if needed.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         tenant: &str,
         id: &str,
@@ -171,7 +172,13 @@ impl Sessions {
     /// large for the session is kept as a stub; beyond the bounds the oldest
     /// outputs go, never this newest one; beyond the byte budget of all
     /// sessions it is not kept.
-    pub fn append(&self, tenant: &str, id: &str, kind: String, context: Map<String, Value>) {
+    pub(crate) fn append(
+        &self,
+        tenant: &str,
+        id: &str,
+        kind: ModelKind,
+        context: Map<String, Value>,
+    ) {
         let mut context = context;
         let bytes = weight(&context);
         if bytes > self.limits.max_bytes / 4 {
@@ -226,7 +233,7 @@ impl Sessions {
     }
 
     /// Deletes a session; whether it existed.
-    pub fn delete(&self, tenant: &str, id: &str) -> bool {
+    pub(crate) fn delete(&self, tenant: &str, id: &str) -> bool {
         // The eviction listener gives its bytes back.
         self.cache.remove(&key(tenant, id)).is_some()
     }
@@ -266,7 +273,7 @@ mod tests {
     #[test]
     fn tenants_never_see_each_others_sessions() {
         let sessions = Sessions::new(limits());
-        sessions.append("acme", "s1", "audio-language".into(), output(1));
+        sessions.append("acme", "s1", ModelKind::new("audio-language"), output(1));
         assert_eq!(texts(&sessions, "acme", "s1"), ["output 1"]);
         assert!(sessions.get("globex", "s1").is_none());
     }
@@ -275,7 +282,7 @@ mod tests {
     fn the_oldest_outputs_go_beyond_the_bounds_but_never_the_newest() {
         let sessions = Sessions::new(limits());
         for n in 0..5 {
-            sessions.append("t", "s", "k".into(), output(n));
+            sessions.append("t", "s", ModelKind::new("k"), output(n));
         }
         assert_eq!(
             texts(&sessions, "t", "s"),
@@ -285,7 +292,7 @@ mod tests {
         sessions.append(
             "t",
             "s",
-            "k".into(),
+            ModelKind::new("k"),
             object(json!({"task_id": "big", "text": "x".repeat(10_000)})),
         );
         let snapshot = sessions.get("t", "s").unwrap();

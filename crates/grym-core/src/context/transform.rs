@@ -17,15 +17,23 @@
 //! as their variables and their rendering is put under a key (default
 //! `prompt_context`). A pair with no transformer passes context unchanged.
 
+#![cfg_attr(
+    not(feature = "bench-internals"),
+    expect(
+        unreachable_pub,
+        reason = "public to the benchmarks, through `internals`"
+    )
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::error::Error;
+use crate::error::SettingError;
 
 /// The kind of context given by the agent itself.
-pub const AGENT: &str = "agent";
+pub(crate) const AGENT: &str = "agent";
 
 /// The most instructions one template rendering may run.
 const TEMPLATE_FUEL: u64 = 100_000;
@@ -54,17 +62,24 @@ impl std::fmt::Debug for Transformers {
     }
 }
 
-/// One configured template transformer.
-#[derive(Debug, Clone, PartialEq)]
+/// One configured template transformer: a `[[context.transformers]]`
+/// entry.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
-    /// The kind of model whose context it reads.
+    /// The kind of model whose context it reads (`agent` for the agent's).
     pub source: String,
     /// The kind of model it writes for.
     pub target: String,
-    /// The minijinja template.
+    /// A minijinja template over the source context.
     pub template: String,
     /// The key its rendering is put under.
+    #[serde(default = "default_template_key")]
     pub key: String,
+}
+
+fn default_template_key() -> String {
+    "prompt_context".to_owned()
 }
 
 fn text_of(context: &Map<String, Value>) -> String {
@@ -99,6 +114,18 @@ fn instructions_to_question(context: &Map<String, Value>) -> Map<String, Value> 
     Map::from_iter([("question".to_owned(), json!(text_of(context)))])
 }
 
+/// What is wrong with a template, and on which line.
+fn template_error(error: &minijinja::Error, otherwise: &str) -> String {
+    format!(
+        "{}{}",
+        error.detail().unwrap_or(otherwise),
+        error
+            .line()
+            .map(|line| format!(" at line {line}"))
+            .unwrap_or_default()
+    )
+}
+
 impl Transformers {
     /// The built-in transformers.
     pub fn with_defaults() -> Self {
@@ -122,49 +149,31 @@ impl Transformers {
         Self { pairs }
     }
 
-    /// Adds configured templates over the defaults; `field` names where they
-    /// come from in errors, which also name the template and line.
-    pub fn with_templates(
-        mut self,
-        specs: &[TemplateSpec],
-        field: &'static str,
-    ) -> Result<Self, Error> {
+    /// Adds configured templates over the defaults; an error's key names
+    /// the template (`transformers[0] (agent -> text-generation)`), its
+    /// reason the line.
+    pub(crate) fn with_templates(mut self, specs: &[TemplateSpec]) -> Result<Self, SettingError> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         // A bound on the work of one rendering: no template loops forever.
         env.set_fuel(Some(TEMPLATE_FUEL));
         let mut names = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            let name = format!("{field}[{i}] ({} -> {})", spec.source, spec.target);
+            let name = format!("transformers[{i}] ({} -> {})", spec.source, spec.target);
+            let invalid = |reason: String| SettingError::new(name.as_str(), reason);
             if spec.source == spec.target {
-                return Err(Error::invalid(
-                    field,
-                    format!("template {name}: context passes unchanged between models of one kind"),
+                return Err(invalid(
+                    "context passes unchanged between models of one kind".to_owned(),
                 ));
             }
             if specs[..i]
                 .iter()
                 .any(|earlier| earlier.source == spec.source && earlier.target == spec.target)
             {
-                return Err(Error::invalid(
-                    field,
-                    format!("template {name}: the pair has a template already"),
-                ));
+                return Err(invalid("the pair has a template already".to_owned()));
             }
             env.add_template_owned(name.clone(), spec.template.clone())
-                .map_err(|error| {
-                    Error::invalid(
-                        field,
-                        format!(
-                            "template {name}: {}{}",
-                            error.detail().unwrap_or("invalid template"),
-                            error
-                                .line()
-                                .map(|line| format!(" at line {line}"))
-                                .unwrap_or_default()
-                        ),
-                    )
-                })?;
+                .map_err(|error| invalid(template_error(&error, "invalid template")))?;
             // Rendered once on empty context, so an unknown filter, test or
             // function stops start-up rather than every request.
             let rendered = env
@@ -173,17 +182,7 @@ impl Transformers {
             if let Err(error) = rendered {
                 use minijinja::ErrorKind::{UnknownFilter, UnknownFunction, UnknownTest};
                 if matches!(error.kind(), UnknownFilter | UnknownTest | UnknownFunction) {
-                    return Err(Error::invalid(
-                        field,
-                        format!(
-                            "template {name}: {}{}",
-                            error.detail().unwrap_or("unknown name"),
-                            error
-                                .line()
-                                .map(|line| format!(" at line {line}"))
-                                .unwrap_or_default()
-                        ),
-                    ));
+                    return Err(invalid(template_error(&error, "unknown name")));
                 }
             }
             names.push(name);
@@ -204,7 +203,7 @@ impl Transformers {
 
     /// Whether the pair changes anything: same kinds, or no transformer,
     /// pass context unchanged.
-    pub fn changes(&self, source: &str, target: &str) -> bool {
+    pub(crate) fn changes(&self, source: &str, target: &str) -> bool {
         source != target
             && self
                 .pairs
@@ -289,7 +288,7 @@ mod tests {
             key: "prompt".into(),
         };
         let transformers = Transformers::with_defaults()
-            .with_templates(&[spec], "context.transformers")
+            .with_templates(&[spec])
             .unwrap();
         let transcript = object(
             json!({"model_id": "wav2vec2", "text": "hello there", "json": {"language": "en"}}),
@@ -316,7 +315,7 @@ mod tests {
     fn unknown_filters_same_kind_pairs_and_duplicates_stop_start_up() {
         let check = |specs: &[TemplateSpec]| {
             Transformers::with_defaults()
-                .with_templates(specs, "context.transformers")
+                .with_templates(specs)
                 .unwrap_err()
                 .to_string()
         };
@@ -337,14 +336,11 @@ mod tests {
     #[test]
     fn a_template_that_runs_too_long_fails_instead_of_hanging() {
         let transformers = Transformers::with_defaults()
-            .with_templates(
-                &[spec(
-                    "agent",
-                    "text-generation",
-                    "{% for i in range(1000000) %}{{ i }}{% endfor %}",
-                )],
-                "context.transformers",
-            )
+            .with_templates(&[spec(
+                "agent",
+                "text-generation",
+                "{% for i in range(1000000) %}{{ i }}{% endfor %}",
+            )])
             .unwrap();
         assert_eq!(
             transformers.transform("agent", "text-generation", &Map::new()),
@@ -361,9 +357,11 @@ mod tests {
             key: "prompt".into(),
         };
         let error = Transformers::with_defaults()
-            .with_templates(&[spec], "context.transformers")
-            .unwrap_err()
-            .to_string();
+            .with_templates(&[spec])
+            .unwrap_err();
+        // The template's name is the key; the configuration adds its table.
+        assert_eq!(error.key, "transformers[0] (agent -> text-generation)");
+        let error = error.within("context").to_string();
         assert!(
             error.contains("context.transformers[0] (agent -> text-generation)"),
             "{error}"

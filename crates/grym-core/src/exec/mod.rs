@@ -1,0 +1,263 @@
+//! Steps 5 and 7 of a task's way, and the [`Orchestrator`] that takes a
+//! task along all of them.
+//!
+//! A request that cannot be accepted is an [`Error`], at once: bad input,
+//! unknown dependencies or a cycle, an id in use, a full queue, a type no
+//! model serves. From then on every outcome (success, worker failure after
+//! fallbacks, deadline, cancellation, a failed dependency) is a
+//! [`TaskResult`], recorded exactly once, so the caller always learns how
+//! its task ended.
+//!
+//! The rooms, in the order a task meets them:
+//! - [`accept`]: analysis, planning, admission, and the task's own tokio
+//!   task;
+//! - [`lifecycle`]: dependencies, the wait for a slot, and the one result;
+//! - [`slot`]: planning again when needed and waiting for a model's slot;
+//! - [`attempt`]: the fallback loop and each worker call, with feedback;
+//! - [`composite`]: a composite's steps, each a small task of its own;
+//! - [`observe`]: what the watch, the gauges and `ListModels` read;
+//! - [`sessions`]: what the session and context RPCs reach.
+//!
+//! This type is a facade: the data of a task moves down through the rooms
+//! and does not come back here between steps.
+
+mod accept;
+mod attempt;
+mod composite;
+mod handle;
+mod job;
+mod lifecycle;
+mod observe;
+mod sessions;
+mod slot;
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::handle::TaskHandle;
+pub use self::observe::{CapabilityView, ModelView};
+use crate::context::{ContextManager, ContextSettings};
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::history::TaskStore;
+use crate::ids::TaskId;
+use crate::ids::Tenant;
+use crate::plan::analysis::{self, Requirements};
+use crate::plan::recipe::Recipes;
+use crate::plan::selection::{SelectionSettings, Selector};
+use crate::plan::view::CompositePlan;
+use crate::plan::{Planned, Planner};
+use crate::registry::Registry;
+use crate::schedule::{Scheduler, SchedulerSettings};
+use crate::task::{Routing, Task, TaskEvent, TaskResult};
+use crate::watch::detector::{BottleneckSettings, Finding};
+use crate::watch::instruments::Instruments;
+use crate::watch::{Gauges, Watcher};
+
+/// Settings of the orchestrator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrchestratorSettings {
+    /// The longest one worker call may take.
+    pub worker_timeout: Duration,
+    /// How models are chosen.
+    pub selection: SelectionSettings,
+    /// How tasks are queued.
+    pub scheduler: SchedulerSettings,
+    /// How context is shaped and kept.
+    pub context: ContextSettings,
+    /// Chains that stand in for task types no healthy model serves.
+    pub recipes: Recipes,
+    /// When a finding is a bottleneck.
+    pub bottlenecks: BottleneckSettings,
+    /// Whether metrics are recorded: off when they go nowhere, so requests
+    /// do not pay for them.
+    pub metrics: bool,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self {
+            worker_timeout: Duration::from_secs(30),
+            selection: SelectionSettings::default(),
+            scheduler: SchedulerSettings::default(),
+            context: ContextSettings::default(),
+            recipes: Recipes::with_defaults(),
+            bottlenecks: BottleneckSettings::default(),
+            metrics: true,
+        }
+    }
+}
+
+/// Runs tasks on the models of a registry.
+#[derive(Debug)]
+pub struct Orchestrator {
+    registry: ArcSwap<Registry>,
+    planner: Planner,
+    scheduler: Scheduler,
+    context: ContextManager,
+    history: TaskStore,
+    watcher: Watcher,
+    instruments: Instruments,
+    /// The gauges read at each export, registered once.
+    gauges: OnceLock<Vec<Arc<dyn Any + Send + Sync>>>,
+    worker_timeout: Duration,
+    /// Every task's own tokio task, waited for at shutdown.
+    tasks: TaskTracker,
+    /// Set when shutdown begins: new tasks are refused.
+    closing: AtomicBool,
+}
+
+impl Orchestrator {
+    /// An orchestrator over `registry`.
+    pub fn new(registry: Arc<Registry>, settings: OrchestratorSettings) -> Self {
+        let half_life = settings.selection.half_life;
+        Self {
+            registry: ArcSwap::new(registry),
+            planner: Planner::new(Selector::new(settings.selection), settings.recipes),
+            history: TaskStore::new(
+                settings.scheduler.max_results,
+                settings.scheduler.result_retention,
+            ),
+            scheduler: Scheduler::new(settings.scheduler),
+            context: ContextManager::new(settings.context),
+            watcher: Watcher::new(settings.bottlenecks, half_life),
+            instruments: Instruments::new(settings.metrics),
+            gauges: OnceLock::new(),
+            worker_timeout: settings.worker_timeout,
+            tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// The current registry of models.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Replaces the registry, typically with one made by
+    /// [`Registry::succeed_with`] from the current one, so unchanged models
+    /// keep their statistics and health. Calls in flight finish on the
+    /// entries they started with.
+    pub fn replace_registry(&self, next: Registry) {
+        self.registry.store(Arc::new(next));
+    }
+
+    /// Analyses and plans a task without running it: its routing and, for
+    /// a composite or a recipe chain, the plan of its steps.
+    pub fn plan(
+        &self,
+        mut task: Task,
+    ) -> Result<(Requirements, Routing, Option<CompositePlan>), Error> {
+        let requirements = analysis::analyse(&mut task, &self.context)?;
+        let now = Instant::now();
+        let registry = self.registry.load();
+        let planned = self.planner.plan(&mut task, &registry, now)?;
+        let composite = match &planned {
+            Planned::Single(_) => None,
+            Planned::Composite(run) => Some(run.view(&self.planner.selector, &registry, now)),
+        };
+        Ok((requirements, planned.routing(&task.task_type), composite))
+    }
+
+    /// Runs a task to its end, within `deadline` (the caller's). Dropping
+    /// the returned future cancels the task.
+    pub async fn execute(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<TaskResult, Error> {
+        let handle = self.submit(task, deadline, events)?;
+        let cancel_on_drop = handle.cancellation().drop_guard();
+        let result = handle.result().await;
+        cancel_on_drop.disarm();
+        Ok(Arc::unwrap_or_clone(result))
+    }
+
+    /// Where a task of `tenant` stands: live, or finished and still kept.
+    /// Another tenant's task is not found.
+    pub fn get(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
+        self.history
+            .get(id)
+            .filter(|result| &result.tenant == tenant)
+            .ok_or_else(|| Error::TaskNotFound { id: id.clone() })
+    }
+
+    /// Cancels a live task and waits until it has ended; a finished task is
+    /// left as it is. Either way, its final result.
+    pub async fn cancel(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
+        if !self.history.owned_by(id, tenant) {
+            return Err(Error::TaskNotFound { id: id.clone() });
+        }
+        if let Some(live) = self.history.live(id) {
+            let handle = TaskHandle::of(id.clone(), &live);
+            live.cancel.cancel();
+            return Ok(Arc::unwrap_or_clone(handle.result().await));
+        }
+        self.get(id, tenant)
+    }
+
+    /// Tasks and steps accepted and not yet running.
+    pub fn queued(&self) -> usize {
+        self.scheduler.queued()
+    }
+
+    /// Counts a task refused before it reached the orchestrator (a
+    /// malformed request, say), under `reason`, with those it refuses.
+    pub fn record_rejection(&self, reason: &'static str) {
+        self.instruments.rejected_for(reason);
+    }
+
+    /// The active bottleneck findings of the last analysis.
+    pub fn bottlenecks(&self) -> Arc<Vec<Finding>> {
+        self.watcher.findings()
+    }
+
+    /// The thresholds of the bottleneck analysis.
+    pub fn bottleneck_settings(&self) -> &BottleneckSettings {
+        self.watcher.settings()
+    }
+
+    /// Registers the gauges (models' calls in flight and waiting, the
+    /// context cache, the active bottlenecks) read at each metrics export.
+    pub fn observe_metrics(self: &Arc<Self>) {
+        self.gauges.get_or_init(|| {
+            let gauges: Arc<dyn Gauges> = Arc::clone(self) as Arc<dyn Gauges>;
+            self.instruments.observe(Arc::downgrade(&gauges))
+        });
+    }
+
+    /// The periodic work, until `cancel` fires: the bottleneck analysis
+    /// and the context cache's maintenance.
+    pub async fn run_background(self: Arc<Self>, cancel: CancellationToken) {
+        let watch = self.watcher.run(|| self.observation(), cancel.clone());
+        futures::join!(watch, self.context.maintain(cancel));
+    }
+
+    /// Begins shutdown: refuses new tasks and cancels every live one (each
+    /// still ends with its result).
+    pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for live in self.history.live_tasks() {
+            live.cancel.cancel();
+        }
+    }
+
+    /// Shuts down and waits until every task has ended.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

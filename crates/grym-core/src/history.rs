@@ -1,0 +1,205 @@
+//! Step 6 of a task's way: where tasks are while they live, and where their
+//! results stay after.
+//!
+//! Live tasks sit in a sharded map, so looking one up never waits on
+//! another. A finished result moves to a moka cache bounded in count and in
+//! time (both configured), so `GetTask` can answer for a while and memory
+//! stays bounded. A result is stored among the finished before it leaves
+//! the live map, so a lookup always finds a task somewhere.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{TaskId, Tenant};
+use crate::task::TaskResult;
+
+/// A task that has not ended.
+#[derive(Debug)]
+pub(crate) struct LiveTask {
+    /// Fires to cancel it.
+    pub(crate) cancel: CancellationToken,
+    snapshot: Mutex<TaskResult>,
+    done: watch::Sender<Option<Arc<TaskResult>>>,
+}
+
+impl LiveTask {
+    /// A task as it stands when accepted.
+    pub(crate) fn new(snapshot: TaskResult) -> Self {
+        Self {
+            cancel: CancellationToken::new(),
+            snapshot: Mutex::new(snapshot),
+            done: watch::Sender::new(None),
+        }
+    }
+
+    /// Where it stands now.
+    pub(crate) fn snapshot(&self) -> TaskResult {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes where it stands.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut TaskResult)) {
+        change(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Sees its final result once there is one.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<TaskResult>>> {
+        self.done.subscribe()
+    }
+}
+
+/// Live tasks and recent results.
+pub(crate) struct TaskStore {
+    live: DashMap<TaskId, Arc<LiveTask>>,
+    finished: moka::sync::Cache<TaskId, Arc<TaskResult>>,
+}
+
+impl std::fmt::Debug for TaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskStore")
+            .field("live", &self.live.len())
+            .field("finished", &self.finished.entry_count())
+            .finish()
+    }
+}
+
+/// A live task with that id exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AlreadyLive;
+
+impl TaskStore {
+    /// Keeps at most `max_results` finished results, each for `retention`.
+    pub(crate) fn new(max_results: u64, retention: Duration) -> Self {
+        Self {
+            live: DashMap::new(),
+            // Least recently used goes first: moka's default admission
+            // policy would turn new results away once the cache is full.
+            finished: moka::sync::Cache::builder()
+                .max_capacity(max_results)
+                .time_to_live(retention)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+        }
+    }
+
+    /// Adds a live task; refused while another live task has its id.
+    pub(crate) fn insert(&self, id: TaskId, task: Arc<LiveTask>) -> Result<(), AlreadyLive> {
+        match self.live.entry(id) {
+            Entry::Occupied(_) => Err(AlreadyLive),
+            Entry::Vacant(vacant) => {
+                vacant.insert(task);
+                Ok(())
+            }
+        }
+    }
+
+    /// The live task with this id.
+    pub(crate) fn live(&self, id: &TaskId) -> Option<Arc<LiveTask>> {
+        self.live.get(id).map(|task| Arc::clone(task.value()))
+    }
+
+    /// The finished result with this id, while it is kept.
+    pub(crate) fn finished(&self, id: &TaskId) -> Option<Arc<TaskResult>> {
+        self.finished.get(id)
+    }
+
+    /// Where the task stands: live or finished.
+    pub(crate) fn get(&self, id: &TaskId) -> Option<TaskResult> {
+        match self.live(id) {
+            Some(task) => Some(task.snapshot()),
+            None => self.finished(id).map(|result| (*result).clone()),
+        }
+    }
+
+    /// Whether a live or kept task with this id belongs to `tenant`.
+    pub(crate) fn owned_by(&self, id: &TaskId, tenant: &Tenant) -> bool {
+        match self.live(id) {
+            Some(task) => {
+                &task
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .tenant
+                    == tenant
+            }
+            None => self
+                .finished(id)
+                .is_some_and(|result| &result.tenant == tenant),
+        }
+    }
+
+    /// Records a task's final result and tells whoever waits for it.
+    pub(crate) fn finish(&self, id: &TaskId, result: TaskResult) -> Arc<TaskResult> {
+        let result = Arc::new(result);
+        self.finished.insert(id.clone(), Arc::clone(&result));
+        if let Some((_, task)) = self.live.remove(id) {
+            task.done.send_replace(Some(Arc::clone(&result)));
+        }
+        result
+    }
+
+    /// Every live task, for shutdown.
+    pub(crate) fn live_tasks(&self) -> Vec<Arc<LiveTask>> {
+        self.live
+            .iter()
+            .map(|task| Arc::clone(task.value()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TaskType;
+    use crate::task::{Policy, Reason, Routing, TaskStatus};
+
+    fn result(id: &TaskId) -> TaskResult {
+        TaskResult {
+            task_id: id.clone(),
+            status: TaskStatus::Succeeded,
+            model_id: None,
+            output: None,
+            error: None,
+            metrics: Default::default(),
+            routing: Routing {
+                task_type: TaskType::literal("t"),
+                policy: Policy::Scored,
+                reason: Reason::HighestScore,
+                estimated_latency: Duration::ZERO,
+                candidates: Vec::new(),
+                fallbacks_taken: Vec::new(),
+                summary: None,
+            },
+            queued_at: std::time::SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            tenant: Tenant::anonymous(),
+            steps: Vec::new(),
+            recipe: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_results_are_kept_when_the_store_is_full() {
+        let store = TaskStore::new(100, Duration::from_secs(600));
+        let ids: Vec<TaskId> = (0..1000)
+            .map(|i| TaskId::new(format!("t{i}")).unwrap())
+            .collect();
+        for id in &ids {
+            store.finish(id, result(id));
+        }
+        store.finished.run_pending_tasks();
+        for id in &ids[990..] {
+            assert!(store.get(id).is_some(), "{id} was dropped");
+        }
+        assert!(store.finished.entry_count() <= 100);
+    }
+}

@@ -1,0 +1,635 @@
+//! Step 2 of a task's way: choose the model, rank the fallbacks, and say
+//! why.
+//!
+//! Candidates are the models that declare the task type and are not known
+//! to be down (a model whose every replica fails its health check is left
+//! out until it recovers). They are scored by [`scoring`](crate::scoring)
+//! and ranked by the configured [`Policy`]:
+//! - [`Policy::Scored`] (the default): by score, highest first, ties by id.
+//! - [`Policy::Thompson`]: Thompson sampling. Each candidate's success
+//!   probability is drawn from `Beta(c·k + successes, (1 − c)·k + failures)`,
+//!   a prior worth `k` calls centred on its declared confidence `c`, updated
+//!   by its decayed outcomes; its draw is then
+//!   `0.7 · p + 0.3 · (1 − normalized_latency)`, and candidates rank by
+//!   draw. Models it is unsure of get tried in proportion to the chance
+//!   they are best, so it keeps learning without a fixed exploration rate.
+//!
+//! A [`Route`] overrides the ranking for one task type while its model is
+//! healthy and serves that type: the default sends `audio_analysis` to
+//! `gama` (confidence 0.95, estimated 800 ms), with `wav2vec2` as its first
+//! fallback. The first candidate of a [`Plan`] is the choice; the rest, in
+//! order, are the fallbacks.
+//!
+//! Randomness is injected: a selector built with a seed draws the same
+//! sequence every run, and takes no lock to draw.
+
+#![cfg_attr(
+    not(feature = "bench-internals"),
+    expect(
+        unreachable_pub,
+        reason = "public to the benchmarks, through `internals`"
+    )
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use rand_distr::{Beta, Distribution};
+use tokio::time::Instant;
+
+use crate::error::{Error, SettingError};
+use crate::ids::{ModelId, TaskType};
+use crate::model::Health;
+use crate::plan::scoring::{ScoreInput, ScoringSettings, score_all};
+use crate::registry::{CallOutcome, ModelEntry, Registry, StatsSnapshot};
+use crate::task::{CandidateScore, Policy, Reason, Routing, ScoreBreakdown};
+
+/// A task type pinned to a model while that model is healthy.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The task type routed.
+    pub task_type: TaskType,
+    /// The model it goes to.
+    pub model: ModelId,
+    /// The confidence reported for the choice.
+    pub confidence: f64,
+    /// The latency estimate reported for the choice.
+    #[serde(default, with = "humantime_serde")]
+    pub estimated_latency: Duration,
+    /// Models tried first when it fails, in order, before the others.
+    #[serde(default)]
+    pub fallbacks: Vec<ModelId>,
+}
+
+impl Route {
+    /// The original design's rule: audio analysis goes to GAMA.
+    pub fn gama() -> Self {
+        Self {
+            task_type: TaskType::literal("audio_analysis"),
+            model: ModelId::literal("gama"),
+            confidence: 0.95,
+            estimated_latency: Duration::from_millis(800),
+            fallbacks: vec![ModelId::literal("wav2vec2")],
+        }
+    }
+}
+
+/// Settings of selection: the `[selection]` table.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionSettings {
+    /// How candidates are ranked: `scored` (the default) or `thompson`.
+    pub policy: Policy,
+    /// The formula's weights.
+    #[serde(skip)]
+    pub scoring: ScoringSettings,
+    /// Half-life of the performance statistics.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// `k`: how many calls the declared confidence is worth to Thompson
+    /// sampling.
+    pub prior_strength: f64,
+    /// Seeds selection's randomness, for repeatable runs.
+    pub seed: Option<u64>,
+    /// Pinned routes; left out, the GAMA route; `[]`, none.
+    pub routes: Vec<Route>,
+}
+
+impl Default for SelectionSettings {
+    fn default() -> Self {
+        Self {
+            policy: Policy::Scored,
+            scoring: ScoringSettings::default(),
+            half_life: Duration::from_secs(10),
+            prior_strength: 10.0,
+            seed: None,
+            routes: vec![Route::gama()],
+        }
+    }
+}
+
+impl SelectionSettings {
+    /// Checks the ranges the types do not.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if self.half_life.is_zero() {
+            return Err(SettingError::new("half_life", "must be longer than zero"));
+        }
+        if !(self.prior_strength >= 0.0 && self.prior_strength.is_finite()) {
+            return Err(SettingError::new(
+                "prior_strength",
+                "must be a number of 0 or more",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !(0.0..=1.0).contains(&route.confidence) {
+                return Err(SettingError::new(
+                    format!("routes[{i}].confidence"),
+                    format!("{} is outside [0, 1]", route.confidence),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model considered for a task.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The model.
+    pub model: Arc<ModelEntry>,
+    /// Its health when planned.
+    pub health: Health,
+    /// Its calls in flight when planned.
+    pub in_flight: u32,
+    /// Its score and the parts of it.
+    pub breakdown: ScoreBreakdown,
+    /// Its Thompson draw, under that policy.
+    pub sample: Option<f64>,
+}
+
+/// The models for one task, best first, and why.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The task type planned for.
+    pub task_type: TaskType,
+    /// The policy that ranked them.
+    pub policy: Policy,
+    /// Why the first is the choice.
+    pub reason: Reason,
+    /// The expected time of the chosen model's call.
+    pub estimated_latency: Duration,
+    /// The choice, then the fallbacks in order.
+    pub candidates: Vec<Candidate>,
+}
+
+impl Plan {
+    /// The plan as the caller sees it, before any fallback was taken.
+    pub(crate) fn routing(&self) -> Routing {
+        Routing {
+            task_type: self.task_type.clone(),
+            policy: self.policy,
+            reason: self.reason.clone(),
+            estimated_latency: self.estimated_latency,
+            candidates: self
+                .candidates
+                .iter()
+                .map(|c| CandidateScore {
+                    model_id: c.model.id().clone(),
+                    health: c.health,
+                    in_flight: c.in_flight,
+                    breakdown: c.breakdown,
+                    sample: c.sample,
+                })
+                .collect(),
+            fallbacks_taken: Vec::new(),
+            summary: None,
+        }
+    }
+}
+
+/// Plans tasks: scores candidates and ranks them by policy. It owns the
+/// half-life of the statistics it reads, so every outcome is recorded
+/// through it.
+#[derive(Debug)]
+pub struct Selector {
+    settings: SelectionSettings,
+    seed: u64,
+    draws: AtomicU64,
+}
+
+impl Selector {
+    /// A selector; a seed in the settings makes its draws repeatable.
+    pub fn new(settings: SelectionSettings) -> Self {
+        Self {
+            seed: settings.seed.unwrap_or_else(|| rand::rng().next_u64()),
+            settings,
+            draws: AtomicU64::new(0),
+        }
+    }
+
+    /// The half-life of the statistics.
+    pub(crate) fn half_life(&self) -> Duration {
+        self.settings.half_life
+    }
+
+    /// Records how one call of `model` for `task_type` ended.
+    pub fn record(
+        &self,
+        model: &ModelEntry,
+        task_type: &TaskType,
+        now: Instant,
+        outcome: CallOutcome,
+        latency: Duration,
+    ) {
+        model.record(task_type, now, self.half_life(), outcome, latency);
+    }
+
+    /// `model`'s recent performance for `task_type`, tail quantiles
+    /// included.
+    pub(crate) fn stats(&self, model: &ModelEntry, task_type: &TaskType) -> StatsSnapshot {
+        model.stats(task_type, Instant::now(), self.half_life())
+    }
+
+    /// [`stats`](Self::stats) without the quantiles.
+    pub(crate) fn rates(&self, model: &ModelEntry, task_type: &TaskType) -> StatsSnapshot {
+        model.rates(task_type, Instant::now(), self.half_life())
+    }
+
+    /// Plans a task of `task_type` over `registry` as it stands at `now`.
+    pub fn plan(
+        &self,
+        task_type: &TaskType,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<Plan, Error> {
+        let mut capable = Vec::new();
+        let mut down = Vec::new();
+        for model in registry.models() {
+            let description = model.description();
+            let Some(capability) = description.capability(task_type) else {
+                continue;
+            };
+            let health = model.health();
+            if health == Health::NotServing {
+                down.push(model.id().clone());
+                continue;
+            }
+            let in_flight = model.in_flight();
+            let input = ScoreInput {
+                confidence: capability.confidence,
+                estimated_latency: capability.estimated_latency,
+                capacity: capability.max_concurrency.map(|per_replica| {
+                    let live = model
+                        .replicas()
+                        .iter()
+                        .filter(|replica| replica.health() != Health::NotServing)
+                        .count();
+                    per_replica.saturating_mul(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
+                }),
+                stats: model.rates(task_type, now, self.settings.half_life),
+                in_flight,
+            };
+            capable.push((Arc::clone(model), health, in_flight, input));
+        }
+        if capable.is_empty() {
+            let undescribed: Vec<ModelId> = registry
+                .models()
+                .filter(|model| model.needs_description())
+                .map(|model| model.id().clone())
+                .collect();
+            return Err(if !down.is_empty() {
+                Error::NoHealthyModel {
+                    task_type: task_type.clone(),
+                    down,
+                }
+            } else if !undescribed.is_empty() {
+                Error::Undescribed {
+                    task_type: task_type.clone(),
+                    undescribed,
+                }
+            } else {
+                Error::NoModelForTaskType {
+                    task_type: task_type.clone(),
+                }
+            });
+        }
+
+        let inputs: Vec<ScoreInput> = capable.iter().map(|c| c.3).collect();
+        let breakdowns = score_all(&self.settings.scoring, &inputs);
+        let samples = match self.settings.policy {
+            Policy::Scored => None,
+            Policy::Thompson => Some(self.draw(&inputs, &breakdowns)),
+        };
+        let mut candidates: Vec<Candidate> = capable
+            .into_iter()
+            .zip(breakdowns)
+            .enumerate()
+            .map(
+                |(i, ((model, health, in_flight, _), breakdown))| Candidate {
+                    model,
+                    health,
+                    in_flight,
+                    breakdown,
+                    sample: samples.as_ref().map(|s| s[i]),
+                },
+            )
+            .collect();
+        candidates.sort_by(|a, b| {
+            let key = |c: &Candidate| c.sample.unwrap_or(c.breakdown.score);
+            key(b)
+                .total_cmp(&key(a))
+                .then_with(|| a.model.id().cmp(b.model.id()))
+        });
+
+        let (reason, estimated_latency) = match self.apply_route(task_type, &mut candidates) {
+            Some(route) => (Reason::Route, route.estimated_latency),
+            None => (
+                match self.settings.policy {
+                    Policy::Scored => Reason::HighestScore,
+                    Policy::Thompson => Reason::HighestSample,
+                },
+                candidates[0].breakdown.expected_latency,
+            ),
+        };
+        Ok(Plan {
+            task_type: task_type.clone(),
+            policy: self.settings.policy,
+            reason,
+            estimated_latency,
+            candidates,
+        })
+    }
+
+    /// Moves a routed model, then its fallbacks, to the front.
+    fn apply_route(&self, task_type: &TaskType, candidates: &mut Vec<Candidate>) -> Option<&Route> {
+        let route = self
+            .settings
+            .routes
+            .iter()
+            .find(|route| &route.task_type == task_type)?;
+        let position = |candidates: &[Candidate], id: &ModelId| {
+            candidates.iter().position(|c| c.model.id() == id)
+        };
+        let chosen = position(candidates, &route.model)
+            .filter(|&i| candidates[i].health == Health::Serving)?;
+        let mut front = vec![candidates.remove(chosen)];
+        front[0].breakdown.set_confidence(route.confidence);
+        for fallback in &route.fallbacks {
+            if let Some(i) = position(candidates, fallback) {
+                front.push(candidates.remove(i));
+            }
+        }
+        front.append(candidates);
+        *candidates = front;
+        Some(route)
+    }
+
+    /// One Thompson draw per candidate.
+    fn draw(&self, inputs: &[ScoreInput], breakdowns: &[ScoreBreakdown]) -> Vec<f64> {
+        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let scoring = &self.settings.scoring;
+        let k = self.settings.prior_strength.max(0.0);
+        inputs
+            .iter()
+            .zip(breakdowns)
+            .map(|(input, breakdown)| {
+                let c = input.confidence.clamp(0.0, 1.0);
+                let stats = &input.stats;
+                let alpha = c * k + stats.successes + 1e-3;
+                let beta = (1.0 - c) * k + stats.failures + stats.timeouts + 1e-3;
+                let p = Beta::new(alpha, beta).map_or(c, |beta| beta.sample(&mut rng));
+                (scoring.success_weight + scoring.error_weight) * p
+                    + scoring.latency_weight * (1.0 - breakdown.normalized_latency)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeModel;
+
+    fn task_type(name: &str) -> TaskType {
+        TaskType::new(name).unwrap()
+    }
+
+    fn ranked(selector: &Selector, name: &str, registry: &Registry) -> Vec<String> {
+        selector
+            .plan(&task_type(name), registry, Instant::now())
+            .unwrap()
+            .candidates
+            .into_iter()
+            .map(|c| c.model.id().to_string())
+            .collect()
+    }
+
+    fn scored() -> Selector {
+        Selector::new(SelectionSettings {
+            seed: Some(1),
+            ..SelectionSettings::default()
+        })
+    }
+
+    #[test]
+    fn without_history_the_highest_declared_confidence_ranks_first() {
+        let registry = Registry::new([
+            FakeModel::serving("wav2vec2", "transcription", 0.7).described_entry(),
+            FakeModel::serving("whisper", "transcription", 0.95).described_entry(),
+            FakeModel::serving("clap", "transcription", 0.8).described_entry(),
+        ])
+        .unwrap();
+        assert_eq!(
+            ranked(&scored(), "transcription", &registry),
+            ["whisper", "clap", "wav2vec2"]
+        );
+    }
+
+    #[test]
+    fn models_without_the_capability_are_never_candidates() {
+        let registry = Registry::new([
+            FakeModel::serving("gama", "audio_analysis", 0.95).described_entry(),
+            FakeModel::serving("llama", "text_generation", 0.9).described_entry(),
+        ])
+        .unwrap();
+        assert_eq!(ranked(&scored(), "text_generation", &registry), ["llama"]);
+        let err = scored()
+            .plan(&task_type("transcription"), &registry, Instant::now())
+            .unwrap_err();
+        assert!(matches!(err, Error::NoModelForTaskType { .. }));
+    }
+
+    #[test]
+    fn a_model_known_to_be_down_is_not_a_candidate() {
+        let down = FakeModel::serving("whisper", "transcription", 0.95).described_entry();
+        down.replicas()[0].set_health(Health::NotServing);
+        let registry = Registry::new([
+            down,
+            FakeModel::serving("wav2vec2", "transcription", 0.7).described_entry(),
+        ])
+        .unwrap();
+        assert_eq!(ranked(&scored(), "transcription", &registry), ["wav2vec2"]);
+    }
+
+    #[test]
+    fn when_every_capable_model_is_down_the_plan_names_them() {
+        let down = FakeModel::serving("whisper", "transcription", 0.95).described_entry();
+        down.replicas()[0].set_health(Health::NotServing);
+        let registry = Registry::new([down]).unwrap();
+        match scored().plan(&task_type("transcription"), &registry, Instant::now()) {
+            Err(Error::NoHealthyModel { down, .. }) => assert_eq!(down[0].as_str(), "whisper"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn audio_analysis_goes_to_gama_with_wav2vec2_first_among_fallbacks() {
+        let registry = Registry::new([
+            FakeModel::serving("audio-features", "audio_analysis", 0.99).described_entry(),
+            FakeModel::serving("gama", "audio_analysis", 0.5).described_entry(),
+            FakeModel::serving("wav2vec2", "audio_analysis", 0.1).described_entry(),
+        ])
+        .unwrap();
+        let plan = scored()
+            .plan(&task_type("audio_analysis"), &registry, Instant::now())
+            .unwrap();
+        let ids: Vec<&str> = plan
+            .candidates
+            .iter()
+            .map(|c| c.model.id().as_str())
+            .collect();
+        assert_eq!(ids, ["gama", "wav2vec2", "audio-features"]);
+        assert_eq!(plan.reason, Reason::Route);
+        assert_eq!(plan.estimated_latency, Duration::from_millis(800));
+        assert_eq!(plan.candidates[0].breakdown.confidence, 0.95);
+    }
+
+    #[test]
+    fn without_a_healthy_gama_ordinary_scoring_decides() {
+        let gama = FakeModel::serving("gama", "audio_analysis", 0.5).described_entry();
+        gama.replicas()[0].set_health(Health::Unknown);
+        let registry = Registry::new([
+            FakeModel::serving("audio-features", "audio_analysis", 0.6).described_entry(),
+            gama,
+        ])
+        .unwrap();
+        let plan = scored()
+            .plan(&task_type("audio_analysis"), &registry, Instant::now())
+            .unwrap();
+        assert_eq!(plan.candidates[0].model.id().as_str(), "audio-features");
+        assert_eq!(plan.reason, Reason::HighestScore);
+    }
+
+    #[test]
+    fn a_failing_model_loses_first_place_to_a_healthy_peer() {
+        let strong = FakeModel::serving("strong", "transcription", 0.9).described_entry();
+        let steady = FakeModel::serving("steady", "transcription", 0.7).described_entry();
+        let t = task_type("transcription");
+        let now = Instant::now();
+        let half_life = Duration::from_secs(10);
+        for i in 0..60 {
+            let outcome = if i % 2 == 0 {
+                CallOutcome::Success
+            } else {
+                CallOutcome::Failure
+            };
+            strong.record(&t, now, half_life, outcome, Duration::from_millis(20));
+            steady.record(
+                &t,
+                now,
+                half_life,
+                CallOutcome::Success,
+                Duration::from_millis(20),
+            );
+        }
+        let registry = Registry::new([strong, steady]).unwrap();
+        assert_eq!(
+            ranked(&scored(), "transcription", &registry),
+            ["steady", "strong"]
+        );
+    }
+
+    #[test]
+    fn thompson_sampling_is_repeatable_with_a_seed_and_favours_the_better_model() {
+        let settings = SelectionSettings {
+            policy: Policy::Thompson,
+            ..SelectionSettings::default()
+        };
+        let good = FakeModel::serving("good", "t", 0.5).described_entry();
+        let bad = FakeModel::serving("bad", "t", 0.5).described_entry();
+        let t = task_type("t");
+        let now = Instant::now();
+        for _ in 0..50 {
+            good.record(
+                &t,
+                now,
+                Duration::from_secs(10),
+                CallOutcome::Success,
+                Duration::from_millis(10),
+            );
+            bad.record(
+                &t,
+                now,
+                Duration::from_secs(10),
+                CallOutcome::Failure,
+                Duration::from_millis(10),
+            );
+        }
+        let registry = Registry::new([good, bad]).unwrap();
+        let picks = |seed| {
+            let selector = Selector::new(SelectionSettings {
+                seed: Some(seed),
+                ..settings.clone()
+            });
+            (0..100)
+                .map(|_| ranked(&selector, "t", &registry)[0].clone())
+                .collect::<Vec<_>>()
+        };
+        let first = picks(7);
+        assert_eq!(first, picks(7), "the same seed draws the same picks");
+        let good_share = first.iter().filter(|id| *id == "good").count();
+        assert!(good_share >= 95, "good chosen {good_share} times of 100");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TYPES: [&str; 3] = ["audio_analysis", "transcription", "text_generation"];
+
+        fn health(code: u8) -> Health {
+            match code % 3 {
+                0 => Health::Unknown,
+                1 => Health::Serving,
+                _ => Health::NotServing,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_candidate_serves_the_type_and_every_healthy_server_is_one(
+                models in proptest::collection::vec((0_usize..3, 0.0..=1.0_f64, any::<u8>()), 1..10),
+                asked in 0_usize..3,
+                thompson in any::<bool>(),
+            ) {
+                let entries = models.iter().enumerate().map(|(i, (serves, confidence, code))| {
+                    let name = if i == 0 { "gama".to_owned() } else { format!("m{i}") };
+                    let entry = FakeModel::serving(&name, TYPES[*serves], *confidence).described_entry();
+                    entry.replicas()[0].set_health(health(*code));
+                    entry
+                });
+                let registry = Registry::new(entries).unwrap();
+                let settings = SelectionSettings {
+                    policy: if thompson { Policy::Thompson } else { Policy::Scored },
+                    ..SelectionSettings::default()
+                };
+                let asked = task_type(TYPES[asked]);
+                let expected: Vec<&str> = registry
+                    .models()
+                    .filter(|m| m.description().capability(&asked).is_some())
+                    .filter(|m| m.health() != Health::NotServing)
+                    .map(|m| m.id().as_str())
+                    .collect();
+                match Selector::new(SelectionSettings { seed: Some(9), ..settings }).plan(&asked, &registry, Instant::now()) {
+                    Ok(plan) => {
+                        let mut planned: Vec<&str> =
+                            plan.candidates.iter().map(|c| c.model.id().as_str()).collect();
+                        for candidate in &plan.candidates {
+                            prop_assert!(candidate.model.description().capability(&asked).is_some());
+                        }
+                        planned.sort_unstable();
+                        let mut expected = expected.clone();
+                        expected.sort_unstable();
+                        prop_assert_eq!(planned, expected);
+                    }
+                    Err(_) => prop_assert!(expected.is_empty()),
+                }
+            }
+        }
+    }
+}

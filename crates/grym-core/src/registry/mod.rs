@@ -1,0 +1,548 @@
+//! The registry of models.
+//!
+//! A model is one [`ModelEntry`]: its description, its performance
+//! statistics per task type, and one or more [`Replica`]s (endpoints serving
+//! the same model), each with its own health and in-flight count. What a
+//! model is and whether it is up change as the [`probe`](crate::probe) learns
+//! them; the statistics change with every call. Readers on the request path
+//! take no global lock: descriptions are `ArcSwap` snapshots, health and
+//! in-flight counts are atomics, and each (model, task type) statistics cell
+//! has its own short lock.
+//!
+//! A registry is immutable once built; the orchestrator swaps in a new one
+//! when the worker list changes, reusing the entries of unchanged models so
+//! their statistics and health carry over, and calls in flight keep the
+//! entry they started with.
+//!
+//! - [`probe`] keeps every model described and health-checked;
+//! - [`stats`] holds the decayed statistics of each (model, task type); the
+//!   selector, which owns their half-life, records into and reads them.
+
+pub mod probe;
+pub(crate) mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+pub(crate) use self::stats::CallOutcome;
+use self::stats::PerformanceStats;
+pub use self::stats::StatsSnapshot;
+use crate::client::ModelClient;
+use crate::error::Error;
+use crate::ids::{ModelId, ModelKind, TaskType};
+use crate::model::{Capability, CapabilitySource, Description, Health};
+
+/// One endpoint serving a model.
+pub struct Replica {
+    endpoint: String,
+    client: Arc<dyn ModelClient>,
+    health: AtomicU8,
+    in_flight: AtomicU32,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("endpoint", &self.endpoint)
+            .field("health", &self.health())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// An endpoint reached through `client`.
+    pub fn new(endpoint: impl Into<String>, client: Arc<dyn ModelClient>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            client,
+            health: AtomicU8::new(Health::Unknown as u8),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// The endpoint's address, for display.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The client that reaches it.
+    pub fn client(&self) -> &Arc<dyn ModelClient> {
+        &self.client
+    }
+
+    /// The last known health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Records a health check's answer.
+    pub fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Ordering::Relaxed);
+    }
+
+    /// Calls running on it now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call as in flight until the guard is dropped, also when the
+    /// call is cancelled.
+    pub fn start_call(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A call in flight on a replica; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<Replica>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type StatsCell = Arc<Mutex<PerformanceStats>>;
+
+/// One registered model.
+pub struct ModelEntry {
+    id: ModelId,
+    replicas: Vec<Arc<Replica>>,
+    cursor: AtomicUsize,
+    description: ArcSwap<Description>,
+    /// The kind was fixed by configuration; the worker's is ignored.
+    pinned_kind: bool,
+    /// The capabilities were fixed by configuration; the worker's are ignored.
+    pinned_capabilities: bool,
+    /// Whether the worker's own description was learnt, or is not needed.
+    described: AtomicBool,
+    stats: RwLock<HashMap<TaskType, StatsCell>>,
+}
+
+impl std::fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("id", &self.id)
+            .field("replicas", &self.replicas)
+            .field("description", &self.description.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelEntry {
+    /// A model served by `replicas` (at least one), whose workers will
+    /// describe it.
+    pub fn new(id: ModelId, replicas: Vec<Replica>) -> Result<Self, Error> {
+        if replicas.is_empty() {
+            return Err(Error::invalid(
+                "workers.endpoints",
+                format!("model `{id}` has no endpoint"),
+            ));
+        }
+        Ok(Self::with_replicas(id, replicas))
+    }
+
+    /// A model served by one endpoint.
+    pub fn single(id: ModelId, endpoint: impl Into<String>, client: Arc<dyn ModelClient>) -> Self {
+        Self::with_replicas(id, vec![Replica::new(endpoint, client)])
+    }
+
+    fn with_replicas(id: ModelId, replicas: Vec<Replica>) -> Self {
+        Self {
+            id,
+            replicas: replicas.into_iter().map(Arc::new).collect(),
+            cursor: AtomicUsize::new(0),
+            description: ArcSwap::from_pointee(Description::unknown()),
+            pinned_kind: false,
+            pinned_capabilities: false,
+            described: AtomicBool::new(false),
+            stats: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Fixes the model's kind; the worker's own is then ignored.
+    pub fn with_kind(mut self, kind: ModelKind) -> Self {
+        self.pinned_kind = true;
+        self.description.store(Arc::new(Description {
+            kind,
+            ..(*self.description.load_full()).clone()
+        }));
+        self.settle();
+        self
+    }
+
+    /// Fixes the model's capabilities; the worker's own are then ignored.
+    pub fn with_capabilities(mut self, capabilities: Vec<Capability>) -> Self {
+        self.pinned_capabilities = true;
+        self.description.store(Arc::new(Description {
+            capabilities,
+            source: CapabilitySource::Config,
+            ..(*self.description.load_full()).clone()
+        }));
+        self.settle();
+        self
+    }
+
+    /// Nothing is left to learn from the worker once both are pinned.
+    fn settle(&mut self) {
+        if self.pinned_kind && self.pinned_capabilities {
+            *self.described.get_mut() = true;
+        }
+    }
+
+    /// The model's id.
+    pub fn id(&self) -> &ModelId {
+        &self.id
+    }
+
+    /// The endpoints serving it.
+    pub fn replicas(&self) -> &[Arc<Replica>] {
+        &self.replicas
+    }
+
+    /// A snapshot of what the model is and serves.
+    pub fn description(&self) -> Arc<Description> {
+        self.description.load_full()
+    }
+
+    /// Whether the description is still to be learnt from a worker.
+    pub fn needs_description(&self) -> bool {
+        !self.described.load(Ordering::Acquire)
+    }
+
+    /// Whether anything of the description comes from the workers.
+    pub fn describes_itself(&self) -> bool {
+        !(self.pinned_kind && self.pinned_capabilities)
+    }
+
+    /// Asks for the description to be learnt again; until then the last one
+    /// stays in use.
+    pub fn forget_description(&self) {
+        if self.describes_itself() {
+            self.described.store(false, Ordering::Release);
+        }
+    }
+
+    /// Records what a worker said of the model, keeping what configuration
+    /// pinned.
+    pub fn learn_description(&self, described: Description) {
+        let current = self.description.load_full();
+        let learnt = Description {
+            kind: if self.pinned_kind {
+                current.kind.clone()
+            } else {
+                described.kind
+            },
+            capabilities: if self.pinned_capabilities {
+                current.capabilities.clone()
+            } else {
+                described.capabilities
+            },
+            source: if self.pinned_capabilities {
+                CapabilitySource::Config
+            } else {
+                CapabilitySource::Worker
+            },
+        };
+        self.description.store(Arc::new(learnt));
+        self.described.store(true, Ordering::Release);
+    }
+
+    /// Serving when any replica serves; not serving when every replica is
+    /// known not to; unknown otherwise.
+    pub fn health(&self) -> Health {
+        let mut all_down = true;
+        for replica in &self.replicas {
+            match replica.health() {
+                Health::Serving => return Health::Serving,
+                Health::Unknown => all_down = false,
+                Health::NotServing => {}
+            }
+        }
+        if all_down {
+            Health::NotServing
+        } else {
+            Health::Unknown
+        }
+    }
+
+    /// Calls in flight on all replicas.
+    pub fn in_flight(&self) -> u32 {
+        self.replicas.iter().map(|r| r.in_flight()).sum()
+    }
+
+    /// The replica for the next call: among those not known to be down, the
+    /// one with the fewest calls in flight, ties taken in turn.
+    pub fn pick_replica(&self) -> Option<&Arc<Replica>> {
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let count = self.replicas.len();
+        (0..count)
+            .map(|i| &self.replicas[(start + i) % count])
+            .filter(|replica| replica.health() != Health::NotServing)
+            .min_by_key(|replica| replica.in_flight())
+    }
+
+    fn stats_cell(&self, task_type: &TaskType) -> StatsCell {
+        if let Some(cell) = self
+            .stats
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(task_type)
+        {
+            return Arc::clone(cell);
+        }
+        let mut cells = self.stats.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(cells.entry(task_type.clone()).or_default())
+    }
+
+    /// Records the outcome of one call for a task type.
+    pub(crate) fn record(
+        &self,
+        task_type: &TaskType,
+        now: Instant,
+        half_life: Duration,
+        outcome: CallOutcome,
+        latency: Duration,
+    ) {
+        self.stats_cell(task_type)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(now, half_life, outcome, latency);
+    }
+
+    /// The model's recent performance for a task type.
+    pub(crate) fn stats(
+        &self,
+        task_type: &TaskType,
+        now: Instant,
+        half_life: Duration,
+    ) -> StatsSnapshot {
+        self.read_stats(task_type, |stats| stats.snapshot(now, half_life))
+    }
+
+    /// [`stats`](Self::stats) without the tail quantiles, for selection.
+    pub(crate) fn rates(
+        &self,
+        task_type: &TaskType,
+        now: Instant,
+        half_life: Duration,
+    ) -> StatsSnapshot {
+        self.read_stats(task_type, |stats| stats.rates(now, half_life))
+    }
+
+    fn read_stats(
+        &self,
+        task_type: &TaskType,
+        read: impl FnOnce(&PerformanceStats) -> StatsSnapshot,
+    ) -> StatsSnapshot {
+        let cell = self
+            .stats
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(task_type)
+            .cloned();
+        match cell {
+            Some(cell) => read(&cell.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => read(&PerformanceStats::default()),
+        }
+    }
+
+    /// Whether `other` is the same model reached the same way, so a new
+    /// registry may keep this entry and its statistics.
+    pub fn same_as(&self, other: &ModelEntry) -> bool {
+        self.id == other.id
+            && self.pinned_kind == other.pinned_kind
+            && self.pinned_capabilities == other.pinned_capabilities
+            && (!self.pinned_kind || self.description().kind == other.description().kind)
+            && (!self.pinned_capabilities
+                || self.description().capabilities == other.description().capabilities)
+            && self.replicas.len() == other.replicas.len()
+            && self
+                .replicas
+                .iter()
+                .zip(&other.replicas)
+                .all(|(a, b)| a.endpoint == b.endpoint)
+    }
+}
+
+/// Every registered model, by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    models: BTreeMap<ModelId, Arc<ModelEntry>>,
+}
+
+impl Registry {
+    /// Builds a registry; two models with one id are an error naming it.
+    pub fn new(entries: impl IntoIterator<Item = ModelEntry>) -> Result<Self, Error> {
+        Self::from_arcs(entries.into_iter().map(Arc::new))
+    }
+
+    fn from_arcs(entries: impl IntoIterator<Item = Arc<ModelEntry>>) -> Result<Self, Error> {
+        let mut models = BTreeMap::new();
+        for entry in entries {
+            let id = entry.id.clone();
+            if models.insert(id.clone(), entry).is_some() {
+                return Err(Error::invalid(
+                    "workers.id",
+                    format!("model `{id}` is registered twice"),
+                ));
+            }
+        }
+        Ok(Self { models })
+    }
+
+    /// A registry of `entries` that keeps this registry's entry wherever a
+    /// model is unchanged, with its health and statistics.
+    pub fn succeed_with(
+        &self,
+        entries: impl IntoIterator<Item = ModelEntry>,
+    ) -> Result<Self, Error> {
+        Self::from_arcs(
+            entries
+                .into_iter()
+                .map(|entry| match self.models.get(&entry.id) {
+                    Some(old) if old.same_as(&entry) => Arc::clone(old),
+                    _ => Arc::new(entry),
+                }),
+        )
+    }
+
+    /// The models, ordered by id.
+    pub fn models(&self) -> impl ExactSizeIterator<Item = &Arc<ModelEntry>> {
+        self.models.values()
+    }
+
+    /// One model by id.
+    pub fn get(&self, id: &ModelId) -> Option<&Arc<ModelEntry>> {
+        self.models.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeModel;
+
+    fn worker_description() -> Description {
+        let fake = FakeModel::serving("gama", "audio_analysis", 0.95);
+        let entry = fake.described_entry();
+        (*entry.description()).clone()
+    }
+
+    #[test]
+    fn a_pinned_kind_keeps_the_workers_capabilities() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_kind(ModelKind::new("audio-language"));
+        assert!(entry.needs_description());
+        entry.learn_description(worker_description());
+        let description = entry.description();
+        assert_eq!(description.kind.as_str(), "audio-language");
+        assert_eq!(description.capabilities.len(), 1);
+        assert_eq!(description.source, CapabilitySource::Worker);
+    }
+
+    #[test]
+    fn pinned_capabilities_keep_the_workers_kind() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_capabilities(Vec::new());
+        assert!(entry.needs_description());
+        entry.learn_description(worker_description());
+        let description = entry.description();
+        assert_eq!(description.kind.as_str(), "fake");
+        assert!(description.capabilities.is_empty());
+        assert_eq!(description.source, CapabilitySource::Config);
+    }
+
+    #[test]
+    fn a_fully_pinned_model_needs_no_description() {
+        let entry = FakeModel::serving("gama", "audio_analysis", 0.95)
+            .entry()
+            .with_kind(ModelKind::new("audio-language"))
+            .with_capabilities(Vec::new());
+        assert!(!entry.needs_description());
+    }
+
+    #[test]
+    fn a_model_registered_twice_is_refused() {
+        let fake = FakeModel::serving("gama", "audio_analysis", 0.95);
+        assert!(Registry::new([fake.entry(), fake.entry()]).is_err());
+    }
+
+    fn two_replicas() -> ModelEntry {
+        let a = FakeModel::serving("gama", "audio_analysis", 0.95);
+        let b = FakeModel::serving("gama", "audio_analysis", 0.95);
+        ModelEntry::new(
+            ModelId::new("gama").unwrap(),
+            vec![
+                Replica::new("a", Arc::new(a)),
+                Replica::new("b", Arc::new(b)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_model_serves_while_any_replica_does() {
+        let entry = two_replicas();
+        assert_eq!(entry.health(), Health::Unknown);
+        entry.replicas()[0].set_health(Health::NotServing);
+        assert_eq!(entry.health(), Health::Unknown);
+        entry.replicas()[1].set_health(Health::Serving);
+        assert_eq!(entry.health(), Health::Serving);
+        entry.replicas()[1].set_health(Health::NotServing);
+        assert_eq!(entry.health(), Health::NotServing);
+    }
+
+    #[test]
+    fn calls_go_to_the_least_busy_replica_that_is_not_down() {
+        let entry = two_replicas();
+        let first = entry.pick_replica().unwrap().start_call();
+        let second = entry.pick_replica().unwrap();
+        assert_eq!(second.in_flight(), 0, "the idle replica is picked");
+        assert_eq!(entry.in_flight(), 1);
+        drop(first);
+        assert_eq!(entry.in_flight(), 0);
+
+        entry.replicas()[0].set_health(Health::NotServing);
+        for _ in 0..4 {
+            assert_eq!(entry.pick_replica().unwrap().endpoint(), "b");
+        }
+        entry.replicas()[1].set_health(Health::NotServing);
+        assert!(entry.pick_replica().is_none());
+    }
+
+    #[test]
+    fn a_new_registry_keeps_unchanged_models_with_their_statistics() {
+        let gama = FakeModel::serving("gama", "audio_analysis", 0.95);
+        let old = Registry::new([gama.entry()]).unwrap();
+        let task_type = TaskType::new("audio_analysis").unwrap();
+        let now = Instant::now();
+        old.models().next().unwrap().record(
+            &task_type,
+            now,
+            Duration::from_secs(10),
+            CallOutcome::Success,
+            Duration::from_millis(5),
+        );
+
+        let clap = FakeModel::serving("clap", "audio_analysis", 0.8);
+        let new = old.succeed_with([gama.entry(), clap.entry()]).unwrap();
+        let kept = new.get(&ModelId::new("gama").unwrap()).unwrap();
+        assert!(Arc::ptr_eq(kept, old.models().next().unwrap()));
+        assert_eq!(
+            kept.stats(&task_type, now, Duration::from_secs(10))
+                .attempts,
+            1.0
+        );
+        assert_eq!(new.models().len(), 2);
+    }
+}

@@ -1,0 +1,262 @@
+//! Configuration, in two stages: [`RawConfig`] is what the TOML file and the
+//! `GRYM_*` environment say (unknown keys refused, defaults filled in);
+//! [`RawConfig::validate`] turns it into a validated [`Config`] whose
+//! errors name the key at fault.
+//!
+//! The tables of the core's settings (`[selection]`, `[scheduler]`,
+//! `[context]`, `[bottlenecks]`) are read straight into the core's own
+//! settings types, whose defaults and checks live beside them; this module
+//! holds only what is grymd's: the listener, the workers, the tokens.
+//!
+//! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
+//! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
+
+mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use grym_core::probe::ProbeSettings;
+use grym_core::{
+    BottleneckSettings, ContextSettings, OrchestratorSettings, Recipes, SchedulerSettings,
+    SelectionSettings, SettingError, Tenant,
+};
+use serde::Deserialize;
+
+pub use self::workers::{RawCapability, RawWorker, WorkerConfig};
+use crate::error::Error;
+
+/// The keys `GRYM_*` variables may set; other `GRYM_*` variables belong to
+/// someone else and are ignored.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "builtin_workers",
+    "worker_timeout",
+    "health_interval",
+    "health_timeout",
+    "connect_timeout",
+    "max_message_bytes",
+];
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A core setting's error, its key within `table`.
+fn setting(table: &str) -> impl FnOnce(SettingError) -> Error {
+    move |error| {
+        let error = error.within(table);
+        invalid(error.key, error.reason)
+    }
+}
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// The address grymd listens on.
+    pub listen: String,
+    /// Whether grymd starts its built-in reference workers.
+    pub builtin_workers: bool,
+    /// The longest one worker call may take.
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    /// Time between two health checks of a worker.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// The longest a health check or Describe may take.
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    /// The longest connecting to a worker may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// How models are chosen.
+    pub selection: SelectionSettings,
+    /// How tasks are queued.
+    pub scheduler: SchedulerSettings,
+    /// How context is shaped and kept.
+    pub context: ContextSettings,
+    /// Who may call.
+    pub auth: RawAuth,
+    /// Chains of task types that stand in for a type no healthy model
+    /// serves, over the built-in ones; an empty chain removes one.
+    pub recipes: HashMap<String, Vec<String>>,
+    /// When a finding is a bottleneck.
+    pub bottlenecks: BottleneckSettings,
+    /// The model workers to use.
+    pub workers: Vec<RawWorker>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let probe = ProbeSettings::default();
+        Self {
+            listen: "127.0.0.1:50051".to_owned(),
+            builtin_workers: true,
+            worker_timeout: OrchestratorSettings::default().worker_timeout,
+            health_interval: probe.interval,
+            health_timeout: probe.timeout,
+            connect_timeout: Duration::from_secs(1),
+            max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
+            selection: SelectionSettings::default(),
+            scheduler: SchedulerSettings::default(),
+            context: ContextSettings::default(),
+            auth: RawAuth::default(),
+            recipes: HashMap::new(),
+            bottlenecks: BottleneckSettings::default(),
+            workers: Vec::new(),
+        }
+    }
+}
+
+/// The `[auth]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Bearer tokens and the tenant each names; when any are given, every
+    /// call must carry one.
+    pub tokens: Vec<RawToken>,
+}
+
+/// One `[[auth.tokens]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// The secret a caller sends as `authorization: Bearer TOKEN`.
+    pub token: String,
+    /// The tenant it names.
+    pub tenant: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address grymd listens on.
+    pub listen: SocketAddr,
+    /// Whether grymd starts its built-in reference workers.
+    pub builtin_workers: bool,
+    /// Settings of the orchestrator core.
+    pub orchestrator: OrchestratorSettings,
+    /// How workers are probed.
+    pub probe: ProbeSettings,
+    /// The longest connecting to a worker may take.
+    pub connect_timeout: Duration,
+    /// The largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// The model workers to use.
+    pub workers: Vec<WorkerConfig>,
+    /// The file this was read from, read again on SIGHUP.
+    pub source: Option<PathBuf>,
+    /// Bearer token -> tenant; empty when calls need no token.
+    pub auth_tokens: HashMap<String, Tenant>,
+}
+
+impl Config {
+    /// Reads defaults, then `file` (which must exist when given), then the
+    /// `GRYM_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let raw: RawConfig = figment
+            .merge(Env::prefixed("GRYM_").only(ENV_KEYS))
+            .extract()
+            .map_err(Box::new)?;
+        let mut config = raw.validate()?;
+        config.source = file.map(Path::to_path_buf);
+        Ok(config)
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and converts it to its typed form.
+    pub fn validate(self) -> Result<Config, Error> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not a host:port address", self.listen),
+            )
+        })?;
+        for (key, value) in [
+            ("worker_timeout", self.worker_timeout),
+            ("health_interval", self.health_interval),
+            ("health_timeout", self.health_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.max_message_bytes < 4096 {
+            return Err(invalid("max_message_bytes", "must be at least 4096"));
+        }
+        self.selection.validate().map_err(setting("selection"))?;
+        self.scheduler.validate().map_err(setting("scheduler"))?;
+        self.bottlenecks
+            .validate()
+            .map_err(setting("bottlenecks"))?;
+        Ok(Config {
+            listen,
+            builtin_workers: self.builtin_workers,
+            orchestrator: OrchestratorSettings {
+                worker_timeout: self.worker_timeout,
+                selection: self.selection,
+                scheduler: self.scheduler,
+                context: self.context.validate().map_err(setting("context"))?,
+                recipes: Recipes::configured(self.recipes).map_err(setting("recipes"))?,
+                bottlenecks: self.bottlenecks,
+                // Set by grymd once telemetry says whether metrics go out.
+                metrics: true,
+            },
+            probe: ProbeSettings {
+                interval: self.health_interval,
+                timeout: self.health_timeout,
+            },
+            connect_timeout: self.connect_timeout,
+            max_message_bytes: self.max_message_bytes,
+            workers: workers::validate(self.workers)?,
+            source: None,
+            auth_tokens: self.auth.validate()?,
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<HashMap<String, Tenant>, Error> {
+        let mut tokens = HashMap::with_capacity(self.tokens.len());
+        for (i, entry) in self.tokens.into_iter().enumerate() {
+            if entry.token.len() < 16 {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].token"),
+                    "must be at least 16 characters",
+                ));
+            }
+            let tenant = Tenant::new(entry.tenant).map_err(|_| {
+                invalid(
+                    format!("auth.tokens[{i}].tenant"),
+                    format!("must be 1 to {} visible ASCII characters", Tenant::MAX_LEN),
+                )
+            })?;
+            if tokens.insert(entry.token, tenant).is_some() {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].token"),
+                    "is listed twice",
+                ));
+            }
+        }
+        Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests;

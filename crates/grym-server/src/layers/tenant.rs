@@ -1,0 +1,126 @@
+//! The caller's tenant, resolved so handlers find it as a request
+//! extension, a core [`Tenant`]. Sessions, cached context and tasks are kept
+//! per tenant.
+//!
+//! With `[auth] tokens` configured, a caller must send
+//! `authorization: Bearer TOKEN`; the token names its tenant, and a missing
+//! or unknown token is `UNAUTHENTICATED`. Without tokens, grymd trusts the
+//! `grym-tenant` metadata as sent, which suits a trusted network only; a
+//! caller that names none shares the anonymous tenant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use grym_core::Tenant;
+use tonic::{Request, Status};
+
+/// Resolves each request's tenant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resolver {
+    /// Bearer token -> tenant; empty when tokens are not required.
+    tokens: Arc<HashMap<String, Tenant>>,
+}
+
+impl Resolver {
+    /// A resolver that requires one of `tokens` when there are any.
+    pub(crate) fn new(tokens: HashMap<String, Tenant>) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// Records the caller's tenant on the request.
+    pub(crate) fn resolve(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let tenant = if self.tokens.is_empty() {
+            declared(&request)?
+        } else {
+            let token = request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or_else(|| Status::unauthenticated("send authorization: Bearer TOKEN"))?;
+            let tenant = self
+                .tokens
+                .get(token.trim())
+                .ok_or_else(|| Status::unauthenticated("the token is not known"))?;
+            tenant.clone()
+        };
+        request.extensions_mut().insert(tenant);
+        Ok(request)
+    }
+}
+
+/// The tenant a caller declares in `grym-tenant`, checked.
+fn declared(request: &Request<()>) -> Result<Tenant, Status> {
+    match request.metadata().get("grym-tenant") {
+        None => Ok(Tenant::anonymous()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|name| Tenant::new(name).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid grym-tenant metadata: 1 to {} visible ASCII characters",
+                    Tenant::MAX_LEN
+                ))
+            }),
+    }
+}
+
+/// The tenant a request carries (the anonymous one when none).
+pub(crate) fn of<T>(request: &Request<T>) -> Tenant {
+    request
+        .extensions()
+        .get::<Tenant>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(key: &'static str, value: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request.metadata_mut().insert(key, value.parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn without_tokens_the_declared_tenant_is_read_and_checked() {
+        let resolver = Resolver::default();
+        assert_eq!(
+            of(&resolver.resolve(with("grym-tenant", "acme")).unwrap()).as_str(),
+            "acme"
+        );
+        assert_eq!(
+            of(&resolver.resolve(Request::new(())).unwrap()).as_str(),
+            ""
+        );
+        let bad = resolver.resolve(with("grym-tenant", "a b")).unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn with_tokens_the_token_names_the_tenant_and_nothing_else_does() {
+        let resolver = Resolver::new(HashMap::from([(
+            "s3cret".to_owned(),
+            Tenant::new("acme").unwrap(),
+        )]));
+        let request = resolver
+            .resolve(with("authorization", "Bearer s3cret"))
+            .unwrap();
+        assert_eq!(of(&request).as_str(), "acme");
+        for request in [
+            with("grym-tenant", "acme"),
+            with("authorization", "Bearer guess"),
+            Request::new(()),
+        ] {
+            assert_eq!(
+                resolver.resolve(request).unwrap_err().code(),
+                tonic::Code::Unauthenticated
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Calls and answers of the worker contract (`grym.worker.v1`), turned from
+//! and into the core's types: the only place that touches its fields.
+
+use grym_core::{
+    Capability, CapabilitySource, Description, FailureKind, InferCall, ModelId, ModelKind, Output,
+    TaskInput, TaskType, WorkerError,
+};
+use grym_proto::json::{json_to_struct, json_to_value, value_to_json};
+use grym_proto::worker::v1 as wire;
+use tonic::{Code, Status};
+
+use crate::api::status::code_name;
+
+fn from_duration(d: Option<prost_types::Duration>) -> std::time::Duration {
+    d.and_then(|d| std::time::Duration::try_from(d).ok())
+        .unwrap_or_default()
+}
+
+/// The Infer request for one call.
+pub(crate) fn infer_request(call: InferCall) -> wire::InferRequest {
+    let kind = match call.input {
+        TaskInput::Text(text) => wire::input::Kind::Text(text),
+        TaskInput::Audio(audio) => wire::input::Kind::Audio(wire::Audio {
+            data: audio.data,
+            mime_type: audio.mime_type,
+        }),
+        TaskInput::Json(value) => wire::input::Kind::Json(json_to_value(value)),
+    };
+    wire::InferRequest {
+        task_id: call.task_id.to_string(),
+        task_type: call.task_type.to_string(),
+        input: Some(wire::Input { kind: Some(kind) }),
+        parameters: Some(json_to_struct(call.parameters)),
+        context: Some(json_to_struct(call.context)),
+    }
+}
+
+/// A worker's output.
+pub(crate) fn output_from_worker(output: Option<wire::Output>) -> Output {
+    let output = output.unwrap_or_default();
+    Output {
+        text: output.text,
+        json: output.json.map(value_to_json),
+        data: output.data,
+        data_mime_type: output.data_mime_type,
+    }
+}
+
+/// What a worker said of itself; a malformed capability fails the whole
+/// answer, naming the field.
+pub(crate) fn description_from_worker(
+    response: wire::DescribeResponse,
+) -> Result<Description, WorkerError> {
+    let capabilities = response
+        .capabilities
+        .into_iter()
+        .map(|c| {
+            let capability = Capability {
+                task_type: TaskType::new(c.task_type).map_err(|error| {
+                    malformed(format!("invalid capabilities.task_type: {error}"))
+                })?,
+                confidence: c.confidence,
+                estimated_latency: from_duration(c.estimated_latency),
+                max_concurrency: (c.max_concurrency > 0).then_some(c.max_concurrency),
+            };
+            capability
+                .validate()
+                .map_err(|error| malformed(error.within("capabilities")))?;
+            Ok(capability)
+        })
+        .collect::<Result<_, WorkerError>>()?;
+    Ok(Description {
+        kind: ModelKind::new(response.kind),
+        capabilities,
+        source: CapabilitySource::Worker,
+    })
+}
+
+fn malformed(error: impl std::fmt::Display) -> WorkerError {
+    WorkerError::new(
+        FailureKind::Internal,
+        format!("malformed Describe answer: {error}"),
+    )
+}
+
+/// A failed worker call, named in the core's words: the one place a
+/// worker's gRPC code becomes a [`FailureKind`].
+pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
+    // tonic reports a connection broken mid-call (the worker died) as
+    // UNKNOWN with the transport error as its source: it is unavailability.
+    let broken_connection = std::error::Error::source(status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if broken_connection {
+        return WorkerError::new(
+            FailureKind::Unavailable,
+            format!("the connection to the worker of `{model}` broke: {status}"),
+        );
+    }
+    let kind = match status.code() {
+        Code::Unavailable | Code::Aborted => FailureKind::Unavailable,
+        Code::Cancelled => FailureKind::Cancelled,
+        Code::DeadlineExceeded => FailureKind::DeadlineExceeded,
+        Code::ResourceExhausted => FailureKind::Exhausted,
+        Code::InvalidArgument | Code::OutOfRange => FailureKind::InvalidInput,
+        Code::FailedPrecondition | Code::AlreadyExists => FailureKind::Precondition,
+        Code::NotFound => FailureKind::NotFound,
+        Code::PermissionDenied | Code::Unauthenticated => FailureKind::Denied,
+        Code::Unimplemented => FailureKind::Unsupported,
+        Code::Unknown => FailureKind::Unknown,
+        Code::Ok | Code::Internal | Code::DataLoss => FailureKind::Internal,
+    };
+    let message = if status.message().is_empty() {
+        format!("worker of `{model}` answered {}", code_name(status.code()))
+    } else {
+        status.message().to_owned()
+    };
+    WorkerError::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_statuses_are_classified_for_fallback() {
+        let model = ModelId::new("gama").unwrap();
+        let unavailable = worker_error(&model, &Status::unavailable("down"));
+        assert_eq!(unavailable.kind, FailureKind::Unavailable);
+        assert_eq!(
+            crate::api::status::failure_code(unavailable.kind),
+            "UNAVAILABLE"
+        );
+        assert!(!unavailable.kind.blames_request());
+        let rejected = worker_error(&model, &Status::invalid_argument("bad wav"));
+        assert_eq!(rejected.kind, FailureKind::InvalidInput);
+        assert!(rejected.kind.blames_request());
+        assert_eq!(rejected.message, "bad wav");
+    }
+
+    #[test]
+    fn a_describe_answer_with_a_bad_confidence_is_refused() {
+        let err = description_from_worker(wire::DescribeResponse {
+            model_id: "gama".into(),
+            kind: "audio-language".into(),
+            capabilities: vec![wire::Capability {
+                task_type: "audio_analysis".into(),
+                confidence: 2.0,
+                estimated_latency: None,
+                max_concurrency: 0,
+            }],
+        })
+        .unwrap_err();
+        assert!(err.message.contains("confidence"), "{}", err.message);
+    }
+}

@@ -1,0 +1,108 @@
+//! Applying an edited worker list without a restart.
+//!
+//! On SIGHUP grymd reads its configuration file again. The `[[workers]]`
+//! list takes effect as soon as its workers have been probed: models that
+//! did not change keep their entry, with its health and statistics (a model
+//! whose endpoints changed starts afresh); calls in flight finish on the
+//! entries they started with. Other settings are read at start-up only; a change to
+//! them is reported and left for the next restart. A file that does not
+//! load is reported and changes nothing.
+
+use std::sync::Arc;
+
+use grym_core::Orchestrator;
+use grym_core::probe;
+use tokio_util::sync::CancellationToken;
+
+use super::client::ChannelSettings;
+use super::model_entries;
+use crate::config::{Config, WorkerConfig};
+
+/// Reloads the worker list on every SIGHUP until `cancel` fires.
+pub(crate) async fn on_hangup(
+    initial: Config,
+    builtin: Vec<WorkerConfig>,
+    settings: ChannelSettings,
+    orchestrator: Arc<Orchestrator>,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; the worker list will not reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    reload(&initial, &builtin, settings, &orchestrator).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (initial, builtin, settings, orchestrator);
+        cancel.cancelled().await;
+    }
+}
+
+async fn reload(
+    initial: &Config,
+    builtin: &[WorkerConfig],
+    settings: ChannelSettings,
+    orchestrator: &Orchestrator,
+) {
+    let Some(path) = initial.source.as_deref() else {
+        tracing::info!("SIGHUP: grymd was started without a configuration file; nothing to reload");
+        return;
+    };
+    let next = match Config::load(Some(path)) {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::error!(file = %path.display(), %error, "SIGHUP: the configuration does not load; keeping the current workers");
+            return;
+        }
+    };
+    if next.listen != initial.listen
+        || next.builtin_workers != initial.builtin_workers
+        || next.orchestrator != initial.orchestrator
+        || next.probe != initial.probe
+        || next.connect_timeout != initial.connect_timeout
+        || next.max_message_bytes != initial.max_message_bytes
+    {
+        tracing::warn!(
+            "SIGHUP: only [[workers]] reload; other changed settings apply at the next restart"
+        );
+    }
+    let registry = model_entries(next.workers.iter().chain(builtin), settings)
+        .map_err(|error| error.to_string())
+        .and_then(|entries| {
+            orchestrator
+                .registry()
+                .succeed_with(entries)
+                .map_err(|error| error.to_string())
+        });
+    match registry {
+        Ok(registry) => {
+            // Probe before the swap, so new models serve from the moment
+            // they appear.
+            probe::probe_all(&registry, initial.probe.timeout).await;
+            orchestrator.replace_registry(registry);
+            let registry = orchestrator.registry();
+            let models: Vec<&str> = registry.models().map(|m| m.id().as_str()).collect();
+            tracing::info!(?models, "SIGHUP: worker list reloaded");
+        }
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: the new worker list was refused; keeping the current one");
+        }
+    }
+}
