@@ -48,11 +48,6 @@ impl Deadline {
         self.0
     }
 
-    /// Whether there is a bound.
-    pub fn is_bounded(self) -> bool {
-        self.0.is_some()
-    }
-
     /// The earlier of the two.
     #[must_use]
     pub fn earliest(self, other: Self) -> Self {
@@ -80,12 +75,6 @@ impl Deadline {
                 .map_err(|_| Elapsed),
             None => Ok(future.await),
         }
-    }
-}
-
-impl From<Instant> for Deadline {
-    fn from(instant: Instant) -> Self {
-        Self::at(instant)
     }
 }
 

@@ -187,25 +187,36 @@ impl Error {
 /// is not retried on another model and says nothing of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
-    /// The input was refused as malformed or out of range.
+    /// The input was refused as malformed.
     InvalidInput,
+    /// The input was refused as out of the range the model takes.
+    OutOfRange,
     /// What the call names does not exist where it ran.
     NotFound,
+    /// What the call would create exists already.
+    Conflict,
     /// A condition the task needed did not hold: a dependency or a step
     /// failed, no branch matched, a condition could not be evaluated.
     Precondition,
     /// The caller may not do this.
     Denied,
+    /// The caller's identity was not accepted.
+    Unauthenticated,
     /// The worker does not implement what was asked.
     Unsupported,
     /// The model could not be reached or is not serving.
     Unavailable,
+    /// The call was abandoned midway, for example on a conflict inside the
+    /// worker; another try may succeed.
+    Aborted,
     /// A bounded resource is full: a model's queue, a worker at capacity.
     Exhausted,
     /// Time ran out: the caller's deadline or the worker timeout.
     DeadlineExceeded,
     /// Cancelled by the caller or by shutdown.
     Cancelled,
+    /// Data was lost or corrupted inside the worker.
+    DataLoss,
     /// A failure inside a worker or inside the orchestrator.
     Internal,
     /// No reason was given.
@@ -226,18 +237,25 @@ impl FailureKind {
         )
     }
 
-    /// The kind as metrics, spans and logs name it.
+    /// The kind in the core's own words; the server names kinds in
+    /// telemetry as its callers know them (see
+    /// [`Orchestrator::with_failure_names`](crate::Orchestrator::with_failure_names)).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidInput => "invalid_input",
+            Self::OutOfRange => "out_of_range",
             Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
             Self::Precondition => "precondition",
             Self::Denied => "denied",
+            Self::Unauthenticated => "unauthenticated",
             Self::Unsupported => "unsupported",
             Self::Unavailable => "unavailable",
+            Self::Aborted => "aborted",
             Self::Exhausted => "exhausted",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Cancelled => "cancelled",
+            Self::DataLoss => "data_loss",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }

@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// The longest id or task type accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 256;
+pub(crate) const MAX_NAME_LEN: usize = 256;
 
 /// Why a name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +17,7 @@ pub enum NameError {
     /// It is empty.
     #[error("is required")]
     Empty,
-    /// It is longer than [`MAX_NAME_LEN`] bytes.
+    /// It is longer than 256 bytes.
     #[error("is longer than {MAX_NAME_LEN} bytes")]
     TooLong,
     /// It holds whitespace or a control character.
@@ -45,6 +45,12 @@ macro_rules! name {
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
         #[serde(try_from = "String")]
         pub struct $name(String);
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
 
         impl TryFrom<String> for $name {
             type Error = NameError;
@@ -148,6 +154,20 @@ impl Tenant {
             Err(NameError::TooLong)
         } else if !name.chars().all(|c| c.is_ascii_graphic()) {
             Err(NameError::BadCharacter)
+        } else {
+            Ok(Self(name))
+        }
+    }
+
+    /// A tenant the configuration names, for callers to reach with a token:
+    /// 1 to [`MAX_LEN`](Self::MAX_LEN) bytes of any text, since the
+    /// operator, not the caller, chose it.
+    pub fn configured(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() {
+            Err(NameError::Empty)
+        } else if name.len() > Self::MAX_LEN {
+            Err(NameError::TooLong)
         } else {
             Ok(Self(name))
         }

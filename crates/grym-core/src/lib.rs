@@ -13,9 +13,10 @@
 //! | 7. feedback: the statistics the next selection reads | `registry::stats` |
 //! | 8. watch: bottlenecks and metrics | `watch` |
 //!
-//! The names everything uses live in a leaf module ([`ids`]); the data a
-//! result carries in [`task`]; the core's words for failures in [`Error`]
-//! and [`FailureKind`]. Models live in the [`Registry`], which the
+//! The names everything uses live in a leaf module (`ids`); the data a
+//! result carries in `task`; the core's words for failures in [`Error`]
+//! and [`FailureKind`]. Everything another crate uses is re-exported here,
+//! and only here. Models live in the [`Registry`], which the
 //! [`probe`] keeps described and health-checked. Workers are
 //! reached only through the [`ModelClient`] trait, which the server
 //! implements over gRPC and tests implement with fakes.
@@ -31,12 +32,12 @@ mod deadline;
 mod error;
 mod exec;
 mod history;
-pub mod ids;
+mod ids;
 mod model;
 mod plan;
 mod registry;
 mod schedule;
-pub mod task;
+mod task;
 #[cfg(test)]
 mod testing;
 mod watch;
@@ -57,8 +58,9 @@ pub use plan::view::{CompositePlan, StepPlan};
 pub use registry::{ModelEntry, Registry, Replica, StatsSnapshot, probe};
 pub use schedule::SchedulerSettings;
 pub use task::{
-    Attempt, AttemptOutcome, Audio, Metrics, Output, Policy, StepResult, Task, TaskError,
-    TaskEvent, TaskInput, TaskResult, TaskStatus,
+    Attempt, AttemptOutcome, Audio, CandidateScore, CompositeSpec, FailurePolicy, Metrics, Output,
+    Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult, StepSpec, StepTask, Strategy,
+    Task, TaskError, TaskEvent, TaskInput, TaskResult, TaskStatus,
 };
 pub use watch::detector::{BottleneckSettings, Finding};
 

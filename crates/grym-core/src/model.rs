@@ -5,17 +5,30 @@ use std::time::Duration;
 use crate::error::SettingError;
 use crate::ids::{ModelKind, TaskType};
 
-/// A task type a model serves, and how well.
-#[derive(Debug, Clone, PartialEq)]
+/// A task type a model serves, and how well: what a worker's Describe
+/// answers, or a `[[workers]] capabilities` entry that overrides it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Capability {
     /// The task type.
     pub task_type: TaskType,
     /// Declared confidence, in [0, 1].
     pub confidence: f64,
-    /// Expected duration of one call.
+    /// Expected duration of one call, for example `"800ms"`.
+    #[serde(default, with = "humantime_serde")]
     pub estimated_latency: Duration,
-    /// Calls the model takes at once; `None` when unlimited.
+    /// Calls the model takes at once; `None` (0 or absent when written)
+    /// when unlimited.
+    #[serde(default, deserialize_with = "zero_is_unlimited")]
     pub max_concurrency: Option<u32>,
+}
+
+/// Reads a concurrency where 0 means unlimited.
+fn zero_is_unlimited<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    let limit = <u32 as serde::Deserialize>::deserialize(deserializer)?;
+    Ok((limit > 0).then_some(limit))
 }
 
 impl Capability {

@@ -1,6 +1,6 @@
 //! The one error type of grym-server: why grymd could not start, or
 //! stopped. Errors of a single request are gRPC statuses instead (see
-//! `status.rs`).
+//! `api/status.rs`).
 
 /// Why grymd could not start or stopped.
 #[derive(Debug, thiserror::Error)]

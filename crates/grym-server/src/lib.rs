@@ -13,8 +13,9 @@
 //! - `layers`: what every call passes through before its handler;
 //! - `worker`: the workers' clients, conversions, built-ins and reload.
 //!
-//! The arrows point one way: `lib` -> `worker`, `api`, `layers` ->
-//! `config`, `error`; `worker` -> `api::status` for code names.
+//! The arrows point one way: `lib` uses them all; `worker` -> `api` (for
+//! status code names), `config`, `error`; `api` -> `layers`; `config` ->
+//! `error`.
 
 mod api;
 pub mod config;
@@ -100,9 +101,13 @@ async fn run(
         );
     }
 
-    let orchestrator = Arc::new(Orchestrator::new(registry, config.orchestrator.clone()));
+    let orchestrator = Arc::new(
+        Orchestrator::new(registry, config.orchestrator.clone())
+            .with_failure_names(api::status::failure_code),
+    );
     orchestrator.observe_metrics();
-    tasks.spawn(Arc::clone(&orchestrator).run_background(cancel.child_token()));
+    tasks.spawn(Arc::clone(&orchestrator).watch(cancel.child_token()));
+    tasks.spawn(Arc::clone(&orchestrator).maintain(cancel.child_token()));
     let watched = Arc::clone(&orchestrator);
     tasks.spawn(probe::watch(
         move || watched.registry(),
@@ -141,15 +146,14 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         // The orchestrator service behind its two layers, outermost first.
-        // Who is calling: a token or the `grym-tenant` metadata becomes the
-        // `Tenant` whose tasks, sessions and cached context the call may
-        // use, so a caller without a token is refused before anything else.
-        // Then when the caller needs the answer: its grpc-timeout becomes a
+        // When the caller needs the answer: its grpc-timeout becomes a
         // `Deadline` the handler passes to the core, which carries what
-        // remains of it to the worker.
+        // remains of it to the worker. Then who is calling: a token or the
+        // `grym-tenant` metadata becomes the `Tenant` whose tasks, sessions
+        // and cached context the call may use.
         .add_service(InterceptedService::new(
-            InterceptedService::new(service, deadline::interceptor),
-            move |request| resolver.resolve(request),
+            InterceptedService::new(service, move |request| resolver.resolve(request)),
+            deadline::interceptor,
         ))
         // Accepted connections get TCP_NODELAY here: the builder's
         // `tcp_nodelay` does not reach a listener passed in, and Nagle's

@@ -71,7 +71,7 @@ impl Upstream {
 }
 
 /// Settings of the context manager: the `[context]` table.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContextSettings {
     /// The transform cache's bound, in bytes.
@@ -98,26 +98,6 @@ pub struct ContextSettings {
     /// Template transformers, over the built-in ones.
     #[serde(rename = "transformers")]
     pub templates: Vec<TemplateSpec>,
-    /// The transformers: the built-in ones and `templates`, compiled by
-    /// [`validate`](Self::validate).
-    #[serde(skip, default = "built_in_transformers")]
-    transformers: Arc<Transformers>,
-}
-
-fn built_in_transformers() -> Arc<Transformers> {
-    Arc::new(Transformers::with_defaults())
-}
-
-impl PartialEq for ContextSettings {
-    fn eq(&self, other: &Self) -> bool {
-        // The transformers follow from the templates.
-        self.cache_max_bytes == other.cache_max_bytes
-            && self.cache_ttl == other.cache_ttl
-            && self.maintenance_interval == other.maintenance_interval
-            && self.max_context_bytes == other.max_context_bytes
-            && self.session_limits() == other.session_limits()
-            && self.templates == other.templates
-    }
 }
 
 impl Default for ContextSettings {
@@ -133,15 +113,14 @@ impl Default for ContextSettings {
             session_max_entries: 32,
             sessions_max_total_bytes: 256 * 1024 * 1024,
             templates: Vec::new(),
-            transformers: built_in_transformers(),
         }
     }
 }
 
 impl ContextSettings {
-    /// Checks the ranges and compiles the templates; errors name the
-    /// template and its line (`transformers[0] (agent -> text-generation)`).
-    pub fn validate(mut self) -> Result<Self, SettingError> {
+    /// Checks the ranges and the templates; errors name the template and
+    /// its line (`transformers[0] (agent -> text-generation)`).
+    pub fn validate(&self) -> Result<(), SettingError> {
         for (key, value) in [
             ("cache_ttl", self.cache_ttl),
             ("maintenance_interval", self.maintenance_interval),
@@ -151,9 +130,12 @@ impl ContextSettings {
                 return Err(SettingError::new(key, "must be longer than zero"));
             }
         }
-        self.transformers =
-            Arc::new(Transformers::with_defaults().with_templates(&self.templates)?);
-        Ok(self)
+        self.transformers().map(drop)
+    }
+
+    /// The built-in transformers with the templates over them.
+    fn transformers(&self) -> Result<Transformers, SettingError> {
+        Transformers::with_defaults().with_templates(&self.templates)
     }
 
     /// The bounds of sessions.
@@ -183,16 +165,24 @@ pub(crate) struct Prepared {
 #[derive(Debug)]
 pub(crate) struct ContextManager {
     settings: ContextSettings,
+    transformers: Transformers,
     cache: TransformCache,
     sessions: Sessions,
 }
 
 impl ContextManager {
-    /// A manager with these settings.
+    /// A manager with these settings, checked by
+    /// [`ContextSettings::validate`] (templates that do not compile are
+    /// left out, with an error logged).
     pub(crate) fn new(settings: ContextSettings) -> Self {
+        let transformers = settings.transformers().unwrap_or_else(|error| {
+            tracing::error!(%error, "context templates left out");
+            Transformers::with_defaults()
+        });
         Self {
             cache: TransformCache::new(settings.cache_max_bytes, settings.cache_ttl),
             sessions: Sessions::new(settings.session_limits()),
+            transformers,
             settings,
         }
     }
@@ -319,7 +309,7 @@ impl ContextManager {
         hash: ContentHash,
         prepared: &mut Prepared,
     ) -> Map<String, Value> {
-        let transformers = &self.settings.transformers;
+        let transformers = &self.transformers;
         if !transformers.changes(source, target) {
             return context.clone();
         }
@@ -557,19 +547,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_template_sees_the_sessions_and_the_tasks_context_merged() {
-        let manager = ContextManager::new(
-            ContextSettings {
-                templates: vec![TemplateSpec {
-                    source: AGENT.into(),
-                    target: "text-generation".into(),
-                    template: "Answer in {{ language }} about {{ topic }}.".into(),
-                    key: "system".into(),
-                }],
-                ..ContextSettings::default()
-            }
-            .validate()
-            .unwrap(),
-        );
+        let settings = ContextSettings {
+            templates: vec![TemplateSpec {
+                source: AGENT.into(),
+                target: "text-generation".into(),
+                template: "Answer in {{ language }} about {{ topic }}.".into(),
+                key: "system".into(),
+            }],
+            ..ContextSettings::default()
+        };
+        settings.validate().unwrap();
+        let manager = ContextManager::new(settings);
         manager
             .put_session(
                 &tenant("t"),

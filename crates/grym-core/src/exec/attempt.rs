@@ -86,8 +86,11 @@ impl Orchestrator {
                 break;
             }
             if let (Some(from), Some(error)) = (failed.take(), &last_error) {
-                self.instruments
-                    .fell_back(from, candidate.model.id(), error.kind);
+                self.instruments.fell_back(
+                    from,
+                    candidate.model.id(),
+                    (self.failure_names)(error.kind),
+                );
             }
             let _slot = match first_slot.take() {
                 Some(slot) => slot,
@@ -158,7 +161,7 @@ impl Orchestrator {
                 (_, error) => error,
             };
             if let Some(error) = &error {
-                tracing::info!(task.id = %job.task.id, model = %model.id(), kind = error.kind.as_str(), "attempt failed, trying the next model");
+                tracing::info!(task.id = %job.task.id, model = %model.id(), code = (self.failure_names)(error.kind), "attempt failed, trying the next model");
             }
             last_error = error;
             failed = Some(model.id());

@@ -105,7 +105,7 @@ impl Orchestrator {
         }
         result.finished_at = Some(finished_at);
         if let Some(error) = &result.error {
-            tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, kind = error.kind.as_str(), reason = %error.message, "task did not succeed");
+            tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, code = (self.failure_names)(error.kind), reason = %error.message, "task did not succeed");
         }
         self.record_end(task, &result, composite.as_deref().map(|run| &run.graph));
         let result = self.history.finish(&task.id, result);
@@ -123,7 +123,7 @@ impl Orchestrator {
         span.record("task.fallback", !result.routing.fallbacks_taken.is_empty());
         if let Some(error) = &result.error {
             span.record("otel.status_code", "ERROR");
-            span.record("error.type", error.kind.as_str());
+            span.record("error.type", (self.failure_names)(error.kind));
         }
         // A composite's type is the caller's free text: metrics label it
         // `composite`, unless a configured recipe stood in.

@@ -46,7 +46,7 @@ pub use self::handle::TaskHandle;
 pub use self::observe::{CapabilityView, ModelView};
 use crate::context::{ContextManager, ContextSettings};
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::error::{Error, FailureKind};
 use crate::history::TaskStore;
 use crate::ids::TaskId;
 use crate::ids::Tenant;
@@ -113,6 +113,8 @@ pub struct Orchestrator {
     tasks: TaskTracker,
     /// Set when shutdown begins: new tasks are refused.
     closing: AtomicBool,
+    /// How failures are named in metrics, spans and logs.
+    failure_names: fn(FailureKind) -> &'static str,
 }
 
 impl Orchestrator {
@@ -134,7 +136,17 @@ impl Orchestrator {
             worker_timeout: settings.worker_timeout,
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            failure_names: FailureKind::as_str,
         }
+    }
+
+    /// Names failures in metrics, spans and logs as `names` says: the
+    /// server names them as its callers know them (`UNAVAILABLE`), where
+    /// the core's own words would be `unavailable`.
+    #[must_use]
+    pub fn with_failure_names(mut self, names: fn(FailureKind) -> &'static str) -> Self {
+        self.failure_names = names;
+        self
     }
 
     /// The current registry of models.
@@ -235,11 +247,16 @@ impl Orchestrator {
         });
     }
 
-    /// The periodic work, until `cancel` fires: the bottleneck analysis
-    /// and the context cache's maintenance.
-    pub async fn run_background(self: Arc<Self>, cancel: CancellationToken) {
-        let watch = self.watcher.run(|| self.observation(), cancel.clone());
-        futures::join!(watch, self.context.maintain(cancel));
+    /// Analyses the statistics for bottlenecks every period until `cancel`
+    /// fires.
+    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        self.watcher.run(|| self.observation(), cancel).await;
+    }
+
+    /// Clears the context cache's expired and evicted entries every period
+    /// until `cancel` fires.
+    pub async fn maintain(self: Arc<Self>, cancel: CancellationToken) {
+        self.context.maintain(cancel).await;
     }
 
     /// Begins shutdown: refuses new tasks and cancels every live one (each

@@ -46,6 +46,7 @@ impl Orchestrator {
     /// Every registered model as it stands now, by id.
     pub fn models(&self) -> Vec<ModelView> {
         let selector = &self.planner.selector;
+        let now = Instant::now();
         self.registry
             .load()
             .models()
@@ -67,7 +68,7 @@ impl Orchestrator {
                         .iter()
                         .map(|capability| CapabilityView {
                             capability: capability.clone(),
-                            stats: selector.stats(entry, &capability.task_type),
+                            stats: selector.stats(entry, &capability.task_type, now),
                         })
                         .collect(),
                 }
@@ -83,7 +84,10 @@ impl Orchestrator {
         for model in registry.models() {
             let description = model.description();
             for capability in &description.capabilities {
-                let stats = self.planner.selector.rates(model, &capability.task_type);
+                let stats = self
+                    .planner
+                    .selector
+                    .rates(model, &capability.task_type, now);
                 observation.models.push(ModelObservation {
                     model: model.id().to_string(),
                     task_type: capability.task_type.to_string(),

@@ -34,6 +34,7 @@ pub struct Requirements {
 /// Validates a task (its input, recognising audio, its context, and a
 /// composite's steps' inputs and contexts) and says what it carries.
 pub(crate) fn analyse(task: &mut Task, context: &ContextManager) -> Result<Requirements, Error> {
+    let _span = tracing::debug_span!("analyse").entered();
     let requirements = analyse_input(&mut task.input, "task.input.audio.data")?;
     context.check("task.context", &task.context)?;
     if let Some(composite) = &mut task.composite {

@@ -134,16 +134,12 @@ impl Planner {
                 let Some(chain) = self.recipes.get(&task.task_type) else {
                     return Err(error);
                 };
+                let spec = recipe::composite(chain)
+                    .map_err(|error| Error::invalid_name("task.composite.steps.id", error))?;
+                let graph = Graph::build(spec)?;
                 // A chain that cannot run either leaves the direct error,
                 // which names the task type asked for.
-                let Some((graph, estimates)) = recipe::composite(chain)
-                    .ok()
-                    .and_then(|spec| Graph::build(spec).ok())
-                    .and_then(|graph| {
-                        let estimates = self.estimate_steps(&graph, registry, now).ok()?;
-                        Some((graph, estimates))
-                    })
-                else {
+                let Ok(estimates) = self.estimate_steps(&graph, registry, now) else {
                     return Err(error);
                 };
                 Ok(Planned::Composite(Arc::new(CompositeRun {

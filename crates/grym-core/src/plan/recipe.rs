@@ -157,4 +157,36 @@ mod tests {
         let none = recipes.with(t("audio_question_answering"), Vec::new());
         assert!(none.get(&t("audio_question_answering")).is_none());
     }
+
+    #[test]
+    fn configured_recipes_extend_the_built_in_ones_and_an_empty_chain_removes_one() {
+        let table = |entries: &[(&str, &[&str])]| -> HashMap<String, Vec<String>> {
+            entries
+                .iter()
+                .map(|(name, chain)| {
+                    let chain = chain.iter().map(|step| (*step).to_owned()).collect();
+                    ((*name).to_owned(), chain)
+                })
+                .collect()
+        };
+        let recipes = Recipes::configured(table(&[
+            ("audio_summary", &["transcription", "summarization"]),
+            ("audio_question_answering", &[]),
+        ]))
+        .unwrap();
+        let chain: Vec<&str> = recipes
+            .get(&t("audio_summary"))
+            .unwrap()
+            .iter()
+            .map(TaskType::as_str)
+            .collect();
+        assert_eq!(chain, ["transcription", "summarization"]);
+        assert!(recipes.get(&t("audio_question_answering")).is_none());
+        let defaults = Recipes::configured(HashMap::new()).unwrap();
+        assert!(defaults.get(&t("audio_question_answering")).is_some());
+        let error = Recipes::configured(table(&[("loop", &["loop"])])).unwrap_err();
+        assert_eq!(error.key, "loop");
+        let error = Recipes::configured(table(&[("bad", &["has space"])])).unwrap_err();
+        assert!(error.reason.contains("has space"), "{error}");
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! Candidates are the models that declare the task type and are not known
 //! to be down (a model whose every replica fails its health check is left
-//! out until it recovers). They are scored by [`scoring`](crate::scoring)
+//! out until it recovers). They are scored by [`scoring`](super::scoring)
 //! and ranked by the configured [`Policy`]:
 //! - [`Policy::Scored`] (the default): by score, highest first, ties by id.
 //! - [`Policy::Thompson`]: Thompson sampling. Each candidate's success
@@ -230,13 +230,23 @@ impl Selector {
 
     /// `model`'s recent performance for `task_type`, tail quantiles
     /// included.
-    pub(crate) fn stats(&self, model: &ModelEntry, task_type: &TaskType) -> StatsSnapshot {
-        model.stats(task_type, Instant::now(), self.half_life())
+    pub(crate) fn stats(
+        &self,
+        model: &ModelEntry,
+        task_type: &TaskType,
+        now: Instant,
+    ) -> StatsSnapshot {
+        model.stats(task_type, now, self.half_life())
     }
 
     /// [`stats`](Self::stats) without the quantiles.
-    pub(crate) fn rates(&self, model: &ModelEntry, task_type: &TaskType) -> StatsSnapshot {
-        model.rates(task_type, Instant::now(), self.half_life())
+    pub(crate) fn rates(
+        &self,
+        model: &ModelEntry,
+        task_type: &TaskType,
+        now: Instant,
+    ) -> StatsSnapshot {
+        model.rates(task_type, now, self.half_life())
     }
 
     /// Plans a task of `task_type` over `registry` as it stands at `now`.

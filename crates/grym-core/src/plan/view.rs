@@ -59,9 +59,8 @@ impl CompositeRun {
         registry: &Registry,
         now: Instant,
     ) -> CompositePlan {
-        let run = self;
-        let graph = &run.graph;
-        let (critical, estimated_latency) = graph.critical_path(&run.estimates);
+        let graph = &self.graph;
+        let (critical, estimated_latency) = graph.critical_path(&self.estimates);
         let id = |i: usize| graph.nodes[i].spec.id.clone();
         CompositePlan {
             strategy: graph.strategy,
@@ -91,7 +90,7 @@ impl CompositeRun {
             critical_path: critical.iter().map(|&i| id(i)).collect(),
             estimated_latency,
             output_step: graph.output.map(id),
-            recipe: run.recipe.clone(),
+            recipe: self.recipe.clone(),
         }
     }
 }

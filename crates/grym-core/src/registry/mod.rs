@@ -3,7 +3,7 @@
 //! A model is one [`ModelEntry`]: its description, its performance
 //! statistics per task type, and one or more [`Replica`]s (endpoints serving
 //! the same model), each with its own health and in-flight count. What a
-//! model is and whether it is up change as the [`probe`](crate::probe) learns
+//! model is and whether it is up change as the [`probe`] learns
 //! them; the statistics change with every call. Readers on the request path
 //! take no global lock: descriptions are `ArcSwap` snapshots, health and
 //! in-flight counts are atomics, and each (model, task type) statistics cell

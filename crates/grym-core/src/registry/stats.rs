@@ -68,7 +68,7 @@ pub(crate) struct PerformanceStats {
     recent: VecDeque<Duration>,
 }
 
-/// A read of [`PerformanceStats`] at one moment.
+/// A read of `PerformanceStats` at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StatsSnapshot {
     /// Outcomes recorded, decayed by the time since the last one: the sample

@@ -62,26 +62,28 @@ impl Default for SchedulerSettings {
 impl SchedulerSettings {
     /// Checks the ranges the types do not.
     pub fn validate(&self) -> Result<(), SettingError> {
-        let at_least_one = [
-            ("max_queue", self.max_queue as u64),
-            (
-                "default_model_concurrency",
-                u64::from(self.default_model_concurrency),
-            ),
-            ("max_results", self.max_results),
-        ];
-        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
-            return Err(SettingError::new(*key, "must be at least 1"));
-        }
-        for (key, value) in [
-            ("aging_interval", self.aging_interval),
-            ("result_retention", self.result_retention),
-        ] {
-            if value.is_zero() {
-                return Err(SettingError::new(key, "must be longer than zero"));
+        let at_least_one = |key: &str, value: u64| {
+            if value == 0 {
+                Err(SettingError::new(key, "must be at least 1"))
+            } else {
+                Ok(())
             }
-        }
-        Ok(())
+        };
+        let longer_than_zero = |key: &str, value: Duration| {
+            if value.is_zero() {
+                Err(SettingError::new(key, "must be longer than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("max_queue", self.max_queue as u64)?;
+        at_least_one(
+            "default_model_concurrency",
+            u64::from(self.default_model_concurrency),
+        )?;
+        longer_than_zero("aging_interval", self.aging_interval)?;
+        at_least_one("max_results", self.max_results)?;
+        longer_than_zero("result_retention", self.result_retention)
     }
 }
 

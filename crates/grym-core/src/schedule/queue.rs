@@ -146,12 +146,6 @@ impl<T> PriorityQueue<T> {
         self.items.len()
     }
 
-    /// Whether nothing is queued.
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     fn can_age(&self, level: u8) -> bool {
         !self.aging_interval.is_zero() && level < rank(Priority::High)
     }
@@ -398,7 +392,7 @@ mod tests {
             "{}",
             queue.ranks.len()
         );
-        assert!(queue.is_empty());
+        assert_eq!(queue.len(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::ids::{StepId, TaskType};
 use crate::task::TaskInput;
 
 /// The most steps a composite may have.
-pub const MAX_STEPS: usize = 64;
+pub(crate) const MAX_STEPS: usize = 64;
 
 /// How steps that name no `after` are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

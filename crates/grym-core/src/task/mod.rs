@@ -2,10 +2,10 @@
 //! their results say: data only, no behaviour beyond reading it.
 //!
 //! - this module: the [`Task`], its input and a model's [`Output`];
-//! - [`composite`]: a composite's steps as the caller wrote them, and the
+//! - `composite`: a composite's steps as the caller wrote them, and the
 //!   recipe that stood in for a task type;
-//! - [`result`]: statuses, attempts, metrics, results and events;
-//! - [`routing`]: how a task was routed, with every candidate's score.
+//! - `result`: statuses, attempts, metrics, results and events;
+//! - `routing`: how a task was routed, with every candidate's score.
 
 mod composite;
 mod result;
@@ -18,9 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::ids::{Priority, SessionId, TaskId, TaskType, Tenant};
 
-pub use self::composite::{
-    CompositeSpec, FailurePolicy, MAX_STEPS, RecipeUse, StepSpec, StepTask, Strategy,
-};
+pub(crate) use self::composite::MAX_STEPS;
+pub use self::composite::{CompositeSpec, FailurePolicy, RecipeUse, StepSpec, StepTask, Strategy};
 pub use self::result::{
     Attempt, AttemptOutcome, Metrics, StepResult, TaskError, TaskEvent, TaskResult, TaskStatus,
 };

@@ -16,7 +16,9 @@
 //! | `grym.bottleneck.active` | gauge | `{finding}` | `kind`, `subject` |
 //!
 //! Statuses and priorities are lowercase (`succeeded`, `deadline_exceeded`;
-//! `normal`); an outcome is `success`, `failure`, `timeout` or `rejected`.
+//! `normal`); an outcome is `success`, `failure`, `timeout` or `rejected`;
+//! a fallback's `reason` is its failure as the orchestrator names failures
+//! (`UNAVAILABLE` in grymd).
 //! A composite's `task_type` is `composite` (its type is the caller's free
 //! text), or the task type a recipe stood in for.
 
@@ -28,7 +30,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 
 use super::Gauges;
-use crate::error::{Error, FailureKind};
+use crate::error::Error;
 use crate::ids::{ModelId, Priority, TaskType};
 use crate::task::TaskStatus;
 
@@ -125,7 +127,7 @@ impl Instruments {
             &[
                 KeyValue::new("task_type", task_type.to_string()),
                 KeyValue::new("priority", priority.as_str()),
-                KeyValue::new("model", model.to_string()),
+                KeyValue::new("model", model.as_str().to_owned()),
             ],
         );
     }
@@ -137,7 +139,7 @@ impl Instruments {
         self.worker_call.record(
             took.as_secs_f64(),
             &[
-                KeyValue::new("model", model.to_string()),
+                KeyValue::new("model", model.as_str().to_owned()),
                 KeyValue::new("outcome", outcome),
             ],
         );
@@ -150,22 +152,22 @@ impl Instruments {
         self.selections.add(
             1,
             &[
-                KeyValue::new("model", model.to_string()),
+                KeyValue::new("model", model.as_str().to_owned()),
                 KeyValue::new("task_type", task_type.to_string()),
             ],
         );
     }
 
-    pub(crate) fn fell_back(&self, from: &ModelId, to: &ModelId, reason: FailureKind) {
+    pub(crate) fn fell_back(&self, from: &ModelId, to: &ModelId, reason: &'static str) {
         if !self.enabled {
             return;
         }
         self.fallbacks.add(
             1,
             &[
-                KeyValue::new("from_model", from.to_string()),
-                KeyValue::new("to_model", to.to_string()),
-                KeyValue::new("reason", reason.as_str()),
+                KeyValue::new("from_model", from.as_str().to_owned()),
+                KeyValue::new("to_model", to.as_str().to_owned()),
+                KeyValue::new("reason", reason),
             ],
         );
     }
@@ -197,7 +199,7 @@ impl Instruments {
             .with_callback(move |observer| {
                 if let Some(gauges) = of(&o) {
                     for (model, calls) in gauges.in_flight() {
-                        observer.observe(calls, &[KeyValue::new("model", model.to_string())]);
+                        observer.observe(calls, &[KeyValue::new("model", String::from(model))]);
                     }
                 }
             })
@@ -210,7 +212,7 @@ impl Instruments {
             .with_callback(move |observer| {
                 if let Some(gauges) = of(&o) {
                     for (model, waiting) in gauges.waiting() {
-                        observer.observe(waiting, &[KeyValue::new("model", model.to_string())]);
+                        observer.observe(waiting, &[KeyValue::new("model", String::from(model))]);
                     }
                 }
             })

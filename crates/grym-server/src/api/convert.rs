@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use grym_core::task::{CompositeSpec, FailurePolicy, StepSpec, StepTask, Strategy};
 use grym_core::{Audio, NameError, Priority, StepId, Task, TaskId, TaskInput, TaskType, Tenant};
+use grym_core::{CompositeSpec, FailurePolicy, StepSpec, StepTask, Strategy};
 use grym_proto::json::{struct_to_json, value_to_json};
 use grym_proto::orchestrator::v1 as api;
 use tonic::Status;

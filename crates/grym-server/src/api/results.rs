@@ -3,12 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use grym_core::task::{FailurePolicy, Reason, RecipeUse, Routing, Strategy};
 use grym_core::{
     Attempt, AttemptOutcome, CacheStats, CapabilitySource, CompositePlan, Finding, Health,
     Modality, ModelView, Output, Policy, Requirements, SessionId, SessionSnapshot, StatsSnapshot,
     StepId, StepResult, TaskError, TaskEvent, TaskId, TaskResult, TaskStatus,
 };
+use grym_core::{FailurePolicy, Reason, RecipeUse, Routing, Strategy};
 use grym_proto::json::{json_to_struct, json_to_value};
 use grym_proto::orchestrator::v1 as api;
 

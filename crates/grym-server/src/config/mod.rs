@@ -27,7 +27,7 @@ use grym_core::{
 };
 use serde::Deserialize;
 
-pub use self::workers::{RawCapability, RawWorker, WorkerConfig};
+pub use self::workers::{RawWorker, WorkerConfig};
 use crate::error::Error;
 
 /// The keys `GRYM_*` variables may set; other `GRYM_*` variables belong to
@@ -200,8 +200,11 @@ impl RawConfig {
         if self.max_message_bytes < 4096 {
             return Err(invalid("max_message_bytes", "must be at least 4096"));
         }
+        let workers = workers::validate(self.workers)?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
+        self.context.validate().map_err(setting("context"))?;
+        let recipes = Recipes::configured(self.recipes).map_err(setting("recipes"))?;
         self.bottlenecks
             .validate()
             .map_err(setting("bottlenecks"))?;
@@ -212,8 +215,8 @@ impl RawConfig {
                 worker_timeout: self.worker_timeout,
                 selection: self.selection,
                 scheduler: self.scheduler,
-                context: self.context.validate().map_err(setting("context"))?,
-                recipes: Recipes::configured(self.recipes).map_err(setting("recipes"))?,
+                context: self.context,
+                recipes,
                 bottlenecks: self.bottlenecks,
                 // Set by grymd once telemetry says whether metrics go out.
                 metrics: true,
@@ -224,7 +227,7 @@ impl RawConfig {
             },
             connect_timeout: self.connect_timeout,
             max_message_bytes: self.max_message_bytes,
-            workers: workers::validate(self.workers)?,
+            workers,
             source: None,
             auth_tokens: self.auth.validate()?,
         })
@@ -241,10 +244,10 @@ impl RawAuth {
                     "must be at least 16 characters",
                 ));
             }
-            let tenant = Tenant::new(entry.tenant).map_err(|_| {
+            let tenant = Tenant::configured(entry.tenant).map_err(|_| {
                 invalid(
                     format!("auth.tokens[{i}].tenant"),
-                    format!("must be 1 to {} visible ASCII characters", Tenant::MAX_LEN),
+                    format!("must be 1 to {} characters", Tenant::MAX_LEN),
                 )
             })?;
             if tokens.insert(entry.token, tenant).is_some() {

@@ -1,9 +1,7 @@
 //! The `[[workers]]` list: each model, the endpoints of its replicas, and
 //! what the configuration fixes of its kind and capabilities.
 
-use std::time::Duration;
-
-use grym_core::{Capability, ModelId, ModelKind, TaskType};
+use grym_core::{Capability, ModelId, ModelKind};
 use serde::Deserialize;
 
 use super::invalid;
@@ -22,23 +20,7 @@ pub struct RawWorker {
     /// Overrides the kind the worker reports.
     pub kind: Option<String>,
     /// Overrides the capabilities the worker reports.
-    pub capabilities: Option<Vec<RawCapability>>,
-}
-
-/// One capability override as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCapability {
-    /// The task type.
-    pub task_type: String,
-    /// Declared confidence, in [0, 1].
-    pub confidence: f64,
-    /// Expected time of one call, for example `"800ms"`.
-    #[serde(default, with = "humantime_serde")]
-    pub estimated_latency: Option<Duration>,
-    /// Calls the model takes at once; 0 or absent when unlimited.
-    #[serde(default)]
-    pub max_concurrency: u32,
+    pub capabilities: Option<Vec<Capability>>,
 }
 
 /// One model and the workers serving it.
@@ -95,38 +77,18 @@ impl RawWorker {
                 invalid(key, reason)
             })?;
         }
-        let capabilities = self
-            .capabilities
-            .map(|list| {
-                list.into_iter()
-                    .enumerate()
-                    .map(|(j, c)| c.validate(&format!("workers[{i}].capabilities[{j}]")))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        for (j, capability) in self.capabilities.iter().flatten().enumerate() {
+            capability.validate().map_err(|error| {
+                let error = error.within(&format!("workers[{i}].capabilities[{j}]"));
+                invalid(error.key, error.reason)
+            })?;
+        }
         Ok(WorkerConfig {
             id,
             endpoints,
             kind: self.kind.map(ModelKind::new),
-            capabilities,
+            capabilities: self.capabilities,
         })
-    }
-}
-
-impl RawCapability {
-    fn validate(self, key: &str) -> Result<Capability, Error> {
-        let capability = Capability {
-            task_type: TaskType::new(self.task_type)
-                .map_err(|e| invalid(format!("{key}.task_type"), e.to_string()))?,
-            confidence: self.confidence,
-            estimated_latency: self.estimated_latency.unwrap_or_default(),
-            max_concurrency: (self.max_concurrency > 0).then_some(self.max_concurrency),
-        };
-        capability.validate().map_err(|e| {
-            let e = e.within(key);
-            invalid(e.key, e.reason)
-        })?;
-        Ok(capability)
     }
 }
 

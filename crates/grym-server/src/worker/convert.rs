@@ -97,17 +97,23 @@ pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
         );
     }
     let kind = match status.code() {
-        Code::Unavailable | Code::Aborted => FailureKind::Unavailable,
-        Code::Cancelled => FailureKind::Cancelled,
-        Code::DeadlineExceeded => FailureKind::DeadlineExceeded,
-        Code::ResourceExhausted => FailureKind::Exhausted,
-        Code::InvalidArgument | Code::OutOfRange => FailureKind::InvalidInput,
-        Code::FailedPrecondition | Code::AlreadyExists => FailureKind::Precondition,
+        Code::InvalidArgument => FailureKind::InvalidInput,
+        Code::OutOfRange => FailureKind::OutOfRange,
         Code::NotFound => FailureKind::NotFound,
-        Code::PermissionDenied | Code::Unauthenticated => FailureKind::Denied,
+        Code::AlreadyExists => FailureKind::Conflict,
+        Code::FailedPrecondition => FailureKind::Precondition,
+        Code::PermissionDenied => FailureKind::Denied,
+        Code::Unauthenticated => FailureKind::Unauthenticated,
         Code::Unimplemented => FailureKind::Unsupported,
+        Code::Unavailable => FailureKind::Unavailable,
+        Code::Aborted => FailureKind::Aborted,
+        Code::ResourceExhausted => FailureKind::Exhausted,
+        Code::DeadlineExceeded => FailureKind::DeadlineExceeded,
+        Code::Cancelled => FailureKind::Cancelled,
+        Code::DataLoss => FailureKind::DataLoss,
         Code::Unknown => FailureKind::Unknown,
-        Code::Ok | Code::Internal | Code::DataLoss => FailureKind::Internal,
+        // A worker that fails with OK says nothing of what went wrong.
+        Code::Ok | Code::Internal => FailureKind::Internal,
     };
     let message = if status.message().is_empty() {
         format!("worker of `{model}` answered {}", code_name(status.code()))
