@@ -46,7 +46,9 @@ pub use client::{InferCall, ModelClient, WorkerError};
 pub use context::{CacheStats, ContextSettings, SessionEntry, SessionSnapshot, TemplateSpec};
 pub use deadline::Deadline;
 pub use error::{Error, ErrorKind, FailureKind, SettingError};
-pub use exec::{CapabilityView, ModelView, Orchestrator, OrchestratorSettings, TaskHandle};
+pub use exec::{
+    CapabilityView, ModelView, Orchestrator, OrchestratorSettings, ReplicaView, TaskHandle,
+};
 pub use ids::{
     ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
 };

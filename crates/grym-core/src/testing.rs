@@ -1,4 +1,5 @@
-//! Test doubles: a model whose worker answers from memory.
+//! Test doubles: a model whose worker answers from memory, and an
+//! orchestrator over such models.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,10 +8,33 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::client::{InferCall, ModelClient, WorkerError};
+use crate::exec::{Orchestrator, OrchestratorSettings};
 use crate::ids::{ModelId, ModelKind, TaskType};
 use crate::model::{Capability, CapabilitySource, Description, Health};
-use crate::registry::ModelEntry;
+use crate::plan::selection::SelectionSettings;
+use crate::registry::{ModelEntry, Registry};
+use crate::schedule::SchedulerSettings;
 use crate::task::Output;
+
+/// An orchestrator over `models`, described, with repeatable draws and
+/// `scheduler`.
+pub(crate) fn orchestrator(
+    models: &[&FakeModel],
+    scheduler: SchedulerSettings,
+) -> Arc<Orchestrator> {
+    let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
+    Arc::new(Orchestrator::new(
+        Arc::new(registry),
+        OrchestratorSettings {
+            selection: SelectionSettings {
+                seed: Some(3),
+                ..SelectionSettings::default()
+            },
+            scheduler,
+            ..OrchestratorSettings::default()
+        },
+    ))
+}
 
 /// The object of a JSON value; panics on anything else.
 pub(crate) fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {

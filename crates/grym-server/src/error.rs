@@ -31,7 +31,7 @@ pub enum Error {
     },
     /// The registry refused the workers.
     #[error("registering the workers failed")]
-    Registry(#[source] grym_core::Error),
+    Registry(#[source] grym_core::SettingError),
     /// The reflection service could not be built.
     #[error("building the reflection service failed")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Orchestrator;
-use super::job::{Ending, Events, Job};
+use super::job::{Ending, Events, Job, emit};
 use crate::context::ContentHash;
 use crate::deadline::Deadline;
 use crate::error::FailureKind;
@@ -109,7 +109,7 @@ impl Orchestrator {
         }
         self.record_end(task, &result, composite.as_deref().map(|run| &run.graph));
         let result = self.history.finish(&task.id, result);
-        super::job::emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
+        emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
     }
 
     /// What a task's end says: on its span, in its metrics, and for a

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::handle::TaskHandle;
-pub use self::observe::{CapabilityView, ModelView};
+pub use self::observe::{CapabilityView, ModelView, ReplicaView};
 use crate::context::{ContextManager, ContextSettings};
 use crate::deadline::Deadline;
 use crate::error::{Error, FailureKind};

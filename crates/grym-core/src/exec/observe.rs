@@ -25,12 +25,23 @@ pub struct ModelView {
     pub health: Health,
     /// Calls in flight on all replicas.
     pub in_flight: u32,
-    /// Each replica: its endpoint, health and calls in flight.
-    pub replicas: Vec<(String, Health, u32)>,
+    /// Each replica, as it stands.
+    pub replicas: Vec<ReplicaView>,
     /// Where its capabilities come from.
     pub source: CapabilitySource,
     /// What it serves, each with its recent performance.
     pub capabilities: Vec<CapabilityView>,
+}
+
+/// One replica of a model, as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaView {
+    /// Its endpoint's address.
+    pub endpoint: String,
+    /// Its last known health.
+    pub health: Health,
+    /// Calls running on it now.
+    pub in_flight: u32,
 }
 
 /// A capability of a model, with the model's recent performance on it.
@@ -60,7 +71,11 @@ impl Orchestrator {
                     replicas: entry
                         .replicas()
                         .iter()
-                        .map(|r| (r.endpoint().to_owned(), r.health(), r.in_flight()))
+                        .map(|r| ReplicaView {
+                            endpoint: r.endpoint().to_owned(),
+                            health: r.health(),
+                            in_flight: r.in_flight(),
+                        })
                         .collect(),
                     source: description.source,
                     capabilities: description

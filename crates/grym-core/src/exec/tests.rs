@@ -5,7 +5,7 @@ use crate::ids::{ModelId, Priority, TaskType};
 use crate::model::Health;
 use crate::registry::CallOutcome;
 use crate::task::{AttemptOutcome, Reason, TaskInput, TaskStatus};
-use crate::testing::{Behaviour, FakeModel};
+use crate::testing::{self, Behaviour, FakeModel};
 
 fn task(task_type: &str) -> Task {
     Task::new(
@@ -20,18 +20,7 @@ fn orchestrator(models: &[&FakeModel]) -> Arc<Orchestrator> {
 }
 
 fn orchestrator_with(models: &[&FakeModel], scheduler: SchedulerSettings) -> Arc<Orchestrator> {
-    let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
-    Arc::new(Orchestrator::new(
-        Arc::new(registry),
-        OrchestratorSettings {
-            selection: SelectionSettings {
-                seed: Some(3),
-                ..SelectionSettings::default()
-            },
-            scheduler,
-            ..OrchestratorSettings::default()
-        },
-    ))
+    testing::orchestrator(models, scheduler)
 }
 
 fn unavailable() -> WorkerError {

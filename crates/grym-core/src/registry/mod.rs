@@ -33,7 +33,7 @@ pub(crate) use self::stats::CallOutcome;
 use self::stats::PerformanceStats;
 pub use self::stats::StatsSnapshot;
 use crate::client::ModelClient;
-use crate::error::Error;
+use crate::error::SettingError;
 use crate::ids::{ModelId, ModelKind, TaskType};
 use crate::model::{Capability, CapabilitySource, Description, Health};
 
@@ -139,10 +139,10 @@ impl std::fmt::Debug for ModelEntry {
 impl ModelEntry {
     /// A model served by `replicas` (at least one), whose workers will
     /// describe it.
-    pub fn new(id: ModelId, replicas: Vec<Replica>) -> Result<Self, Error> {
+    pub fn new(id: ModelId, replicas: Vec<Replica>) -> Result<Self, SettingError> {
         if replicas.is_empty() {
-            return Err(Error::invalid(
-                "workers.endpoints",
+            return Err(SettingError::new(
+                "endpoints",
                 format!("model `{id}` has no endpoint"),
             ));
         }
@@ -380,17 +380,17 @@ pub struct Registry {
 
 impl Registry {
     /// Builds a registry; two models with one id are an error naming it.
-    pub fn new(entries: impl IntoIterator<Item = ModelEntry>) -> Result<Self, Error> {
+    pub fn new(entries: impl IntoIterator<Item = ModelEntry>) -> Result<Self, SettingError> {
         Self::from_arcs(entries.into_iter().map(Arc::new))
     }
 
-    fn from_arcs(entries: impl IntoIterator<Item = Arc<ModelEntry>>) -> Result<Self, Error> {
+    fn from_arcs(entries: impl IntoIterator<Item = Arc<ModelEntry>>) -> Result<Self, SettingError> {
         let mut models = BTreeMap::new();
         for entry in entries {
             let id = entry.id.clone();
             if models.insert(id.clone(), entry).is_some() {
-                return Err(Error::invalid(
-                    "workers.id",
+                return Err(SettingError::new(
+                    "id",
                     format!("model `{id}` is registered twice"),
                 ));
             }
@@ -403,7 +403,7 @@ impl Registry {
     pub fn succeed_with(
         &self,
         entries: impl IntoIterator<Item = ModelEntry>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SettingError> {
         Self::from_arcs(
             entries
                 .into_iter()

@@ -396,10 +396,10 @@ fn model_to_api(model: ModelView) -> api::Model {
         replicas: model
             .replicas
             .into_iter()
-            .map(|(endpoint, health, in_flight)| api::Replica {
-                endpoint,
-                health: health_to_api(health) as i32,
-                in_flight,
+            .map(|replica| api::Replica {
+                endpoint: replica.endpoint,
+                health: health_to_api(replica.health) as i32,
+                in_flight: replica.in_flight,
             })
             .collect(),
         in_flight: model.in_flight,

@@ -339,10 +339,9 @@ impl<'a> Progress<'a> {
     pub(super) fn ending(&self) -> Ending {
         let graph = self.graph;
         let results: Vec<&StepResult> = self.ended.iter().flatten().map(|e| &e.result).collect();
-        let failed = |status, kind, message: String| Ending::failed(status, kind, message);
         if let Some(cause) = self.cause.and_then(|i| results.get(i)) {
             let (kind, message) = kind_and_message(cause);
-            return failed(
+            return Ending::failed(
                 cause.status,
                 kind,
                 format!("step `{}` failed: {message}", cause.step),
@@ -372,7 +371,7 @@ impl<'a> Progress<'a> {
                         ))
                     })
                     .collect();
-                return failed(
+                return Ending::failed(
                     TaskStatus::Failed,
                     FailureKind::Precondition,
                     format!("no branch matched: {}", tried.join(", ")),
@@ -383,7 +382,7 @@ impl<'a> Progress<'a> {
             (0..results.len()).rev().find(|i| ran(i))
         };
         let Some(result) = output.and_then(|i| results.get(i)) else {
-            return failed(
+            return Ending::failed(
                 TaskStatus::Failed,
                 FailureKind::Precondition,
                 "every step was skipped, so there is no output".to_owned(),
@@ -393,7 +392,7 @@ impl<'a> Progress<'a> {
             TaskStatus::Succeeded => {
                 Ending::succeeded(result.output.clone(), result.model_id.clone())
             }
-            TaskStatus::Skipped => failed(
+            TaskStatus::Skipped => Ending::failed(
                 TaskStatus::Failed,
                 FailureKind::Precondition,
                 format!(
@@ -403,7 +402,7 @@ impl<'a> Progress<'a> {
             ),
             status => {
                 let (kind, message) = kind_and_message(result);
-                failed(
+                Ending::failed(
                     status,
                     kind,
                     format!(

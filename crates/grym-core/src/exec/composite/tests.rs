@@ -7,32 +7,20 @@ use tokio::time::Instant;
 use crate::client::WorkerError;
 use crate::deadline::Deadline;
 use crate::error::{ErrorKind, FailureKind};
-use crate::exec::{Orchestrator, OrchestratorSettings};
+use crate::exec::Orchestrator;
 use crate::ids::{ModelId, StepId, TaskId, TaskType};
 use crate::model::Health;
-use crate::plan::selection::SelectionSettings;
-use crate::registry::Registry;
 use crate::schedule::SchedulerSettings;
 use crate::task::{
     CompositeSpec, FailurePolicy, Reason, StepSpec, StepTask, Strategy, Task, TaskInput,
     TaskResult, TaskStatus,
 };
-use crate::testing::{Behaviour, FakeModel};
+use crate::testing::{self, Behaviour, FakeModel};
 
 const MS: Duration = Duration::from_millis(1);
 
 fn orchestrator(models: &[&FakeModel]) -> Arc<Orchestrator> {
-    let registry = Registry::new(models.iter().map(|m| m.described_entry())).unwrap();
-    Arc::new(Orchestrator::new(
-        Arc::new(registry),
-        OrchestratorSettings {
-            selection: SelectionSettings {
-                seed: Some(3),
-                ..SelectionSettings::default()
-            },
-            ..OrchestratorSettings::default()
-        },
-    ))
+    testing::orchestrator(models, SchedulerSettings::default())
 }
 
 fn step(id: &str, task_type: &str, after: &[&str], when: Option<&str>) -> StepSpec {
@@ -561,17 +549,13 @@ async fn steps_waiting_for_their_model_count_against_max_queue() {
     // wait for the model's slot, and each waiting step is queued work.
     let slow = FakeModel::serving("slow", "echo", 0.9).limit(1);
     slow.behave(Behaviour::Answer(100 * MS));
-    let registry = Registry::new([slow.described_entry()]).unwrap();
-    let orchestrator = Arc::new(Orchestrator::new(
-        Arc::new(registry),
-        OrchestratorSettings {
-            scheduler: SchedulerSettings {
-                max_queue: 2,
-                ..SchedulerSettings::default()
-            },
-            ..OrchestratorSettings::default()
+    let orchestrator = testing::orchestrator(
+        &[&slow],
+        SchedulerSettings {
+            max_queue: 2,
+            ..SchedulerSettings::default()
         },
-    ));
+    );
     let task = composite(
         Strategy::Parallel,
         FailurePolicy::Continue,
