@@ -23,8 +23,8 @@
 //!
 //! The modules' own `use crate::` arrows point one way, down this list:
 //! `exec` -> `watch` -> `history` -> `schedule` -> `plan` -> `context` ->
-//! `registry` -> `client` -> `task` -> `model` -> `deadline` -> `error` ->
-//! `ids`.
+//! `registry` -> `client` -> `task` -> `model` -> `limits` -> `deadline` ->
+//! `error` -> `ids`.
 
 mod client;
 mod context;
@@ -33,6 +33,7 @@ mod error;
 mod exec;
 mod history;
 mod ids;
+mod limits;
 mod model;
 mod plan;
 mod registry;
@@ -52,6 +53,7 @@ pub use exec::{
 pub use ids::{
     ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
 };
+pub use limits::Limits;
 pub use model::{Capability, CapabilitySource, Description, Health};
 pub use plan::analysis::{Modality, Requirements};
 pub use plan::recipe::Recipes;

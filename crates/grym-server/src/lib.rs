@@ -133,9 +133,14 @@ async fn run(
     reporter
         .set_serving::<OrchestratorServer<api::service::OrchestratorService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = grym_proto::reflection_services(&[
-        grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME,
-    ])?;
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        let (v1, v1alpha) = grym_proto::reflection_services(&[
+            grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME,
+        ])?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
 
     tonic::transport::Server::builder()
         // Outermost: each call runs in a span that continues the caller's
@@ -143,8 +148,8 @@ async fn run(
         // join the agent's trace.
         .layer(grym_telemetry::ServerTraceLayer)
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         // The orchestrator service behind its two layers, outermost first.
         // When the caller needs the answer: its grpc-timeout becomes a
         // `Deadline` the handler passes to the core, which carries what

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::cache::CacheStats;
 use self::cache::TransformCache;
-pub(crate) use self::canonical::ContentHash;
+pub(crate) use self::canonical::{ContentHash, weight};
 pub use self::session::{SessionEntry, SessionSnapshot};
 use self::session::{SessionLimits, Sessions};
 pub use self::transform::TemplateSpec;

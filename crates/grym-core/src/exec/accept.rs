@@ -69,7 +69,8 @@ impl Orchestrator {
             return Err(Error::ShuttingDown);
         }
         let arrived = Instant::now();
-        tracing::debug_span!("analyse").in_scope(|| analysis::analyse(&mut task, &self.context))?;
+        tracing::debug_span!("analyse")
+            .in_scope(|| analysis::analyse(&mut task, &self.context, self.planner.limits()))?;
         deps::check(&task.id, &task.depends_on, |id| {
             self.history.owned_by(id, &task.tenant)
         })?;

@@ -50,6 +50,7 @@ use crate::error::{Error, FailureKind};
 use crate::history::TaskStore;
 use crate::ids::TaskId;
 use crate::ids::Tenant;
+use crate::limits::Limits;
 use crate::plan::analysis::{self, Requirements};
 use crate::plan::recipe::Recipes;
 use crate::plan::selection::{SelectionSettings, Selector};
@@ -77,6 +78,8 @@ pub struct OrchestratorSettings {
     pub recipes: Recipes,
     /// When a finding is a bottleneck.
     pub bottlenecks: BottleneckSettings,
+    /// What one request may carry.
+    pub limits: Limits,
     /// Whether metrics are recorded: off when they go nowhere, so requests
     /// do not pay for them.
     pub metrics: bool,
@@ -91,6 +94,7 @@ impl Default for OrchestratorSettings {
             context: ContextSettings::default(),
             recipes: Recipes::with_defaults(),
             bottlenecks: BottleneckSettings::default(),
+            limits: Limits::default(),
             metrics: true,
         }
     }
@@ -123,7 +127,11 @@ impl Orchestrator {
         let half_life = settings.selection.half_life;
         Self {
             registry: ArcSwap::new(registry),
-            planner: Planner::new(Selector::new(settings.selection), settings.recipes),
+            planner: Planner::new(
+                Selector::new(settings.selection),
+                settings.recipes,
+                settings.limits,
+            ),
             history: TaskStore::new(
                 settings.scheduler.max_results,
                 settings.scheduler.result_retention,
@@ -168,7 +176,7 @@ impl Orchestrator {
         &self,
         mut task: Task,
     ) -> Result<(Requirements, Routing, Option<CompositePlan>), Error> {
-        let requirements = analysis::analyse(&mut task, &self.context)?;
+        let requirements = analysis::analyse(&mut task, &self.context, self.planner.limits())?;
         let now = Instant::now();
         let registry = self.registry.load();
         let planned = self.planner.plan(&mut task, &registry, now)?;

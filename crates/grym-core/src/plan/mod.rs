@@ -31,6 +31,7 @@ use self::recipe::Recipes;
 use self::selection::{Plan, Selector};
 use crate::error::Error;
 use crate::ids::TaskType;
+use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::task::{Reason, RecipeUse, Routing, Task};
 
@@ -102,11 +103,21 @@ impl CompositeRun {
 pub(crate) struct Planner {
     pub(crate) selector: Selector,
     recipes: Recipes,
+    limits: Limits,
 }
 
 impl Planner {
-    pub(crate) fn new(selector: Selector, recipes: Recipes) -> Self {
-        Self { selector, recipes }
+    pub(crate) fn new(selector: Selector, recipes: Recipes, limits: Limits) -> Self {
+        Self {
+            selector,
+            recipes,
+            limits,
+        }
+    }
+
+    /// What one request may carry.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// How `task` will run: on the models that serve its type, as its
@@ -120,7 +131,7 @@ impl Planner {
         now: Instant,
     ) -> Result<Planned, Error> {
         if let Some(spec) = task.composite.take() {
-            let graph = Graph::build(*spec)?;
+            let graph = Graph::build(*spec, &self.limits)?;
             let estimates = self.estimate_steps(&graph, registry, now)?;
             return Ok(Planned::Composite(Arc::new(CompositeRun {
                 graph,
@@ -136,7 +147,7 @@ impl Planner {
                 };
                 let spec = recipe::composite(chain)
                     .map_err(|error| Error::invalid_name("task.composite.steps.id", error))?;
-                let graph = Graph::build(spec)?;
+                let graph = Graph::build(spec, &self.limits)?;
                 // A chain that cannot run either leaves the direct error,
                 // which names the task type asked for.
                 let Ok(estimates) = self.estimate_steps(&graph, registry, now) else {

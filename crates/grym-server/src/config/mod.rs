@@ -22,7 +22,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
 use grym_core::{
-    BottleneckSettings, ContextSettings, OrchestratorSettings, Recipes, SchedulerSettings,
+    BottleneckSettings, ContextSettings, Limits, OrchestratorSettings, Recipes, SchedulerSettings,
     SelectionSettings, SettingError, Tenant,
 };
 use serde::Deserialize;
@@ -40,6 +40,7 @@ const ENV_KEYS: &[&str] = &[
     "health_timeout",
     "connect_timeout",
     "max_message_bytes",
+    "reflection",
 ];
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -79,6 +80,10 @@ pub struct RawConfig {
     pub connect_timeout: Duration,
     /// The largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// Whether server reflection is served (health always is).
+    pub reflection: bool,
+    /// What one request may carry.
+    pub limits: Limits,
     /// How models are chosen.
     pub selection: SelectionSettings,
     /// How tasks are queued.
@@ -107,6 +112,8 @@ impl Default for RawConfig {
             health_timeout: probe.timeout,
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
+            reflection: true,
+            limits: Limits::default(),
             selection: SelectionSettings::default(),
             scheduler: SchedulerSettings::default(),
             context: ContextSettings::default(),
@@ -152,6 +159,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// Whether server reflection is served (health always is).
+    pub reflection: bool,
     /// The model workers to use.
     pub workers: Vec<WorkerConfig>,
     /// The file this was read from, read again on SIGHUP.
@@ -201,6 +210,7 @@ impl RawConfig {
             return Err(invalid("max_message_bytes", "must be at least 4096"));
         }
         let workers = workers::validate(self.workers)?;
+        self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
         self.context.validate().map_err(setting("context"))?;
@@ -218,6 +228,7 @@ impl RawConfig {
                 context: self.context,
                 recipes,
                 bottlenecks: self.bottlenecks,
+                limits: self.limits,
                 // Set by grymd once telemetry says whether metrics go out.
                 metrics: true,
             },
@@ -227,6 +238,7 @@ impl RawConfig {
             },
             connect_timeout: self.connect_timeout,
             max_message_bytes: self.max_message_bytes,
+            reflection: self.reflection,
             workers,
             source: None,
             auth_tokens: self.auth.validate()?,

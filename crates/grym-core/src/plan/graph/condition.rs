@@ -13,6 +13,8 @@ use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::{Context, Program, Value as CelValue};
 use serde_json::Value;
 
+use crate::limits::Limits;
+
 /// The names a condition may read.
 const INPUT: &str = "input";
 const STEPS: &str = "steps";
@@ -48,7 +50,8 @@ impl fmt::Debug for Condition {
 
 impl Condition {
     /// Compiles `source`; the error says what is wrong, for the caller.
-    pub(crate) fn compile(source: &str) -> Result<Self, String> {
+    pub(crate) fn compile(source: &str, limits: &Limits) -> Result<Self, String> {
+        let _ = limits;
         let program = Program::compile(source).map_err(|errors| {
             format!(
                 "`{source}` is not a valid CEL expression: {}",
@@ -231,10 +234,15 @@ mod tests {
 
     #[test]
     fn a_condition_reads_a_steps_output() {
-        let low = Condition::compile("steps.first.output.confidence < 0.7").unwrap();
+        let low =
+            Condition::compile("steps.first.output.confidence < 0.7", &Limits::default()).unwrap();
         assert_eq!(low.steps(), ["first"]);
         assert!(low.evaluate(&json!("clip"), &steps()).unwrap());
-        let high = Condition::compile("steps['first'].output.confidence >= 0.7").unwrap();
+        let high = Condition::compile(
+            "steps['first'].output.confidence >= 0.7",
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(!high.evaluate(&json!("clip"), &steps()).unwrap());
     }
 
@@ -242,6 +250,7 @@ mod tests {
     fn macros_and_input_are_allowed() {
         let condition = Condition::compile(
             "steps.first.output.labels.exists(l, l == 'rain') && input.startsWith('cl') && has(steps.first.output.confidence)",
+            &Limits::default(),
         )
         .unwrap();
         assert!(condition.evaluate(&json!("clip"), &steps()).unwrap());
@@ -249,21 +258,28 @@ mod tests {
 
     #[test]
     fn syntax_errors_and_unknown_names_are_refused_at_compile_time() {
-        let syntax = Condition::compile("steps.first.output.confidence <").unwrap_err();
+        let syntax =
+            Condition::compile("steps.first.output.confidence <", &Limits::default()).unwrap_err();
         assert!(syntax.contains("not a valid CEL expression"), "{syntax}");
-        let unknown = Condition::compile("confidence < 0.7").unwrap_err();
+        let unknown = Condition::compile("confidence < 0.7", &Limits::default()).unwrap_err();
         assert!(unknown.contains("unknown name `confidence`"), "{unknown}");
-        let bare = Condition::compile("size(steps) > 1").unwrap_err();
+        let bare = Condition::compile("size(steps) > 1", &Limits::default()).unwrap_err();
         assert!(bare.contains("steps.<id>"), "{bare}");
-        let nested = Condition::compile("input.exists(x, input.exists(y, x < y))").unwrap_err();
+        let nested = Condition::compile(
+            "input.exists(x, input.exists(y, x < y))",
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(nested.contains("cannot be nested"), "{nested}");
     }
 
     #[test]
     fn evaluation_errors_and_non_booleans_are_errors() {
-        let missing = Condition::compile("steps.first.output.nothing > 1").unwrap();
+        let missing =
+            Condition::compile("steps.first.output.nothing > 1", &Limits::default()).unwrap();
         assert!(missing.evaluate(&json!(null), &steps()).is_err());
-        let number = Condition::compile("steps.first.output.confidence").unwrap();
+        let number =
+            Condition::compile("steps.first.output.confidence", &Limits::default()).unwrap();
         let error = number.evaluate(&json!(null), &steps()).unwrap_err();
         assert!(error.contains("not a boolean"), "{error}");
     }

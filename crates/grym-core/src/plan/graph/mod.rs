@@ -22,7 +22,8 @@ use std::time::Duration;
 use self::condition::Condition;
 use crate::error::Error;
 use crate::ids::StepId;
-use crate::task::{CompositeSpec, FailurePolicy, MAX_STEPS, StepSpec, Strategy};
+use crate::limits::Limits;
+use crate::task::{CompositeSpec, FailurePolicy, StepSpec, Strategy};
 
 /// One step, checked, with its waits resolved.
 #[derive(Debug)]
@@ -72,7 +73,7 @@ fn invalid(field: &'static str, step: &StepId, reason: impl fmt::Display) -> Err
 impl Graph {
     /// Checks a composite: every problem is `InvalidRequest` naming the
     /// field and the step.
-    pub(crate) fn build(spec: CompositeSpec) -> Result<Self, Error> {
+    pub(crate) fn build(spec: CompositeSpec, limits: &Limits) -> Result<Self, Error> {
         let CompositeSpec {
             strategy,
             steps,
@@ -85,10 +86,14 @@ impl Graph {
                 "a composite needs at least one step",
             ));
         }
-        if steps.len() > MAX_STEPS {
+        if steps.len() > limits.max_steps {
             return Err(Error::invalid(
                 "task.composite.steps",
-                format!("{} steps, over the limit of {MAX_STEPS}", steps.len()),
+                format!(
+                    "{} steps, over the limit of {}",
+                    steps.len(),
+                    limits.max_steps
+                ),
             ));
         }
         let mut index = HashMap::with_capacity(steps.len());
@@ -186,7 +191,7 @@ impl Graph {
             let condition = match spec.when.as_deref().filter(|w| !w.trim().is_empty()) {
                 None => None,
                 Some(source) => {
-                    let condition = Condition::compile(source).map_err(|problem| {
+                    let condition = Condition::compile(source, limits).map_err(|problem| {
                         invalid("task.composite.steps.when", &spec.id, problem)
                     })?;
                     for read in condition.steps() {

@@ -28,7 +28,7 @@ fn waits(graph: &Graph) -> Vec<Vec<usize>> {
 }
 
 fn refusal(spec: CompositeSpec) -> (&'static str, String) {
-    match Graph::build(spec).unwrap_err() {
+    match Graph::build(spec, &Limits::default()).unwrap_err() {
         Error::InvalidRequest { field, reason } => (field, reason),
         other => panic!("expected an invalid request, got {other:?}"),
     }
@@ -43,27 +43,31 @@ fn each_strategy_orders_the_steps_that_name_no_waits() {
             step("c", &[], None),
         ]
     };
-    let sequential = Graph::build(spec(Strategy::Sequential, three())).unwrap();
+    let sequential = Graph::build(spec(Strategy::Sequential, three()), &Limits::default()).unwrap();
     assert_eq!(waits(&sequential), [vec![], vec![0], vec![1]]);
-    let parallel = Graph::build(spec(Strategy::Parallel, three())).unwrap();
+    let parallel = Graph::build(spec(Strategy::Parallel, three()), &Limits::default()).unwrap();
     assert!(waits(&parallel).iter().all(Vec::is_empty));
     assert_eq!(parallel.stages(), [vec![0, 1, 2]]);
-    let conditional = Graph::build(spec(Strategy::Conditional, three())).unwrap();
+    let conditional =
+        Graph::build(spec(Strategy::Conditional, three()), &Limits::default()).unwrap();
     assert_eq!(waits(&conditional), [vec![], vec![0], vec![0]]);
     assert_eq!(conditional.stages(), [vec![0], vec![1, 2]]);
 }
 
 #[test]
 fn explicit_waits_build_a_graph_with_stages_and_a_critical_path() {
-    let graph = Graph::build(spec(
-        Strategy::Parallel,
-        vec![
-            step("fetch", &[], None),
-            step("left", &["fetch"], None),
-            step("right", &["fetch"], None),
-            step("join", &["left", "right"], None),
-        ],
-    ))
+    let graph = Graph::build(
+        spec(
+            Strategy::Parallel,
+            vec![
+                step("fetch", &[], None),
+                step("left", &["fetch"], None),
+                step("right", &["fetch"], None),
+                step("join", &["left", "right"], None),
+            ],
+        ),
+        &Limits::default(),
+    )
     .unwrap();
     assert_eq!(graph.stages(), [vec![0], vec![1, 2], vec![3]]);
     let ms = Duration::from_millis;
@@ -134,14 +138,17 @@ fn conditions_are_compiled_at_build_and_read_only_steps_waited_for() {
     assert!(reason.contains("does not wait for"), "{reason}");
 
     // Waiting for it indirectly is enough.
-    let graph = Graph::build(spec(
-        Strategy::Sequential,
-        vec![
-            step("a", &[], None),
-            step("b", &[], None),
-            step("c", &[], Some("steps.a.output.confidence < 0.7")),
-        ],
-    ))
+    let graph = Graph::build(
+        spec(
+            Strategy::Sequential,
+            vec![
+                step("a", &[], None),
+                step("b", &[], None),
+                step("c", &[], Some("steps.a.output.confidence < 0.7")),
+            ],
+        ),
+        &Limits::default(),
+    )
     .unwrap();
     assert_eq!(graph.nodes[2].condition.as_ref().unwrap().steps(), ["a"]);
 }
@@ -155,12 +162,12 @@ fn only_a_conditional_composite_with_conditions_needs_a_match() {
         ]
     };
     assert!(
-        Graph::build(spec(Strategy::Conditional, branches()))
+        Graph::build(spec(Strategy::Conditional, branches()), &Limits::default())
             .unwrap()
             .needs_a_match()
     );
     assert!(
-        !Graph::build(spec(Strategy::Sequential, branches()))
+        !Graph::build(spec(Strategy::Sequential, branches()), &Limits::default())
             .unwrap()
             .needs_a_match()
     );
