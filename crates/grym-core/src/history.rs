@@ -6,6 +6,10 @@
 //! time (both configured), so `GetTask` can answer for a while and memory
 //! stays bounded. A result is stored among the finished before it leaves
 //! the live map, so a lookup always finds a task somewhere.
+//!
+//! Task ids are scoped per tenant: every lookup names the tenant, so the
+//! same id in two tenants is two tasks, and no tenant learns or blocks
+//! another's ids.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -58,8 +62,15 @@ impl LiveTask {
 
 /// Live tasks and recent results.
 pub(crate) struct TaskStore {
-    live: DashMap<TaskId, Arc<LiveTask>>,
-    finished: moka::sync::Cache<TaskId, Arc<TaskResult>>,
+    live: DashMap<Key, Arc<LiveTask>>,
+    finished: moka::sync::Cache<Key, Arc<TaskResult>>,
+}
+
+/// A task's id within its tenant.
+type Key = (Tenant, TaskId);
+
+fn key(tenant: &Tenant, id: &TaskId) -> Key {
+    (tenant.clone(), id.clone())
 }
 
 impl std::fmt::Debug for TaskStore {
@@ -91,8 +102,15 @@ impl TaskStore {
     }
 
     /// Adds a live task; refused while another live task has its id.
-    pub(crate) fn insert(&self, id: TaskId, task: Arc<LiveTask>) -> Result<(), AlreadyLive> {
-        match self.live.entry(id) {
+    /// Adds a live task of `tenant`; refused when that tenant has a live
+    /// task of the same id.
+    pub(crate) fn insert(
+        &self,
+        tenant: &Tenant,
+        id: &TaskId,
+        task: Arc<LiveTask>,
+    ) -> Result<(), AlreadyLive> {
+        match self.live.entry(key(tenant, id)) {
             Entry::Occupied(_) => Err(AlreadyLive),
             Entry::Vacant(vacant) => {
                 vacant.insert(task);
@@ -101,52 +119,48 @@ impl TaskStore {
         }
     }
 
-    /// The live task with this id.
-    pub(crate) fn live(&self, id: &TaskId) -> Option<Arc<LiveTask>> {
-        self.live.get(id).map(|task| Arc::clone(task.value()))
+    /// A live task of `tenant`.
+    pub(crate) fn live(&self, tenant: &Tenant, id: &TaskId) -> Option<Arc<LiveTask>> {
+        self.live
+            .get(&key(tenant, id))
+            .map(|task| Arc::clone(task.value()))
     }
 
-    /// The finished result with this id, while it is kept.
-    pub(crate) fn finished(&self, id: &TaskId) -> Option<Arc<TaskResult>> {
-        self.finished.get(id)
+    /// A kept result of `tenant`.
+    pub(crate) fn finished(&self, tenant: &Tenant, id: &TaskId) -> Option<Arc<TaskResult>> {
+        self.finished.get(&key(tenant, id))
     }
 
-    /// Where the task stands: live or finished.
-    pub(crate) fn get(&self, id: &TaskId) -> Option<TaskResult> {
-        match self.live(id) {
+    /// Where a task of `tenant` stands: live, or finished and kept.
+    pub(crate) fn get(&self, tenant: &Tenant, id: &TaskId) -> Option<TaskResult> {
+        match self.live(tenant, id) {
             Some(task) => Some(task.snapshot()),
-            None => self.finished(id).map(|result| (*result).clone()),
+            None => self.finished(tenant, id).map(|result| (*result).clone()),
         }
     }
 
-    /// Whether a live or kept task with this id belongs to `tenant`.
-    pub(crate) fn owned_by(&self, id: &TaskId, tenant: &Tenant) -> bool {
-        match self.live(id) {
-            Some(task) => {
-                &task
-                    .snapshot
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .tenant
-                    == tenant
-            }
-            None => self
-                .finished(id)
-                .is_some_and(|result| &result.tenant == tenant),
-        }
+    /// Whether `tenant` has a task of this id, live or kept.
+    pub(crate) fn contains(&self, tenant: &Tenant, id: &TaskId) -> bool {
+        let key = key(tenant, id);
+        self.live.contains_key(&key) || self.finished.contains_key(&key)
     }
 
-    /// Records a task's final result and tells whoever waits for it.
-    pub(crate) fn finish(&self, id: &TaskId, result: TaskResult) -> Arc<TaskResult> {
+    /// Keeps a task's final result and lets its waiters go.
+    pub(crate) fn finish(
+        &self,
+        tenant: &Tenant,
+        id: &TaskId,
+        result: TaskResult,
+    ) -> Arc<TaskResult> {
         let result = Arc::new(result);
-        self.finished.insert(id.clone(), Arc::clone(&result));
-        if let Some((_, task)) = self.live.remove(id) {
+        let key = key(tenant, id);
+        self.finished.insert(key.clone(), Arc::clone(&result));
+        if let Some((_, task)) = self.live.remove(&key) {
             task.done.send_replace(Some(Arc::clone(&result)));
         }
         result
     }
 
-    /// Every live task, for shutdown.
     pub(crate) fn live_tasks(&self) -> Vec<Arc<LiveTask>> {
         self.live
             .iter()
@@ -193,13 +207,37 @@ mod tests {
         let ids: Vec<TaskId> = (0..1000)
             .map(|i| TaskId::new(format!("t{i}")).unwrap())
             .collect();
+        let tenant = Tenant::anonymous();
         for id in &ids {
-            store.finish(id, result(id));
+            store.finish(&tenant, id, result(id));
         }
         store.finished.run_pending_tasks();
         for id in &ids[990..] {
-            assert!(store.get(id).is_some(), "{id} was dropped");
+            assert!(store.get(&tenant, id).is_some(), "{id} was dropped");
         }
         assert!(store.finished.entry_count() <= 100);
+    }
+
+    #[test]
+    fn the_same_id_in_two_tenants_is_two_tasks() {
+        let store = TaskStore::new(100, Duration::from_secs(600));
+        let id = TaskId::new("t1").unwrap();
+        let (a, b) = (Tenant::new("a").unwrap(), Tenant::new("b").unwrap());
+        let live = |tenant: &Tenant| {
+            let mut snapshot = result(&id);
+            snapshot.tenant = tenant.clone();
+            Arc::new(LiveTask::new(snapshot))
+        };
+        store.insert(&a, &id, live(&a)).unwrap();
+        assert!(store.contains(&a, &id));
+        assert!(!store.contains(&b, &id), "b sees a's task");
+        store.insert(&b, &id, live(&b)).unwrap();
+        assert_eq!(store.insert(&a, &id, live(&a)), Err(AlreadyLive));
+        store.finish(&a, &id, result(&id));
+        assert!(store.live(&a, &id).is_none());
+        assert!(
+            store.live(&b, &id).is_some(),
+            "finishing a's task ended b's"
+        );
     }
 }

@@ -14,8 +14,8 @@
 //! - `worker`: the workers' clients, conversions, built-ins and reload.
 //!
 //! The arrows point one way: `lib` uses them all; `worker` -> `api` (for
-//! status code names), `config`, `error`; `api` -> `layers`; `config` ->
-//! `error`.
+//! status code names), `layers` (to bound messages), `config`, `error`;
+//! `api` -> `layers`; `config` -> `error`.
 
 mod api;
 pub mod config;
@@ -40,7 +40,7 @@ pub use api::convert::task_from_api;
 pub use config::Config;
 pub use error::Error;
 
-use crate::layers::{deadline, tenant};
+use crate::layers::{deadline, framing, tenant};
 use crate::worker::client::ChannelSettings;
 use crate::worker::{builtin, model_entries, reload};
 
@@ -123,7 +123,8 @@ async fn run(
     ));
 
     let draining = Arc::clone(&orchestrator);
-    let resolver = tenant::Resolver::new(config.auth_tokens.clone());
+    let resolver =
+        tenant::Resolver::new(config.auth_tokens.clone()).audited_by(Arc::clone(&orchestrator));
     let service = OrchestratorServer::new(api::service::OrchestratorService::new(Arc::clone(
         &orchestrator,
     )))
@@ -147,6 +148,11 @@ async fn run(
         // `traceparent`, so every layer, the handler and the task's spans
         // join the agent's trace.
         .layer(grym_telemetry::ServerTraceLayer)
+        // Then the status of a call tonic refused before any handler ran:
+        // an unreadable request is the caller's mistake, not INTERNAL.
+        .layer(tower::util::MapResponseLayer::new(
+            framing::restate::<tonic::body::Body>,
+        ))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

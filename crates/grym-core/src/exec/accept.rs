@@ -72,7 +72,7 @@ impl Orchestrator {
         tracing::debug_span!("analyse")
             .in_scope(|| analysis::analyse(&mut task, &self.context, self.planner.limits()))?;
         deps::check(&task.id, &task.depends_on, |id| {
-            self.history.owned_by(id, &task.tenant)
+            self.history.contains(&task.tenant, id)
         })?;
         let plan = self.plan_in_span(&mut task, arrived)?;
         let deadline = deadline.earliest(Deadline::after_timeout(arrived, task.timeout));
@@ -83,9 +83,11 @@ impl Orchestrator {
             .depends_on
             .iter()
             .map(|dep| {
-                let receiver = match self.history.live(dep) {
+                let receiver = match self.history.live(&task.tenant, dep) {
                     Some(live) => live.subscribe(),
-                    None => watch::Sender::new(self.history.finished(dep)).subscribe(),
+                    None => {
+                        watch::Sender::new(self.history.finished(&task.tenant, dep)).subscribe()
+                    }
                 };
                 (dep.clone(), receiver)
             })
@@ -110,7 +112,7 @@ impl Orchestrator {
         }));
         if self
             .history
-            .insert(task.id.clone(), Arc::clone(&live))
+            .insert(&task.tenant, &task.id, Arc::clone(&live))
             .is_err()
         {
             return Err(Error::AlreadyExists {

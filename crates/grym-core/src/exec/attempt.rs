@@ -21,6 +21,7 @@ use crate::client::{InferCall, WorkerError};
 use crate::deadline::Deadline;
 use crate::error::FailureKind;
 use crate::ids::ModelId;
+use crate::limits::{Limits, json_depth};
 use crate::plan::selection::{Candidate, Plan};
 use crate::registry::CallOutcome;
 use crate::schedule::queue::QueueKey;
@@ -271,6 +272,24 @@ impl Orchestrator {
                 snapshot.metrics.context_cache_hits += prepared.cache_hits;
                 snapshot.metrics.context_cache_misses += prepared.cache_misses;
             });
+        }
+        // What grymd composed around the task's context (a session's
+        // history, earlier steps' outputs) must still decode at the worker;
+        // when it would not, the request is at fault and the model is not
+        // called, so nothing is held against it.
+        let depth = 1 + prepared.context.values().map(json_depth).max().unwrap_or(0);
+        if depth > Limits::DECODABLE_JSON_DEPTH {
+            let error = WorkerError {
+                kind: FailureKind::InvalidInput,
+                message: format!(
+                    "the context composed for the call nests {depth} levels deep, over the \
+                     {} that workers decode; earlier steps' outputs or the session's history \
+                     nest too deeply",
+                    Limits::DECODABLE_JSON_DEPTH
+                ),
+            };
+            span.record("attempt.outcome", "rejected");
+            return Some((CallEnd::Failed(error), Duration::ZERO));
         }
         let call = InferCall {
             task_id: task.id.clone(),

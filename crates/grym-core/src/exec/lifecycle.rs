@@ -108,7 +108,7 @@ impl Orchestrator {
             tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, code = (self.failure_names)(error.kind), reason = %error.message, "task did not succeed");
         }
         self.record_end(task, &result, composite.as_deref().map(|run| &run.graph));
-        let result = self.history.finish(&task.id, result);
+        let result = self.history.finish(&task.tenant, &task.id, result);
         emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
     }
 

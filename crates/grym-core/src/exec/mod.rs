@@ -206,18 +206,14 @@ impl Orchestrator {
     /// Another tenant's task is not found.
     pub fn get(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
         self.history
-            .get(id)
-            .filter(|result| &result.tenant == tenant)
+            .get(tenant, id)
             .ok_or_else(|| Error::TaskNotFound { id: id.clone() })
     }
 
     /// Cancels a live task and waits until it has ended; a finished task is
     /// left as it is. Either way, its final result.
     pub async fn cancel(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
-        if !self.history.owned_by(id, tenant) {
-            return Err(Error::TaskNotFound { id: id.clone() });
-        }
-        if let Some(live) = self.history.live(id) {
+        if let Some(live) = self.history.live(tenant, id) {
             let handle = TaskHandle::of(id.clone(), &live);
             live.cancel.cancel();
             return Ok(Arc::unwrap_or_clone(handle.result().await));
@@ -234,6 +230,12 @@ impl Orchestrator {
     /// malformed request, say), under `reason`, with those it refuses.
     pub fn record_rejection(&self, reason: &'static str) {
         self.instruments.rejected_for(reason);
+    }
+
+    /// Counts a call refused for its credentials (`missing_token`,
+    /// `unknown_token`, ...).
+    pub fn record_auth_failure(&self, reason: &'static str) {
+        self.instruments.auth_failed(reason);
     }
 
     /// The active bottleneck findings of the last analysis.

@@ -13,6 +13,7 @@
 //! | `grym.context.cache.hits`, `.misses`, `.evictions` | counter | `{lookup}`, `{entry}` | |
 //! | `grym.context.cache.bytes` | gauge | By | |
 //! | `grym.task.rejected` | counter | `{task}` | `reason` |
+//! | `grym.auth.failed` | counter | `{request}` | `reason` |
 //! | `grym.bottleneck.active` | gauge | `{finding}` | `kind`, `subject` |
 //!
 //! Statuses and priorities are lowercase (`succeeded`, `deadline_exceeded`;
@@ -49,6 +50,7 @@ pub(crate) struct Instruments {
     selections: Counter<u64>,
     fallbacks: Counter<u64>,
     rejected: Counter<u64>,
+    auth_failed: Counter<u64>,
 }
 
 impl Instruments {
@@ -87,6 +89,11 @@ impl Instruments {
                 .u64_counter("grym.task.rejected")
                 .with_unit("{task}")
                 .with_description("Tasks refused at submission")
+                .build(),
+            auth_failed: meter
+                .u64_counter("grym.auth.failed")
+                .with_unit("{request}")
+                .with_description("Calls refused for missing or unknown credentials")
                 .build(),
             meter,
         }
@@ -181,6 +188,13 @@ impl Instruments {
             return;
         }
         self.rejected.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    pub(crate) fn auth_failed(&self, reason: &'static str) {
+        if !self.enabled {
+            return;
+        }
+        self.auth_failed.add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// Registers the gauges read from `gauges` at each export; the handles

@@ -11,14 +11,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use grym_core::Tenant;
+use grym_core::{Orchestrator, Tenant};
 use tonic::{Request, Status};
 
 /// Resolves each request's tenant.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Resolver {
     /// Bearer token -> tenant; empty when tokens are not required.
     tokens: Arc<HashMap<String, Tenant>>,
+    /// Where refused credentials are counted.
+    audit: Option<Arc<Orchestrator>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens themselves.
+        f.debug_struct("Resolver")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resolver {
@@ -26,7 +37,28 @@ impl Resolver {
     pub(crate) fn new(tokens: HashMap<String, Tenant>) -> Self {
         Self {
             tokens: Arc::new(tokens),
+            audit: None,
         }
+    }
+
+    /// Counts refused credentials in `orchestrator`'s metrics.
+    pub(crate) fn audited_by(mut self, orchestrator: Arc<Orchestrator>) -> Self {
+        self.audit = Some(orchestrator);
+        self
+    }
+
+    /// Logs and counts a refusal of the caller's credentials; the token is
+    /// never logged.
+    fn refuse(&self, request: &Request<()>, reason: &'static str, status: Status) -> Status {
+        tracing::warn!(
+            peer = ?request.remote_addr(),
+            reason,
+            "authentication failed"
+        );
+        if let Some(orchestrator) = &self.audit {
+            orchestrator.record_auth_failure(reason);
+        }
+        status
     }
 
     /// Records the caller's tenant on the request.
@@ -38,12 +70,21 @@ impl Resolver {
                 .metadata()
                 .get("authorization")
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("send authorization: Bearer TOKEN"))?;
-            let tenant = self
-                .tokens
-                .get(token.trim())
-                .ok_or_else(|| Status::unauthenticated("the token is not known"))?;
+                .and_then(|value| value.strip_prefix("Bearer "));
+            let Some(token) = token else {
+                return Err(self.refuse(
+                    &request,
+                    "missing_token",
+                    Status::unauthenticated("send authorization: Bearer TOKEN"),
+                ));
+            };
+            let Some(tenant) = self.tokens.get(token.trim()) else {
+                return Err(self.refuse(
+                    &request,
+                    "unknown_token",
+                    Status::unauthenticated("the token is not known"),
+                ));
+            };
             tenant.clone()
         };
         request.extensions_mut().insert(tenant);

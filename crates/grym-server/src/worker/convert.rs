@@ -9,6 +9,8 @@ use grym_proto::json::{json_to_struct, json_to_value, value_to_json};
 use grym_proto::worker::v1 as wire;
 use tonic::{Code, Status};
 
+use crate::layers::framing::bounded;
+
 use crate::api::status::code_name;
 
 fn from_duration(d: Option<prost_types::Duration>) -> std::time::Duration {
@@ -96,6 +98,16 @@ pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
             format!("the connection to the worker of `{model}` broke: {status}"),
         );
     }
+    if exceeds_a_size_limit(status) {
+        return WorkerError::new(
+            FailureKind::InvalidInput,
+            bounded(format!(
+                "the call to `{model}` exceeds a message size limit (max_message_bytes here, or \
+                 the worker's own): {}",
+                status.message()
+            )),
+        );
+    }
     let kind = match status.code() {
         Code::InvalidArgument => FailureKind::InvalidInput,
         Code::OutOfRange => FailureKind::OutOfRange,
@@ -118,9 +130,24 @@ pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
     let message = if status.message().is_empty() {
         format!("worker of `{model}` answered {}", code_name(status.code()))
     } else {
-        status.message().to_owned()
+        bounded(status.message().to_owned())
     };
     WorkerError::new(kind, message)
+}
+
+/// Whether a call failed on a message size limit: tonic's own (on either
+/// side: grymd sending or receiving, or a tonic worker receiving) or
+/// grpcio's. The size is the request's doing, or a limit of grymd's own
+/// channel: never the model's failure, so never held against it.
+fn exceeds_a_size_limit(status: &Status) -> bool {
+    const SIZE_LIMITS: [(Code, &str); 3] = [
+        (Code::OutOfRange, "Error, encoded message length too large"),
+        (Code::OutOfRange, "Error, decoded message length too large"),
+        (Code::ResourceExhausted, "Received message larger than max"),
+    ];
+    SIZE_LIMITS
+        .iter()
+        .any(|&(code, prefix)| status.code() == code && status.message().starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -141,6 +168,21 @@ mod tests {
         assert_eq!(rejected.kind, FailureKind::InvalidInput);
         assert!(rejected.kind.blames_request());
         assert_eq!(rejected.message, "bad wav");
+
+        // A message over a size limit is the request's, wherever it was met.
+        for status in [
+            Status::out_of_range(
+                "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
+            ),
+            Status::resource_exhausted("Received message larger than max (9 vs. 8)"),
+        ] {
+            let error = worker_error(&model, &status);
+            assert_eq!(error.kind, FailureKind::InvalidInput, "{status:?}");
+            assert!(error.kind.blames_request());
+        }
+        // A worker's long message is cut.
+        let long = worker_error(&model, &Status::internal("x".repeat(100_000)));
+        assert!(long.message.len() <= crate::layers::framing::MAX_MESSAGE_BYTES);
     }
 
     #[test]
