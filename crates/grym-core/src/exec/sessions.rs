@@ -23,6 +23,9 @@ impl Orchestrator {
         context: Map<String, Value>,
         replace: bool,
     ) -> Result<SessionSnapshot, Error> {
+        self.planner
+            .limits()
+            .check_object_depth("context", &context)?;
         self.context.put_session(tenant, id, context, replace)
     }
 

@@ -72,9 +72,6 @@ pub(crate) fn analyse(
                         limits,
                     )
                 })
-                .and_then(|()| {
-                    check_depends_on("task.composite.steps.after", step.after.len(), limits)
-                })
                 .and_then(|()| match &mut step_task.input {
                     Some(input) => analyse_input(input, &STEP_INPUT_FIELDS, limits).map(drop),
                     None => Ok(()),

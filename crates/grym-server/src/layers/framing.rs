@@ -19,12 +19,12 @@ use tonic::{Code, Status};
 /// character boundary and marked.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
 
-/// The tonic messages that mean the request could not be read.
-const UNREADABLE: [&str; 4] = [
+/// The tonic messages that mean the request could not be read. A bad
+/// compression flag stays `INTERNAL`, as gRPC's compression spec requires.
+const UNREADABLE: [&str; 3] = [
     "failed to decode Protobuf message",
     "Unexpected EOF decoding stream",
     "Missing request message",
-    "protocol error: received message with",
 ];
 
 /// The prefix of tonic's message for a message over the size limit.

@@ -109,6 +109,17 @@ impl Graph {
 
         let mut after = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
+            if step.after.len() > limits.max_depends_on {
+                return Err(invalid(
+                    "task.composite.steps.after",
+                    &step.id,
+                    format!(
+                        "lists {} steps, over the limit of {}",
+                        step.after.len(),
+                        limits.max_depends_on
+                    ),
+                ));
+            }
             let mut waits = if step.after.is_empty() {
                 match (strategy, i) {
                     (_, 0) | (Strategy::Parallel, _) => Vec::new(),
