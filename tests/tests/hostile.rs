@@ -798,6 +798,7 @@ async fn no_hostile_request_crashes_stalls_or_gets_the_wrong_status() {
     let address = grymd.address();
     let cases = the_table();
     assert!(cases.len() >= 60, "only {} cases", cases.len());
+    eprintln!("{} hostile requests", cases.len());
 
     let mut wrong = Vec::new();
     for case in cases {
@@ -917,7 +918,11 @@ async fn the_same_task_id_in_two_tenants_is_two_tasks() {
             .result
             .unwrap();
         let output = result.output.unwrap();
-        assert_eq!(output.text.as_deref(), Some(words), "tenant {tenant} read another's task");
+        assert_eq!(
+            output.text.as_deref(),
+            Some(words),
+            "tenant {tenant} read another's task"
+        );
     }
     let status = client
         .get_task(as_tenant(
@@ -990,4 +995,58 @@ async fn a_huge_mime_type_is_refused_and_never_steers_routing() {
     let stats = sim_stats(&grymd).await;
     assert_eq!(stats.attempts, 0.0, "{stats:?}");
     assert_eq!(stats.error_rate, 0.0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn reflection_can_be_switched_off_while_health_stays_open() {
+    let grymd = Grymd::start("reflection = false\n").await;
+    let reflection = Raw {
+        path: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned(),
+        ..grpc("x", Some(frame(&[])))
+    };
+    let answer = send(&grymd.address(), reflection).await.unwrap();
+    assert_eq!(
+        answer.code.map(code_of),
+        Some(Code::Unimplemented),
+        "{answer:?}"
+    );
+    assert!(serving(&grymd.address()).await);
+}
+
+#[tokio::test]
+async fn refused_credentials_are_logged_without_the_token() {
+    let grymd =
+        Grymd::start("[[auth.tokens]]\ntoken = \"a-token-of-tenant-a\"\ntenant = \"a\"\n").await;
+    let address = grymd.address();
+    let missing = send(&address, execute(valid())).await.unwrap();
+    assert_eq!(missing.code.map(code_of), Some(Code::Unauthenticated));
+    let wrong = with_header(
+        execute(valid()),
+        "authorization",
+        "Bearer not-a-known-secret-token",
+    );
+    let wrong = send(&address, wrong).await.unwrap();
+    assert_eq!(wrong.code.map(code_of), Some(Code::Unauthenticated));
+
+    let deadline = tokio::time::Instant::now() + NO_HANG;
+    loop {
+        let log = grymd.process().log();
+        let refusals = log.matches("authentication failed").count();
+        if refusals >= 2 {
+            assert!(
+                log.contains("missing_token") && log.contains("unknown_token"),
+                "{log}"
+            );
+            assert!(
+                !log.contains("not-a-known-secret-token"),
+                "the token was logged"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
