@@ -370,3 +370,23 @@ async fn get_bottlenecks_names_a_slow_model_and_clears_it_when_it_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn refused_credentials_are_counted_by_reason() {
+    let receiver = OtlpReceiver::start().await;
+    let env = export_to(&receiver);
+    let grymd = Grymd::start_with_env(
+        "[[auth.tokens]]\ntoken = \"a-token-of-tenant-a\"\ntenant = \"a\"\n",
+        &env,
+    )
+    .await;
+    let status = grymd
+        .client()
+        .await
+        .execute_task(task_request("audio_analysis", text("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let failed = receiver.wait_for_metric("grym.auth.failed", WAIT).await;
+    assert_eq!(failed.last().unwrap().attribute("reason"), "missing_token");
+}
