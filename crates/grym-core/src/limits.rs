@@ -32,11 +32,16 @@ pub struct Limits {
     pub max_mime_type_bytes: usize,
     /// The longest `when` expression, in bytes.
     pub max_condition_bytes: usize,
-    /// The deepest nesting of a `when` expression: parentheses, brackets,
-    /// calls, and chains of members, indexes and operators.
+    /// The deepest nesting of a `when` expression, measured on its tokens:
+    /// one level per bracket and per link of a chain of members, indexes,
+    /// calls and operators; a chain of `&&` or `||` by the logarithm of its
+    /// terms.
     pub max_condition_depth: usize,
-    /// The most work one evaluation of a `when` may do, in CEL cost units
-    /// (about one per node visited, lists and strings by their length).
+    /// The most work one evaluation of a `when` may do, estimated before it
+    /// runs, in CEL cost units: one per node evaluated, plus the size of
+    /// what a function reads whole (one per list or map entry, one per 10
+    /// bytes of a string); a macro such as `exists` costs its body once per
+    /// element.
     pub max_condition_cost: u64,
 }
 

@@ -6,6 +6,22 @@
 //! by macros (`exists(x, ...)`, `map(x, ...)`) and CEL's type names are
 //! allowed too; any other name is refused at compile time rather than
 //! failing later at run time.
+//!
+//! No expression can crash, stall or hog grymd: before the CEL parser sees
+//! a source, its length and its nesting ([`nesting`]) are checked against
+//! the limits, so that parsing, walking, evaluating and dropping its tree
+//! (all recursive) fit on any runtime thread's stack; its cost ([`cost`]) is
+//! bounded at compile time and again before each evaluation, from the sizes
+//! of the values it will read.
+//!
+//! Within the default limits an optimized build needs at most about 400 KiB
+//! of stack for the deepest shape (nested lists), a fifth of a tokio
+//! worker's; an unoptimized one needs twenty times that. Compiling and
+//! evaluating therefore check the stack left and, when it could be short,
+//! run on a fresh stack sized for the expression's depth (`stacker`).
+
+mod cost;
+mod nesting;
 
 use std::fmt;
 
@@ -32,11 +48,36 @@ const TYPE_NAMES: [&str; 10] = [
     "uint",
 ];
 
+/// How much of a source an error message shows.
+const SHOWN_BYTES: usize = 96;
+/// How much of the CEL parser's message an error shows.
+const PARSER_MESSAGE_BYTES: usize = 160;
+
+/// The stack one level of nesting may take while parsing or evaluating:
+/// twice the most measured (see the module doc).
+const STACK_PER_LEVEL: usize = if cfg!(debug_assertions) {
+    512 * 1024
+} else {
+    32 * 1024
+};
+
+/// Runs `f`, which recurses about once per level of an expression `depth`
+/// deep, on the current stack if enough of it is left, else on a new one.
+fn with_stack_for<T>(depth: usize, f: impl FnOnce() -> T) -> T {
+    // Macros and the parser's own rules add a few levels to any depth.
+    let need = STACK_PER_LEVEL.saturating_mul(depth.saturating_add(4));
+    stacker::maybe_grow(need, need, f)
+}
+
 /// A compiled `when` expression.
 pub(crate) struct Condition {
     source: String,
     program: Program,
     steps: Vec<String>,
+    /// Its nesting, by the [`nesting`] measure.
+    depth: usize,
+    /// The most one evaluation may cost, in [`cost`] units.
+    max_cost: u64,
 }
 
 impl fmt::Debug for Condition {
@@ -49,27 +90,59 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Compiles `source`; the error says what is wrong, for the caller.
+    /// Compiles `source`, within the `max_condition_*` limits; the error
+    /// says what is wrong, for the caller.
     pub(crate) fn compile(source: &str, limits: &Limits) -> Result<Self, String> {
-        let _ = limits;
-        let program = Program::compile(source).map_err(|errors| {
-            format!(
-                "`{source}` is not a valid CEL expression: {}",
-                errors.to_string().replace('\n', "; ")
-            )
-        })?;
-        let mut walk = Walk::default();
-        walk.expr(program.expression());
-        if let Some(problem) = walk.problem {
-            return Err(format!("`{source}`: {problem}"));
+        // Both checks come before the parser, which recurses once per level
+        // and whose error messages quote the source.
+        if source.len() > limits.max_condition_bytes {
+            return Err(format!(
+                "is {} bytes, over the limit of {}",
+                source.len(),
+                limits.max_condition_bytes
+            ));
         }
-        let mut steps = walk.steps;
+        let depth = nesting::depth(source);
+        if depth > limits.max_condition_depth {
+            return Err(format!(
+                "`{}` nests {depth} levels deep, over the limit of {}",
+                shown(source),
+                limits.max_condition_depth
+            ));
+        }
+        let (program, walk, cost) = with_stack_for(depth, || {
+            let program = Program::compile(source).map_err(|errors| {
+                format!(
+                    "`{}` is not a valid CEL expression: {}",
+                    shown(source),
+                    parse_problem(&errors)
+                )
+            })?;
+            let mut walk = Walk::default();
+            walk.expr(program.expression());
+            let Walk { steps, problem, .. } = walk;
+            let cost = cost::estimate(program.expression(), cost::Sizes::LEAST);
+            Ok::<_, String>((program, (steps, problem), cost))
+        })?;
+        let (mut steps, problem) = walk;
+        if let Some(problem) = problem {
+            return Err(format!("`{}`: {problem}", shown(source)));
+        }
+        if cost > limits.max_condition_cost {
+            return Err(format!(
+                "`{}` costs at least {cost} to evaluate, over the limit of {}",
+                shown(source),
+                limits.max_condition_cost
+            ));
+        }
         steps.sort();
         steps.dedup();
         Ok(Self {
             source: source.to_owned(),
             program,
             steps,
+            depth,
+            max_cost: limits.max_condition_cost,
         })
     }
 
@@ -84,8 +157,33 @@ impl Condition {
     }
 
     /// Evaluates it over the composite's `input` and the `steps` ended so
-    /// far; anything but a boolean is an error.
+    /// far; anything but a boolean is an error, and so is an evaluation
+    /// that would cost more than the limit, which is refused before it
+    /// starts.
     pub(crate) fn evaluate(&self, input: &Value, steps: &Value) -> Result<bool, String> {
+        let sizes = cost::Sizes {
+            input: cost::json_size(input),
+            steps: cost::json_size(steps),
+        };
+        with_stack_for(self.depth, || {
+            self.evaluate_within_stack(input, steps, sizes)
+        })
+    }
+
+    fn evaluate_within_stack(
+        &self,
+        input: &Value,
+        steps: &Value,
+        sizes: cost::Sizes,
+    ) -> Result<bool, String> {
+        let cost = cost::estimate(self.program.expression(), sizes);
+        if cost > self.max_cost {
+            return Err(format!(
+                "`{}` would cost about {cost} over these values, over the limit of {}",
+                shown(&self.source),
+                self.max_cost
+            ));
+        }
         let mut context = Context::default();
         for (name, value) in [(INPUT, input), (STEPS, steps)] {
             let value =
@@ -96,12 +194,53 @@ impl Condition {
             Ok(CelValue::Bool(holds)) => Ok(holds),
             Ok(other) => Err(format!(
                 "`{}` gave {:?}, not a boolean",
-                self.source,
+                shown(&self.source),
                 other.type_of()
             )),
-            Err(error) => Err(format!("`{}` failed: {error}", self.source)),
+            Err(error) => Err(format!(
+                "`{}` failed: {}",
+                shown(&self.source),
+                truncated(&error.to_string(), PARSER_MESSAGE_BYTES)
+            )),
         }
     }
+}
+
+/// The start of `source`, for an error message.
+fn shown(source: &str) -> String {
+    truncated(source, SHOWN_BYTES)
+}
+
+/// `text` cut to about `bytes` bytes, at a character boundary, marked
+/// when cut.
+fn truncated(text: &str, bytes: usize) -> String {
+    if text.len() <= bytes {
+        return text.to_owned();
+    }
+    let end = (0..=bytes)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}...", &text[..end])
+}
+
+/// The parser's first complaint, where it is, and how many more there are;
+/// not its own rendering, which quotes the source once per error.
+fn parse_problem(errors: &cel::ParseErrors) -> String {
+    let Some(first) = errors.errors.first() else {
+        return "the parser gave no reason".to_owned();
+    };
+    let more = match errors.errors.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 more error)".to_owned(),
+        n => format!(" (and {n} more errors)"),
+    };
+    format!(
+        "at {}:{}: {}{more}",
+        first.pos.0,
+        first.pos.1,
+        truncated(&first.msg.replace('\n', " "), PARSER_MESSAGE_BYTES)
+    )
 }
 
 /// Collects the step ids an expression reads, and the first name it should
@@ -222,65 +361,4 @@ impl<'a> Walk<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn steps() -> Value {
-        json!({
-            "first": {"status": "SUCCEEDED", "output": {"confidence": 0.55, "labels": ["rain"]}, "text": "rain", "model": "gama"},
-        })
-    }
-
-    #[test]
-    fn a_condition_reads_a_steps_output() {
-        let low =
-            Condition::compile("steps.first.output.confidence < 0.7", &Limits::default()).unwrap();
-        assert_eq!(low.steps(), ["first"]);
-        assert!(low.evaluate(&json!("clip"), &steps()).unwrap());
-        let high = Condition::compile(
-            "steps['first'].output.confidence >= 0.7",
-            &Limits::default(),
-        )
-        .unwrap();
-        assert!(!high.evaluate(&json!("clip"), &steps()).unwrap());
-    }
-
-    #[test]
-    fn macros_and_input_are_allowed() {
-        let condition = Condition::compile(
-            "steps.first.output.labels.exists(l, l == 'rain') && input.startsWith('cl') && has(steps.first.output.confidence)",
-            &Limits::default(),
-        )
-        .unwrap();
-        assert!(condition.evaluate(&json!("clip"), &steps()).unwrap());
-    }
-
-    #[test]
-    fn syntax_errors_and_unknown_names_are_refused_at_compile_time() {
-        let syntax =
-            Condition::compile("steps.first.output.confidence <", &Limits::default()).unwrap_err();
-        assert!(syntax.contains("not a valid CEL expression"), "{syntax}");
-        let unknown = Condition::compile("confidence < 0.7", &Limits::default()).unwrap_err();
-        assert!(unknown.contains("unknown name `confidence`"), "{unknown}");
-        let bare = Condition::compile("size(steps) > 1", &Limits::default()).unwrap_err();
-        assert!(bare.contains("steps.<id>"), "{bare}");
-        let nested = Condition::compile(
-            "input.exists(x, input.exists(y, x < y))",
-            &Limits::default(),
-        )
-        .unwrap_err();
-        assert!(nested.contains("cannot be nested"), "{nested}");
-    }
-
-    #[test]
-    fn evaluation_errors_and_non_booleans_are_errors() {
-        let missing =
-            Condition::compile("steps.first.output.nothing > 1", &Limits::default()).unwrap();
-        assert!(missing.evaluate(&json!(null), &steps()).is_err());
-        let number =
-            Condition::compile("steps.first.output.confidence", &Limits::default()).unwrap();
-        let error = number.evaluate(&json!(null), &steps()).unwrap_err();
-        assert!(error.contains("not a boolean"), "{error}");
-    }
-}
+mod tests;

@@ -180,3 +180,53 @@ fn an_unknown_output_step_is_refused() {
     let (field, _) = refusal(spec);
     assert_eq!(field, "task.composite.output_step");
 }
+
+#[test]
+fn a_condition_over_a_limit_is_refused_naming_the_field_and_the_limit() {
+    let long = format!("input == '{}'", "x".repeat(5000));
+    let (field, reason) = refusal(spec(
+        Strategy::Sequential,
+        vec![step("a", &[], None), step("b", &[], Some(&long))],
+    ));
+    assert_eq!(field, "task.composite.steps.when");
+    assert_eq!(
+        reason,
+        format!("step `b`: is {} bytes, over the limit of 4096", long.len())
+    );
+
+    let deep = format!("steps.a.output{} == 1", ".x".repeat(40));
+    let (field, reason) = refusal(spec(
+        Strategy::Sequential,
+        vec![step("a", &[], None), step("b", &[], Some(&deep))],
+    ));
+    assert_eq!(field, "task.composite.steps.when");
+    assert!(
+        reason.starts_with("step `b`: `steps.a.output.x")
+            && reason.ends_with("nests 44 levels deep, over the limit of 32"),
+        "{reason}"
+    );
+
+    let costly = Limits {
+        max_condition_cost: 10,
+        ..Limits::default()
+    };
+    let error = Graph::build(
+        spec(
+            Strategy::Sequential,
+            vec![
+                step("a", &[], None),
+                step(
+                    "b",
+                    &[],
+                    Some("steps.a.output.labels.exists(l, l == 'rain')"),
+                ),
+            ],
+        ),
+        &costly,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("over the limit of 10"),
+        "{error}"
+    );
+}
