@@ -315,3 +315,17 @@ fn stack_needed_by_a_shape() {
         let _ = program.execute(&context);
     });
 }
+
+#[test]
+fn past_a_raised_depth_limit_the_parsers_own_limit_is_an_error_not_a_panic() {
+    // The CEL parser stops at 96 nested expressions; rendering that error
+    // is where 65,000 parentheses panicked. Its messages are not rendered.
+    let roomy = Limits {
+        max_condition_depth: 200,
+        ..Limits::default()
+    };
+    let source = format!("{}1{} == 1", "(".repeat(100), ")".repeat(100));
+    let error = on_small_stack(256, move || Condition::compile(&source, &roomy)).unwrap_err();
+    assert!(error.contains("not a valid CEL expression"), "{error}");
+    assert!(error.len() < 400, "{error}");
+}
