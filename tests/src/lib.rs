@@ -11,6 +11,7 @@
     reason = "test fixtures: a panic is how they report a failure"
 )]
 
+pub mod certs;
 pub mod otlp;
 
 use std::io::Write as _;

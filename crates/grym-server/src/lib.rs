@@ -81,11 +81,8 @@ async fn run(
     } else {
         Vec::new()
     };
-    let settings = ChannelSettings {
-        connect_timeout: config.connect_timeout,
-        max_message_bytes: config.max_message_bytes,
-    };
-    let entries = model_entries(config.workers.iter().chain(&builtin), settings)?;
+    let settings = ChannelSettings::from_config(&config);
+    let entries = model_entries(config.workers.iter().chain(&builtin), &settings)?;
     let registry = Arc::new(Registry::new(entries).map_err(Error::Registry)?);
 
     // One probe round before serving, so the first call finds models

@@ -4,8 +4,13 @@
 //! is bound; logs go to standard error, as text or JSON (`--log-format`),
 //! and traces and metrics over OTLP when the `OTEL_*` variables name an
 //! endpoint.
+//!
+//! With `--tls-cert` and `--tls-key` every worker serves TLS only (grymd
+//! reaches it at `https://`); `--client-ca` also requires each caller to
+//! present a certificate that CA signed (mTLS).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +21,7 @@ use grym_worker::sim::{CapabilitySpec, Sim, SimSettings};
 use grym_worker::{Model, Worker, sdk};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity};
 
 #[derive(Parser)]
 #[command(version, about = "Reference model workers for grym orchestrator")]
@@ -25,6 +31,44 @@ struct Cli {
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "GRYM_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS, for whichever worker is served.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, global = true, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Require callers' certificates signed by this PEM CA (mTLS); needs
+    /// --tls-cert.
+    #[arg(long, global = true, requires = "tls_cert", value_name = "PEM")]
+    client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Applies the TLS settings to `worker`, reading the files.
+    fn apply<M: Model>(&self, worker: Worker<M>) -> anyhow::Result<Worker<M>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(worker);
+        };
+        let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+        let client_ca = match &self.client_ca {
+            Some(ca) => Some(Certificate::from_pem(read("--client-ca", ca)?)),
+            None => None,
+        };
+        worker.tls(identity, client_ca).context(
+            "--tls-cert, --tls-key and --client-ca must be a PEM certificate, its key and a PEM CA",
+        )
+    }
+}
+
+fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -96,7 +140,7 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = grym_telemetry::init("grym-worker", cli.log_format)?;
-    let served = serve(cli.worker).await;
+    let served = serve(cli.worker, &cli.tls).await;
     // Flush what is still batched before the process ends; a collector
     // that is gone does not turn a clean stop into a failure.
     if let Err(error) = telemetry.shutdown().await {
@@ -105,10 +149,14 @@ async fn main() -> anyhow::Result<()> {
     served
 }
 
-async fn serve(worker: WorkerCommand) -> anyhow::Result<()> {
+async fn serve(worker: WorkerCommand, tls: &TlsArgs) -> anyhow::Result<()> {
     match worker {
         WorkerCommand::AudioFeatures { listen, model_id } => {
-            run(Worker::new(AudioFeatures::new(model_id)), listen).await
+            run(
+                tls.apply(Worker::new(AudioFeatures::new(model_id)))?,
+                listen,
+            )
+            .await
         }
         WorkerCommand::Sim {
             listen,
@@ -137,7 +185,7 @@ async fn serve(worker: WorkerCommand) -> anyhow::Result<()> {
             if let Some(limit) = max_concurrency {
                 worker = worker.max_concurrency(usize::try_from(limit)?);
             }
-            run(worker, listen).await
+            run(tls.apply(worker)?, listen).await
         }
     }
 }

@@ -7,6 +7,8 @@
 //! The queue is bounded (four waiting calls per running one by default): a
 //! call that finds it full is refused at once with `RESOURCE_EXHAUSTED`, and
 //! a queued call waits no longer than its own gRPC deadline.
+//! With [`Worker::tls`] it serves TLS only, and with a client CA it requires
+//! and verifies its callers' certificates (mTLS).
 //! Failures are gRPC statuses: a refusal of the input (`INVALID_ARGUMENT`
 //! and its kin) tells the orchestrator no model will do better; any other
 //! failure makes it try the next model.
@@ -21,6 +23,7 @@ use pb::model_worker_server::{ModelWorker, ModelWorkerServer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -28,6 +31,9 @@ use crate::error::Error;
 /// The default largest message a worker accepts or sends: 64 MiB, room for
 /// several minutes of uncompressed audio.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The longest a TLS handshake with a caller may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A model that a worker serves.
 pub trait Model: Send + Sync + 'static {
@@ -81,6 +87,7 @@ pub struct Worker<M> {
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_message_bytes: usize,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl<M: Model> Worker<M> {
@@ -91,6 +98,7 @@ impl<M: Model> Worker<M> {
             max_concurrency: None,
             max_queue: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            tls: None,
         }
     }
 
@@ -110,6 +118,29 @@ impl<M: Model> Worker<M> {
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
         self
+    }
+
+    /// Serves TLS only, as `identity` (a PEM certificate chain and its
+    /// key); with `client_ca` (PEM), every caller must present a certificate
+    /// that CA signed. A handshake that fails closes that connection only.
+    /// Refused when the certificate, key or CA is not usable PEM.
+    pub fn tls(
+        mut self,
+        identity: Identity,
+        client_ca: Option<Certificate>,
+    ) -> Result<Self, Error> {
+        let mut config = ServerTlsConfig::new()
+            .identity(identity)
+            // A caller that opens a connection and never finishes its
+            // handshake does not hold it for ever.
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        if let Some(ca) = client_ca {
+            config = config.client_ca_root(ca);
+        }
+        // Checked now, so a bad file stops the worker before it listens.
+        tonic::transport::Server::builder().tls_config(config.clone())?;
+        self.tls = Some(config);
+        Ok(self)
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains calls in
@@ -133,7 +164,11 @@ impl<M: Model> Worker<M> {
                 max_waiting: self.max_queue.unwrap_or(running * 4),
             }),
         };
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
+        server
             // Outermost: each call runs in a span that continues the
             // caller's `traceparent`, so the model's work joins its trace.
             .layer(grym_telemetry::ServerTraceLayer)

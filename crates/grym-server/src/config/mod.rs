@@ -11,11 +11,13 @@
 //! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
 //! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
 
+mod worker_tls;
 mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -27,6 +29,7 @@ use grym_core::{
 };
 use serde::Deserialize;
 
+pub use self::worker_tls::{RawWorkerTls, WorkerTls};
 pub use self::workers::{RawWorker, WorkerConfig};
 use crate::error::Error;
 
@@ -99,6 +102,8 @@ pub struct RawConfig {
     pub bottlenecks: BottleneckSettings,
     /// The model workers to use.
     pub workers: Vec<RawWorker>,
+    /// TLS to `https://` workers.
+    pub worker_tls: RawWorkerTls,
 }
 
 impl Default for RawConfig {
@@ -121,6 +126,7 @@ impl Default for RawConfig {
             recipes: HashMap::new(),
             bottlenecks: BottleneckSettings::default(),
             workers: Vec::new(),
+            worker_tls: RawWorkerTls::default(),
         }
     }
 }
@@ -163,6 +169,8 @@ pub struct Config {
     pub reflection: bool,
     /// The model workers to use.
     pub workers: Vec<WorkerConfig>,
+    /// TLS to `https://` workers, its files read; read again on SIGHUP.
+    pub worker_tls: Arc<WorkerTls>,
     /// The file this was read from, read again on SIGHUP.
     pub source: Option<PathBuf>,
     /// Bearer token -> tenant; empty when calls need no token.
@@ -210,6 +218,7 @@ impl RawConfig {
             return Err(invalid("max_message_bytes", "must be at least 4096"));
         }
         let workers = workers::validate(self.workers)?;
+        let worker_tls = self.worker_tls.validate()?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -240,6 +249,7 @@ impl RawConfig {
             max_message_bytes: self.max_message_bytes,
             reflection: self.reflection,
             workers,
+            worker_tls,
             source: None,
             auth_tokens: self.auth.validate()?,
         })

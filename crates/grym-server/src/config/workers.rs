@@ -13,7 +13,8 @@ use crate::error::Error;
 pub struct RawWorker {
     /// The model's id.
     pub id: String,
-    /// The worker's address, `http://host:port`.
+    /// The worker's address, `http://host:port`, or `https://host:port`
+    /// for TLS (see `[worker_tls]`).
     pub endpoint: Option<String>,
     /// The addresses of the model's replicas, instead of `endpoint`.
     pub endpoints: Option<Vec<String>>,
@@ -92,16 +93,16 @@ impl RawWorker {
     }
 }
 
-/// Checks an endpoint looks like `http://host:port`.
+/// Checks an endpoint looks like `http://host:port` (plaintext) or
+/// `https://host:port` (TLS).
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let uri: tonic::transport::Uri = endpoint
         .parse()
         .map_err(|_| format!("`{endpoint}` is not a URI"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(_)) => Ok(()),
-        (Some("https"), Some(_)) => Err(format!(
-            "`{endpoint}`: TLS to workers is not supported; use http:// on a trusted network"
+        (Some("http" | "https"), Some(_)) => Ok(()),
+        _ => Err(format!(
+            "`{endpoint}` must look like http://host:port or https://host:port"
         )),
-        _ => Err(format!("`{endpoint}` must look like http://host:port")),
     }
 }

@@ -4,15 +4,24 @@
 //! of each call travels to the worker as its `grpc-timeout`, and the trace
 //! it belongs to as its `traceparent`.
 //!
+//! An `https://` worker is reached over TLS with the `[worker_tls]` settings
+//! in force: the channel is rebuilt at the first call after a reload put new
+//! ones in force. An `http://` worker stays plaintext whatever they say. A
+//! TLS failure is the replica's unavailability, logged once with its reason.
+//!
 //! The stack of a worker call is short on purpose: trace propagation, then
 //! the channel. Timeouts, concurrency limits and queueing are the core's,
 //! per model and per task, where the deadline and the priority are known.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use grym_core::{Description, Health, InferCall, ModelClient, ModelId, Output, WorkerError};
+use grym_core::{
+    Description, FailureKind, Health, InferCall, ModelClient, ModelId, Output, WorkerError,
+};
 use grym_proto::worker::v1 as wire;
 use grym_telemetry::{ClientPropagation, ClientPropagationLayer};
 use tokio::time::Instant;
@@ -25,20 +34,59 @@ use tracing::Instrument as _;
 use wire::model_worker_client::ModelWorkerClient;
 
 use super::convert;
+use super::tls::{self, Reported, TlsSource};
+use crate::config::{Config, WorkerTls};
 
 /// How worker connections behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ChannelSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_bytes: usize,
+    /// The `[worker_tls]` settings in force, shared by every channel.
+    pub(crate) tls: Arc<TlsSource>,
+}
+
+impl ChannelSettings {
+    /// The settings `config` gives.
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self {
+            connect_timeout: config.connect_timeout,
+            max_message_bytes: config.max_message_bytes,
+            tls: TlsSource::new(Arc::clone(&config.worker_tls)),
+        }
+    }
 }
 
 /// A worker reached over gRPC.
 pub(crate) struct GrpcModelClient {
-    model: ModelId,
     /// The worker's host and port, as traces name them.
     host: String,
     port: u16,
+    /// The endpoint with every setting but TLS, to build channels from.
+    endpoint: Endpoint,
+    max_message_bytes: usize,
+    stubs: ArcSwap<Stubs>,
+    outcomes: Arc<Outcomes>,
+}
+
+/// What the end of a call tells of its replica.
+struct Outcomes {
+    model: ModelId,
+    /// The endpoint as configured, for logs.
+    address: String,
+    host: String,
+    port: u16,
+    /// Where an `https://` endpoint's TLS settings come from; `None` for
+    /// `http://`.
+    tls: Option<Arc<TlsSource>>,
+    /// Bounds connecting, a TLS handshake and a TLS diagnosis.
+    connect_timeout: Duration,
+    reported: Reported,
+}
+
+/// The clients of one channel, and the TLS settings it was built with.
+struct Stubs {
+    tls: Option<Arc<WorkerTls>>,
     worker: ModelWorkerClient<ClientPropagation<Channel>>,
     health: HealthClient<Channel>,
 }
@@ -49,26 +97,160 @@ impl GrpcModelClient {
     pub(crate) fn new(
         model: ModelId,
         endpoint: &str,
-        settings: ChannelSettings,
+        settings: &ChannelSettings,
     ) -> Result<Self, tonic::transport::Error> {
+        let address = endpoint.to_owned();
         let endpoint = Endpoint::from_shared(endpoint.to_owned())?;
-        let host = endpoint.uri().host().unwrap_or_default().to_owned();
-        let port = endpoint.uri().port_u16().unwrap_or(80);
-        let channel = endpoint
+        let uri = endpoint.uri();
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let endpoint = endpoint
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let tls = https.then(|| Arc::clone(&settings.tls));
+        let stubs = Stubs::build(
+            &endpoint,
+            tls.as_ref().map(|source| source.current()),
+            settings.connect_timeout,
+            settings.max_message_bytes,
+        )?;
         Ok(Self {
-            model,
+            outcomes: Arc::new(Outcomes {
+                model,
+                address,
+                host: host.clone(),
+                port,
+                tls,
+                connect_timeout: settings.connect_timeout,
+                reported: Reported::default(),
+            }),
             host,
             port,
+            endpoint,
+            max_message_bytes: settings.max_message_bytes,
+            stubs: ArcSwap::from_pointee(stubs),
+        })
+    }
+
+    /// The clients to call with: the channel built with the TLS settings in
+    /// force, rebuilt when a reload has replaced them.
+    fn stubs(&self) -> Arc<Stubs> {
+        let stubs = self.stubs.load_full();
+        let Some(source) = &self.outcomes.tls else {
+            return stubs;
+        };
+        let tls = source.current();
+        if stubs
+            .tls
+            .as_ref()
+            .is_some_and(|built| Arc::ptr_eq(built, &tls))
+        {
+            return stubs;
+        }
+        let rebuilt = match Stubs::build(
+            &self.endpoint,
+            Some(Arc::clone(&tls)),
+            self.outcomes.connect_timeout,
+            self.max_message_bytes,
+        ) {
+            Ok(rebuilt) => rebuilt,
+            Err(error) => {
+                // The reload checked these settings, so this is unexpected;
+                // keep the working channel, marked so it is not retried.
+                tracing::error!(model = %self.outcomes.model, endpoint = %self.outcomes.address, %error, "the new [worker_tls] settings do not apply to this worker; keeping the old ones");
+                Stubs {
+                    tls: Some(tls),
+                    worker: stubs.worker.clone(),
+                    health: stubs.health.clone(),
+                }
+            }
+        };
+        let rebuilt = Arc::new(rebuilt);
+        self.stubs.store(Arc::clone(&rebuilt));
+        rebuilt
+    }
+}
+
+impl Outcomes {
+    /// The failure of a call, with a TLS failure reported once and named
+    /// as what it is: the replica's unavailability. Its details stay in
+    /// the log: they name hosts and files the caller has no business
+    /// knowing.
+    async fn failed(&self, status: &tonic::Status) -> WorkerError {
+        match self.tls_failure(status).await {
+            Some(reason) => {
+                self.reported
+                    .failed(self.model.as_str(), &self.address, &reason);
+                WorkerError::new(
+                    FailureKind::Unavailable,
+                    format!(
+                        "the worker of `{}` is unreachable: TLS with it failed (grymd's log says why)",
+                        self.model
+                    ),
+                )
+            }
+            None => convert::worker_error(&self.model, status),
+        }
+    }
+
+    /// What went wrong in TLS, when the call failed because of it: found
+    /// in the call's error, or, for a connection that closed without a
+    /// reason, by a handshake of grymd's own (once: while the failure is
+    /// on record its reason is reused).
+    async fn tls_failure(&self, status: &tonic::Status) -> Option<String> {
+        let source = self.tls.as_ref()?;
+        if let Some(reason) = tls::failure(status) {
+            return Some(reason);
+        }
+        if !tls::is_transport(status) {
+            return None;
+        }
+        if let Some(known) = self.reported.last() {
+            return Some(known);
+        }
+        tls::diagnose(
+            &source.current(),
+            &self.host,
+            self.port,
+            self.connect_timeout,
+        )
+        .await
+    }
+
+    /// A call that reached the worker ends a TLS failure on record.
+    fn succeeded(&self) {
+        if self.tls.is_some() {
+            self.reported.succeeded(self.model.as_str(), &self.address);
+        }
+    }
+}
+
+impl Stubs {
+    /// The clients of a new, lazily connected channel to `endpoint`, over
+    /// TLS with `tls` when given.
+    fn build(
+        endpoint: &Endpoint,
+        tls: Option<Arc<WorkerTls>>,
+        connect_timeout: Duration,
+        max_message_bytes: usize,
+    ) -> Result<Self, tonic::transport::Error> {
+        let endpoint = match &tls {
+            Some(tls) => endpoint
+                .clone()
+                .tls_config(tls.client_config(connect_timeout))?,
+            None => endpoint.clone(),
+        };
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            tls,
             // Calls carry their trace on; health checks belong to none.
             worker: ModelWorkerClient::new(ClientPropagationLayer.layer(channel.clone()))
-                .max_decoding_message_size(settings.max_message_bytes)
-                .max_encoding_message_size(settings.max_message_bytes),
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
             health: HealthClient::new(channel),
         })
     }
@@ -76,8 +258,8 @@ impl GrpcModelClient {
 
 impl ModelClient for GrpcModelClient {
     fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
-        let mut worker = self.worker.clone();
-        let model = self.model.clone();
+        let mut worker = self.stubs().worker.clone();
+        let outcomes = Arc::clone(&self.outcomes);
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let mut request = tonic::Request::new(convert::infer_request(call));
         request.set_timeout(remaining);
@@ -106,8 +288,11 @@ impl ModelClient for GrpcModelClient {
                 span.record("error.type", format!("{code:?}").as_str());
             }
             match answer {
-                Ok(response) => Ok(convert::output_from_worker(response.into_inner().output)),
-                Err(status) => Err(convert::worker_error(&model, &status)),
+                Ok(response) => {
+                    outcomes.succeeded();
+                    Ok(convert::output_from_worker(response.into_inner().output))
+                }
+                Err(status) => Err(outcomes.failed(&status).await),
             }
         }
         .instrument(span)
@@ -115,12 +300,15 @@ impl ModelClient for GrpcModelClient {
     }
 
     fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {
-        let mut worker = self.worker.clone();
-        let model = self.model.clone();
+        let mut worker = self.stubs().worker.clone();
+        let outcomes = Arc::clone(&self.outcomes);
         async move {
             match worker.describe(wire::DescribeRequest {}).await {
-                Ok(response) => convert::description_from_worker(response.into_inner()),
-                Err(status) => Err(convert::worker_error(&model, &status)),
+                Ok(response) => {
+                    outcomes.succeeded();
+                    convert::description_from_worker(response.into_inner())
+                }
+                Err(status) => Err(outcomes.failed(&status).await),
             }
         }
         .boxed()
@@ -129,18 +317,30 @@ impl ModelClient for GrpcModelClient {
     /// Asks for the `grym.worker.v1.ModelWorker` service's health, and for
     /// the server's overall health when the worker does not name services.
     fn check_health(&self) -> BoxFuture<'static, Health> {
-        let mut health = self.health.clone();
+        let mut health = self.stubs().health.clone();
+        let outcomes = Arc::clone(&self.outcomes);
         async move {
             for service in [wire::model_worker_server::SERVICE_NAME, ""] {
                 let request = HealthCheckRequest {
                     service: service.to_owned(),
                 };
                 match health.check(request).await {
-                    Ok(response) if response.get_ref().status() == ServingStatus::Serving => {
-                        return Health::Serving;
+                    Ok(response) => {
+                        outcomes.succeeded();
+                        if response.get_ref().status() == ServingStatus::Serving {
+                            return Health::Serving;
+                        }
+                        return Health::NotServing;
                     }
-                    Err(status) if status.code() == tonic::Code::NotFound => continue,
-                    _ => return Health::NotServing,
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        outcomes.succeeded();
+                        continue;
+                    }
+                    Err(status) => {
+                        // Logs a TLS failure; the probe only hears "not serving".
+                        outcomes.failed(&status).await;
+                        return Health::NotServing;
+                    }
                 }
             }
             Health::NotServing

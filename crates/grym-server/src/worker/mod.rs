@@ -3,7 +3,9 @@
 //! - [`convert`]: the worker contract's messages to and from the core's
 //!   types, and a worker's gRPC code turned into a `FailureKind`;
 //! - [`builtin`]: the reference workers grymd runs in its own process;
-//! - [`reload`]: the worker list applied again on SIGHUP.
+//! - [`reload`]: the worker list applied again on SIGHUP;
+//! - [`tls`]: the `[worker_tls]` settings channels follow, and TLS failures
+//!   told and logged as such.
 //!
 //! [`model_entries`] builds the registry's entries from the configured
 //! workers, for start-up and reload alike.
@@ -12,6 +14,7 @@ pub(crate) mod builtin;
 pub(crate) mod client;
 pub(crate) mod convert;
 pub(crate) mod reload;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -25,7 +28,7 @@ use crate::error::Error;
 /// own lazily connected gRPC client.
 pub(crate) fn model_entries<'a>(
     workers: impl IntoIterator<Item = &'a WorkerConfig>,
-    settings: ChannelSettings,
+    settings: &ChannelSettings,
 ) -> Result<Vec<ModelEntry>, Error> {
     workers
         .into_iter()

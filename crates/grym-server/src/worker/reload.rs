@@ -4,9 +4,12 @@
 //! list takes effect as soon as its workers have been probed: models that
 //! did not change keep their entry, with its health and statistics (a model
 //! whose endpoints changed starts afresh); calls in flight finish on the
-//! entries they started with. Other settings are read at start-up only; a change to
-//! them is reported and left for the next restart. A file that does not
-//! load is reported and changes nothing.
+//! entries they started with. The `[worker_tls]` files are read again with
+//! the file and take effect with the list: every `https://` channel, kept
+//! models' too, reconnects with them at its next call. Other settings are
+//! read at start-up only; a change to them is reported and left for the
+//! next restart. A file that does not load (a certificate that cannot be
+//! read or does not parse among them) is reported and changes nothing.
 
 use std::sync::Arc;
 
@@ -43,7 +46,7 @@ pub(crate) async fn on_hangup(
                     if received.is_none() {
                         return;
                     }
-                    reload(&initial, &builtin, settings, &orchestrator).await;
+                    reload(&initial, &builtin, &settings, &orchestrator).await;
                 }
             }
         }
@@ -58,7 +61,7 @@ pub(crate) async fn on_hangup(
 async fn reload(
     initial: &Config,
     builtin: &[WorkerConfig],
-    settings: ChannelSettings,
+    settings: &ChannelSettings,
     orchestrator: &Orchestrator,
 ) {
     let Some(path) = initial.source.as_deref() else {
@@ -68,7 +71,7 @@ async fn reload(
     let next = match Config::load(Some(path)) {
         Ok(next) => next,
         Err(error) => {
-            tracing::error!(file = %path.display(), %error, "SIGHUP: the configuration does not load; keeping the current workers");
+            tracing::error!(file = %path.display(), %error, "SIGHUP: the configuration does not load; keeping the current workers and certificates");
             return;
         }
     };
@@ -80,9 +83,15 @@ async fn reload(
         || next.max_message_bytes != initial.max_message_bytes
     {
         tracing::warn!(
-            "SIGHUP: only [[workers]] reload; other changed settings apply at the next restart"
+            "SIGHUP: only [[workers]] and [worker_tls] reload; other changed settings apply at the next restart"
         );
     }
+    // New channels are built with the new TLS settings, so an endpoint
+    // they do not fit is refused with the list. Refused, the old settings
+    // return, and a channel that rebuilt with the new ones meanwhile
+    // rebuilds again at its next call.
+    let previous_tls = settings.tls.current();
+    settings.tls.replace(Arc::clone(&next.worker_tls));
     let registry = model_entries(next.workers.iter().chain(builtin), settings)
         .map_err(|error| error.to_string())
         .and_then(|entries| {
@@ -99,9 +108,10 @@ async fn reload(
             orchestrator.replace_registry(registry);
             let registry = orchestrator.registry();
             let models: Vec<&str> = registry.models().map(|m| m.id().as_str()).collect();
-            tracing::info!(?models, "SIGHUP: worker list reloaded");
+            tracing::info!(?models, worker_tls = ?next.worker_tls, "SIGHUP: worker list reloaded");
         }
         Err(error) => {
+            settings.tls.replace(previous_tls);
             tracing::error!(%error, "SIGHUP: the new worker list was refused; keeping the current one");
         }
     }
