@@ -141,19 +141,29 @@ async fn a_task_whose_timeout_passes_in_the_queue_never_reaches_the_worker() {
         seconds: 0,
         nanos: 50_000_000,
     });
-    submit(&mut client, hurried).await.unwrap();
-    let result = final_result(&mut client, "hurried").await;
-    assert_eq!(
-        result.status(),
-        api::TaskStatus::DeadlineExceeded,
-        "{result:?}"
-    );
-    // It ended at its deadline, not when its turn came (500 ms of work ahead).
-    let (queued, finished) = (result.queued_at.unwrap(), result.finished_at.unwrap());
-    let waited_ms = (finished.seconds - queued.seconds) * 1000
-        + i64::from(finished.nanos - queued.nanos) / 1_000_000;
-    assert!(waited_ms < 400, "ended after {waited_ms} ms");
-    assert!(result.metrics.unwrap().attempts.is_empty());
+    // Admission refuses it at once (500 ms of work ahead, 50 ms to live);
+    // were it admitted, its deadline would end its wait in the queue.
+    match submit(&mut client, hurried).await {
+        Err(status) => {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(status.metadata().get("grpc-retry-pushback-ms").is_some());
+        }
+        Ok(_) => {
+            let result = final_result(&mut client, "hurried").await;
+            assert_eq!(
+                result.status(),
+                api::TaskStatus::DeadlineExceeded,
+                "{result:?}"
+            );
+            // It ended at its deadline, not when its turn came (500 ms of
+            // work ahead).
+            let (queued, finished) = (result.queued_at.unwrap(), result.finished_at.unwrap());
+            let waited_ms = (finished.seconds - queued.seconds) * 1000
+                + i64::from(finished.nanos - queued.nanos) / 1_000_000;
+            assert!(waited_ms < 400, "ended after {waited_ms} ms");
+            assert!(result.metrics.unwrap().attempts.is_empty());
+        }
+    }
     final_result(&mut client, "ahead-4").await;
     let log = solo.log();
     assert!(log.contains("ahead-4"), "the worker logs the calls it sees");
@@ -166,7 +176,8 @@ async fn a_task_whose_timeout_passes_in_the_queue_never_reaches_the_worker() {
 #[tokio::test]
 async fn a_burst_beyond_max_queue_is_refused_at_once_and_every_admitted_task_finishes() {
     let solo = one_at_a_time("1500").await;
-    let grymd = grymd_for(&solo, "max_queue = 5").await;
+    // Shedding by expected wait is off here: this is about `max_queue`.
+    let grymd = grymd_for(&solo, "max_queue = 5\nmax_queue_wait = \"1h\"").await;
     let mut clients = Vec::new();
     for _ in 0..20 {
         clients.push(grymd.client().await);
@@ -253,7 +264,8 @@ async fn a_task_depending_on_another_starts_after_it_ends() {
 #[tokio::test]
 async fn cancelled_tasks_end_cancelled_whether_queued_or_running() {
     let solo = one_at_a_time("5000").await;
-    let grymd = grymd_for(&solo, "").await;
+    // A 5 s wait would be shed; this is about cancelling one that waits.
+    let grymd = grymd_for(&solo, "max_queue_wait = \"1h\"").await;
     let mut client = grymd.client().await;
     submit(&mut client, task("running", api::Priority::Normal))
         .await

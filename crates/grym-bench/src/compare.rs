@@ -590,6 +590,7 @@ mod tests {
                     max: 10.0 * p50,
                     mean: p50,
                 },
+                failure_latency_us: BTreeMap::new(),
                 send_lag_us: match mode {
                     Mode::Open { .. } => Some(Percentiles {
                         p50: 50.0,

@@ -120,6 +120,10 @@ pub(crate) struct LoadResult {
     /// Latency of the successes, in microseconds; from the intended send
     /// time in open loop.
     pub(crate) latency_us: Percentiles,
+    /// Latency of the failures, by kind, in microseconds: how long a
+    /// refusal took to come back, or a call to give up.
+    #[serde(default)]
+    pub(crate) failure_latency_us: BTreeMap<String, Percentiles>,
     /// Open loop: how late requests left after their intended time, in
     /// microseconds (the load generator's own lag, included in latency).
     pub(crate) send_lag_us: Option<Percentiles>,
@@ -312,6 +316,7 @@ pub(crate) async fn run(
             0.0
         },
         latency_us: recorder.latency(),
+        failure_latency_us: recorder.failure_latencies(),
         send_lag_us: recorder.send_lag_percentiles(),
     })
 }
@@ -374,8 +379,8 @@ async fn open_loop(target: &Arc<Target>, rate: f64, spec: &RunSpec) -> anyhow::R
                                 recorder.send_lag(sent.saturating_duration_since(intended));
                                 match outcome {
                                     Ok(Ok(())) => recorder.success(latency),
-                                    Ok(Err(kind)) => recorder.failure(&kind),
-                                    Err(_) => recorder.failure("timeout"),
+                                    Ok(Err(kind)) => recorder.failure_after(&kind, latency),
+                                    Err(_) => recorder.failure_after("timeout", latency),
                                 }
                             }
                         },
@@ -434,8 +439,8 @@ async fn closed_loop(
                 }
                 match outcome {
                     Ok(Ok(())) => recorder.success(done - sent),
-                    Ok(Err(kind)) => recorder.failure(&kind),
-                    Err(_) => recorder.failure("timeout"),
+                    Ok(Err(kind)) => recorder.failure_after(&kind, done - sent),
+                    Err(_) => recorder.failure_after("timeout", done - sent),
                 }
             }
             recorder
@@ -488,6 +493,7 @@ mod tests {
             },
             throughput,
             latency_us: Percentiles::default(),
+            failure_latency_us: BTreeMap::new(),
             send_lag_us: None,
         }
     }

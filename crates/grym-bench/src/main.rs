@@ -8,6 +8,9 @@
 //!   `grpc_pass` in front of the worker, measures the three paths side by
 //!   side, writes the results as JSON and rewrites the comparison section
 //!   of BENCHMARKS.md.
+//! - `grym-bench overload` offers a sim worker's grymd several times the
+//!   worker's capacity and reports goodput, refusal latency and memory,
+//!   for this build and optionally a baseline grymd side by side.
 //! - `grym-bench sink` takes OTLP traces and metrics and discards them, to
 //!   measure grymd with export on against off.
 //!
@@ -16,6 +19,7 @@
 
 mod compare;
 mod load;
+mod overload;
 mod procs;
 mod report;
 mod schedule;
@@ -48,6 +52,9 @@ enum Command {
     /// Measure direct calls, grymd and nginx grpc_pass side by side, and
     /// rewrite the comparison in BENCHMARKS.md.
     Compare(CompareArgs),
+    /// Offer grymd several times a sim worker's capacity and report
+    /// goodput, refusal latency and memory, beside a baseline grymd.
+    Overload(OverloadArgs),
     /// Take OTLP/gRPC traces and metrics and discard them, counting them.
     Sink {
         /// Address to listen on; loopback.
@@ -150,6 +157,39 @@ struct CompareArgs {
     no_markdown: bool,
 }
 
+#[derive(Args)]
+struct OverloadArgs {
+    /// Another grymd binary to measure beside this build's, for example
+    /// one built from an earlier commit.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// The sim worker's slots.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    /// The sim worker's latency per call.
+    #[arg(long, default_value = "50ms", value_parser = duration)]
+    latency: Duration,
+    /// Offered rates, as multiples of the worker's capacity.
+    #[arg(long, value_delimiter = ',', default_values_t = [2.0, 5.0, 10.0])]
+    multiples: Vec<f64>,
+    /// Measured time of each run.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    duration: Duration,
+    /// Unmeasured time at the start of each run.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    warmup: Duration,
+    /// Every call's deadline (`grpc-timeout`).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    deadline: Duration,
+    /// HTTP/2 connections of the load generator.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// Where to write the JSON [default: the target directory's
+    /// grym-bench/overload.json].
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -177,6 +217,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Load(args) => load(args).await,
         Command::Compare(args) => compare(args).await,
+        Command::Overload(args) => overload(args).await,
         Command::Sink { listen, every } => {
             if !listen.ip().is_loopback() {
                 bail!("the sink listens on loopback only, not {listen}");
@@ -256,6 +297,41 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         markdown,
     })
     .await?;
+    Ok(())
+}
+
+async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
+    if args.multiples.iter().any(|m| !m.is_finite() || *m <= 0.0) {
+        bail!("--multiples must be positive");
+    }
+    let binaries = procs::Binaries::beside_current_exe()?;
+    let settings = overload::Settings {
+        slots: args.slots,
+        latency: args.latency,
+        multiples: args.multiples,
+        warmup: args.warmup,
+        duration: args.duration,
+        deadline: args.deadline,
+        settle: Duration::from_secs(5),
+        connections: usize::try_from(args.connections)?,
+    };
+    let builds = overload::builds(&binaries, args.baseline);
+    let rows = overload::run(&settings, &builds, &binaries.worker).await?;
+    let json_out = match args.json_out {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|release| release.parent())
+            .context("cannot find the target directory")?
+            .join("grym-bench/overload.json"),
+    };
+    if let Some(dir) = json_out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&json_out, serde_json::to_string_pretty(&rows)?)
+        .with_context(|| format!("cannot write {}", json_out.display()))?;
+    eprintln!("overload: every run is in {}", json_out.display());
+    print!("{}", overload::table(&rows));
     Ok(())
 }
 

@@ -58,6 +58,11 @@ impl Process {
         })
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// What it logged so far, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -207,11 +212,22 @@ pub(crate) async fn start_worker(
     task_type: &str,
     scratch: &Path,
 ) -> anyhow::Result<(Process, SocketAddr)> {
+    start_worker_with(binary, task_type, &["--latency-ms", "0"], scratch).await
+}
+
+/// Starts `grym-worker sim` with `options` (its latency, its slots) on a
+/// free loopback port.
+pub(crate) async fn start_worker_with(
+    binary: &Path,
+    task_type: &str,
+    options: &[&str],
+    scratch: &Path,
+) -> anyhow::Result<(Process, SocketAddr)> {
     let mut command = Command::new(binary);
     command
         .args(["sim", "--listen", "127.0.0.1:0", "--model-id", "sim"])
         .args(["--kind", "simulated", "--capability", task_type])
-        .args(["--latency-ms", "0"])
+        .args(options)
         .env("RUST_LOG", "warn");
     let (process, address) =
         spawn_listening("grym-worker sim", command, &scratch.join("worker.log")).await?;

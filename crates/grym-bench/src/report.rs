@@ -177,6 +177,9 @@ pub(crate) fn run_summary(result: &LoadResult) -> String {
         thousands(result.throughput)
     );
     let _ = writeln!(out, "  latency    {}", percentiles_line(&result.latency_us));
+    for (kind, latency) in &result.failure_latency_us {
+        let _ = writeln!(out, "  {kind:<10} {}", percentiles_line(latency));
+    }
     if let Some(lag) = &result.send_lag_us {
         let _ = writeln!(
             out,
@@ -304,6 +307,7 @@ mod tests {
                 max: 3400.0,
                 mean: 190.0,
             },
+            failure_latency_us: BTreeMap::new(),
             send_lag_us: Some(Percentiles {
                 p50: 55.0,
                 p99: 120.0,

@@ -18,6 +18,8 @@ pub(crate) struct Recorder {
     latency: Histogram<u64>,
     send_lag: Histogram<u64>,
     failures: BTreeMap<String, u64>,
+    /// How long the failures of each kind took, when that was recorded.
+    failure_latency: BTreeMap<String, Histogram<u64>>,
 }
 
 impl Default for Recorder {
@@ -50,7 +52,17 @@ impl Recorder {
             latency: histogram(),
             send_lag: histogram(),
             failures: BTreeMap::new(),
+            failure_latency: BTreeMap::new(),
         }
+    }
+
+    /// A request that failed after `latency`, by the name of its failure.
+    pub(crate) fn failure_after(&mut self, kind: &str, latency: Duration) {
+        self.failure(kind);
+        self.failure_latency
+            .entry(kind.to_owned())
+            .or_insert_with(histogram)
+            .saturating_record(nanos(latency));
     }
 
     /// A request that succeeded after `latency`.
@@ -76,6 +88,13 @@ impl Recorder {
         for (kind, count) in &other.failures {
             *self.failures.entry(kind.clone()).or_default() += count;
         }
+        for (kind, latency) in &other.failure_latency {
+            let _ = self
+                .failure_latency
+                .entry(kind.clone())
+                .or_insert_with(histogram)
+                .add(latency);
+        }
     }
 
     /// Successful requests.
@@ -91,6 +110,15 @@ impl Recorder {
     /// The latency percentiles of the successful requests.
     pub(crate) fn latency(&self) -> Percentiles {
         Percentiles::of(&self.latency)
+    }
+
+    /// The latency percentiles of the failures of each kind whose latency
+    /// was recorded.
+    pub(crate) fn failure_latencies(&self) -> BTreeMap<String, Percentiles> {
+        self.failure_latency
+            .iter()
+            .map(|(kind, histogram)| (kind.clone(), Percentiles::of(histogram)))
+            .collect()
     }
 
     /// The send-lag percentiles; `None` when none was recorded.
@@ -254,6 +282,20 @@ mod tests {
         assert_eq!(a.failures()["UNAVAILABLE"], 2);
         assert_eq!(a.failures()["timeout"], 1);
         assert!(a.send_lag_percentiles().is_some());
+    }
+
+    #[test]
+    fn failures_keep_their_latency_by_kind() {
+        let mut a = Recorder::new();
+        a.failure_after("ResourceExhausted", Duration::from_micros(800));
+        let mut b = Recorder::new();
+        b.failure_after("ResourceExhausted", Duration::from_micros(1200));
+        b.failure("timeout");
+        a.merge(&b);
+        let latencies = a.failure_latencies();
+        assert_eq!(a.failures()["ResourceExhausted"], 2);
+        assert!((latencies["ResourceExhausted"].max - 1200.0).abs() <= 2.0);
+        assert!(!latencies.contains_key("timeout"));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! A task that was accepted never ends in an [`Error`]: its failures are
 //! reported in its [`TaskResult`](crate::TaskResult).
 
+use std::time::Duration;
+
 use crate::ids::{ModelId, NameError, StepId, TaskId, TaskType};
 
 /// Why a request could not be accepted.
@@ -63,6 +65,10 @@ pub enum Error {
         /// The configured bound.
         max_queue: usize,
     },
+    /// The task's model has too much work queued ahead of it: it could not
+    /// finish before its deadline, or would wait beyond `max_queue_wait`.
+    #[error("{0}")]
+    Overloaded(Box<Shed>),
     /// No live or kept task has the id.
     #[error("no task `{id}` is known (finished results are kept for a limited time)")]
     TaskNotFound {
@@ -103,6 +109,57 @@ pub enum Error {
     },
 }
 
+/// Why a task was shed at admission, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shed {
+    /// The model the task was planned on.
+    pub model: ModelId,
+    /// The expected wait for the model's slot: the work queued ahead of the
+    /// task over the model's measured throughput.
+    pub queued_ahead: Duration,
+    /// How long one call of the model is expected to take.
+    pub service: Duration,
+    /// The time left before the task's deadline, when that was the bound.
+    pub left: Option<Duration>,
+    /// The configured bound on the wait, when that was the bound.
+    pub max_queue_wait: Duration,
+}
+
+impl Shed {
+    /// When the caller may try again: once the work queued ahead now has
+    /// cleared, at least a millisecond.
+    pub fn retry_after(&self) -> Duration {
+        self.queued_ahead.max(Duration::from_millis(1))
+    }
+}
+
+impl std::fmt::Display for Shed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_millis();
+        match self.left {
+            Some(left) => write!(
+                f,
+                "model `{}` cannot start this task before its deadline: ~{} ms of work queued \
+                 ahead, ~{} ms per call, {} ms left; retry in ~{} ms",
+                self.model,
+                ms(self.queued_ahead),
+                ms(self.service),
+                ms(left),
+                ms(self.retry_after()),
+            ),
+            None => write!(
+                f,
+                "model `{}` has ~{} ms of work queued ahead of this task, more than \
+                 scheduler.max_queue_wait ({} ms); retry in ~{} ms",
+                self.model,
+                ms(self.queued_ahead),
+                ms(self.max_queue_wait),
+                ms(self.retry_after()),
+            ),
+        }
+    }
+}
+
 fn list(ids: &[impl std::fmt::Display]) -> String {
     ids.iter()
         .map(ToString::to_string)
@@ -135,7 +192,9 @@ impl Error {
             | Self::UnknownDependencies { .. }
             | Self::DependencyCycle { .. } => ErrorKind::InvalidRequest,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Self::QueueFull { .. } | Self::SessionsFull => ErrorKind::CapacityExhausted,
+            Self::QueueFull { .. } | Self::SessionsFull | Self::Overloaded(_) => {
+                ErrorKind::CapacityExhausted
+            }
             Self::TaskNotFound { .. } | Self::SessionNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {
@@ -149,6 +208,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Self::QueueFull { .. } => "queue_full",
+            Self::Overloaded(_) => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::NoModelForTaskType { .. } => "no_model",
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } => "no_healthy_model",
@@ -161,6 +221,16 @@ impl Error {
                 ErrorKind::AlreadyExists => "already_exists",
                 ErrorKind::CapacityExhausted => "capacity_exhausted",
             },
+        }
+    }
+
+    /// How long the caller should wait before trying again, when the
+    /// refusal says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded(shed) => Some(shed.retry_after()),
+            Self::InStep { error, .. } => error.retry_after(),
+            _ => None,
         }
     }
 

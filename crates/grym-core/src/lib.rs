@@ -46,7 +46,7 @@ mod watch;
 pub use client::{InferCall, ModelClient, WorkerError};
 pub use context::{CacheStats, ContextSettings, SessionEntry, SessionSnapshot, TemplateSpec};
 pub use deadline::Deadline;
-pub use error::{Error, ErrorKind, FailureKind, SettingError};
+pub use error::{Error, ErrorKind, FailureKind, SettingError, Shed};
 pub use exec::{
     CapabilityView, ModelView, Orchestrator, OrchestratorSettings, ReplicaView, TaskHandle,
 };

@@ -76,7 +76,7 @@ impl Orchestrator {
         })?;
         let plan = self.plan_in_span(&mut task, arrived)?;
         let deadline = deadline.earliest(Deadline::after_timeout(arrived, task.timeout));
-        let queued = self.scheduler.admit()?;
+        let queued = self.admit(&task, &plan, deadline)?;
 
         // Resolve each dependency now, so a result evicted later is not lost.
         let dependencies: Vec<Dependency> = task

@@ -9,6 +9,11 @@
 //! attempt's outcome reaches the model's statistics before the next
 //! selection reads them, except a refusal of the input and a call the
 //! caller's deadline cut short, which say nothing of the model.
+//!
+//! A call that could not finish in the time left (less than the model is
+//! expected to take) is never sent: the model is skipped, unsent and
+//! unrecorded, for a fallback that fits, and the task ends
+//! `DEADLINE_EXCEEDED` when none does.
 
 use std::time::Duration;
 
@@ -23,7 +28,7 @@ use crate::error::FailureKind;
 use crate::ids::ModelId;
 use crate::limits::{Limits, json_depth};
 use crate::plan::selection::{Candidate, Plan};
-use crate::registry::CallOutcome;
+use crate::registry::{CallOutcome, ModelEntry};
 use crate::schedule::queue::QueueKey;
 use crate::schedule::slots::Slot;
 use crate::task::{Attempt, AttemptOutcome, TaskError, TaskEvent, TaskStatus};
@@ -82,9 +87,16 @@ impl Orchestrator {
         let mut tried = 0_usize;
         // The model that failed last, for the fallback count.
         let mut failed: Option<&ModelId> = None;
+        // Why the last model was not called, if it was not.
+        let mut unsent: Option<TaskError> = None;
         for candidate in &plan.candidates {
+            let held = first_slot.take();
             if job.deadline.has_passed(Instant::now()) {
                 break;
+            }
+            if let Some(error) = self.doomed(job, &candidate.model) {
+                unsent = Some(error);
+                continue;
             }
             if let (Some(from), Some(error)) = (failed.take(), &last_error) {
                 self.instruments.fell_back(
@@ -93,16 +105,24 @@ impl Orchestrator {
                     (self.failure_names)(error.kind),
                 );
             }
-            let _slot = match first_slot.take() {
+            let _slot = match held {
                 Some(slot) => slot,
                 None => match self
                     .wait_slot(&candidate.model, &job.task.task_type, key, job.deadline)
                     .await
                 {
-                    Ok(slot) => slot,
+                    Ok(slot) => {
+                        // The wait took time: the call may no longer fit.
+                        if let Some(error) = self.doomed(job, &candidate.model) {
+                            unsent = Some(error);
+                            continue;
+                        }
+                        slot
+                    }
                     Err(ending) => return ending,
                 },
             };
+            unsent = None;
             // A model whose every replica went down since planning is skipped.
             let Some((end, latency)) = self.attempt(job, candidate).await else {
                 continue;
@@ -167,6 +187,9 @@ impl Orchestrator {
             last_error = error;
             failed = Some(model.id());
         }
+        if let Some(error) = unsent {
+            return Ending::with_error(TaskStatus::DeadlineExceeded, error);
+        }
         if job.deadline.has_passed(Instant::now()) {
             return Ending::failed(
                 TaskStatus::DeadlineExceeded,
@@ -189,6 +212,32 @@ impl Orchestrator {
             ),
         };
         Ending::with_error(TaskStatus::Failed, error)
+    }
+
+    /// Why `model` is not to be called now, if it is not: the time left
+    /// before the task's deadline is less than a call is expected to take
+    /// ([`expected_latency`](Self::expected_latency)). Such a call is never
+    /// sent, so it says nothing of the model. A composite's step is left to
+    /// the composite's own rule: its deadline is a share of the
+    /// composite's, which it may overrun.
+    fn doomed(&self, job: Job<'_>, model: &ModelEntry) -> Option<TaskError> {
+        if job.step.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        let left = job.deadline.remaining(now)?;
+        let expected = self.expected_latency(model, &job.task.task_type, now)?;
+        (left < expected).then(|| {
+            TaskError::new(
+                FailureKind::DeadlineExceeded,
+                format!(
+                    "not sent to model `{}`: {} ms were left before the deadline, less than the ~{} ms it is expected to take",
+                    model.id(),
+                    left.as_millis(),
+                    expected.as_millis()
+                ),
+            )
+        })
     }
 
     /// An attempt's outcome, and its error when it did not succeed.

@@ -3,7 +3,8 @@
 //! - [`queue`]: the priority queue with aging, a plain data structure;
 //! - [`slots`]: each model's concurrency limit and its own queue of waiting
 //!   calls;
-//! - [`deps`]: the checks of a task's dependencies at submission.
+//! - [`deps`]: the checks of a task's dependencies at submission;
+//! - [`estimate`]: when a newcomer could start, and whether it may wait.
 //!
 //! The [`Scheduler`] owns them. It admits a task or a composite's step
 //! (bounded by `max_queue` for both, refused at once when full) and counts
@@ -11,8 +12,18 @@
 //! model's slots, in the order of a [`QueueKey`], within a deadline. A
 //! deadline that passes while a task waits ends the wait, so no worker ever
 //! sees the task.
+//!
+//! **Shedding**: a task bound for a known model ([`Scheduler::admit_for`])
+//! is also refused at once, before anything of it is kept, when the work
+//! queued ahead of it on that model (at its priority or higher) would keep
+//! it from finishing before its deadline, or from starting within
+//! `max_queue_wait`. The refusal carries the expected wait as a retry
+//! hint. Refusing early keeps the queue short enough that what is admitted
+//! finishes in time, so a model at overload still spends its slots on
+//! calls that succeed.
 
 pub(crate) mod deps;
+pub(crate) mod estimate;
 pub(crate) mod queue;
 pub(crate) mod slots;
 
@@ -22,10 +33,11 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use self::estimate::TooLong;
 use self::queue::QueueKey;
-use self::slots::{ModelSlots, Slot};
+use self::slots::{ModelSlots, Reservation, Slot};
 use crate::deadline::Deadline;
-use crate::error::{Error, SettingError};
+use crate::error::{Error, SettingError, Shed};
 use crate::ids::{ModelId, Priority};
 use crate::registry::ModelEntry;
 
@@ -35,6 +47,15 @@ use crate::registry::ModelEntry;
 pub struct SchedulerSettings {
     /// The most tasks waiting (for dependencies or a model) at once.
     pub max_queue: usize,
+    /// The longest a task may expect to wait for its model's slot: a task
+    /// arriving when the work queued ahead of it (at its priority or
+    /// higher, over the model's measured throughput) would take longer to
+    /// clear is refused at once with `RESOURCE_EXHAUSTED` and a retry
+    /// hint, with or without a deadline. A task with a deadline is also
+    /// refused when it could not finish before it. Tasks that wait for
+    /// dependencies, and composites, are bounded by `max_queue` only.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// How long a waiting task takes to rise one priority level.
     #[serde(with = "humantime_serde")]
     pub aging_interval: Duration,
@@ -51,6 +72,7 @@ impl Default for SchedulerSettings {
     fn default() -> Self {
         Self {
             max_queue: 10_000,
+            max_queue_wait: Duration::from_secs(2),
             aging_interval: Duration::from_secs(5),
             default_model_concurrency: 64,
             max_results: 10_000,
@@ -82,19 +104,36 @@ impl SchedulerSettings {
             u64::from(self.default_model_concurrency),
         )?;
         longer_than_zero("aging_interval", self.aging_interval)?;
+        longer_than_zero("max_queue_wait", self.max_queue_wait)?;
         at_least_one("max_results", self.max_results)?;
         longer_than_zero("result_retention", self.result_retention)
     }
 }
 
-/// Counts a task or step as queued until it is dropped.
+/// Counts a task or step as queued until it is dropped, and as pending on
+/// the model it was admitted for, if any.
 #[derive(Debug)]
-pub(crate) struct Queued(Arc<AtomicUsize>);
+pub(crate) struct Queued {
+    count: Arc<AtomicUsize>,
+    _pending: Option<Reservation>,
+}
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What admission knows of a task bound for one model.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask {
+    /// The task's priority.
+    pub(crate) priority: Priority,
+    /// When it must have ended.
+    pub(crate) deadline: Deadline,
+    /// How long one call of the model is expected to take; `None` before
+    /// anything is known of it, when only `max_queue` bounds the task.
+    pub(crate) service: Option<Duration>,
 }
 
 /// Why no slot was granted.
@@ -135,8 +174,52 @@ impl Scheduler {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued < max_queue).then_some(queued + 1)
             })
-            .map(|_| Queued(Arc::clone(&self.queued)))
+            .map(|_| Queued {
+                count: Arc::clone(&self.queued),
+                _pending: None,
+            })
             .map_err(|_| Error::QueueFull { max_queue })
+    }
+
+    /// [`admit`](Self::admit) for a task that will wait for `model`'s slot,
+    /// refused at once with [`Error::Overloaded`] when the work ahead of it
+    /// there is too long (see the module's note on shedding). Nothing is
+    /// kept of a refused task.
+    pub(crate) fn admit_for(
+        &self,
+        model: &ModelEntry,
+        ask: Ask,
+        now: tokio::time::Instant,
+    ) -> Result<Queued, Error> {
+        let slots = self.slots_of(model.id());
+        let has_deadline = ask.deadline.instant().is_some();
+        if let Some(service) = ask.service {
+            let ahead = slots.ahead_of(ask.priority, has_deadline);
+            let wait = estimate::queue_wait(
+                ahead,
+                slots.running(),
+                self.concurrency_limit(model),
+                service,
+            );
+            let left = ask.deadline.remaining(now);
+            if let Err(too_long) =
+                estimate::verdict(wait, service, left, self.settings.max_queue_wait)
+            {
+                return Err(Error::Overloaded(Box::new(Shed {
+                    model: model.id().clone(),
+                    queued_ahead: wait,
+                    service,
+                    left: match too_long {
+                        TooLong::Deadline => left,
+                        TooLong::QueueWait => None,
+                    },
+                    max_queue_wait: self.settings.max_queue_wait,
+                })));
+            }
+        }
+        let mut queued = self.admit()?;
+        queued._pending = Some(slots.reserve(ask.priority, has_deadline));
+        Ok(queued)
     }
 
     /// Tasks and steps admitted and not yet running.

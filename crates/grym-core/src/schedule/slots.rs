@@ -8,6 +8,12 @@
 //! task cancelled, or its deadline passed) leaves a closed entry behind that
 //! the next grant skips; should a slot reach it just as it is dropped, it
 //! hands the slot straight back.
+//!
+//! Beside the queue, each model counts the tasks admitted for it that hold
+//! no slot yet ([`Reservation`]s, by priority and by whether they have a
+//! deadline), from their admission on: what admission reads as the work
+//! ahead of a newcomer, including tasks accepted a moment ago whose wait
+//! has not begun.
 
 #![cfg_attr(
     not(feature = "bench-internals"),
@@ -17,6 +23,7 @@
     )
 )]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +31,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::queue::{PriorityQueue, QueueKey};
+use crate::ids::Priority;
+
+/// Priority levels, lowest first.
+const LEVELS: usize = 4;
 
 /// The queue of a model is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,24 @@ pub struct QueueFull;
 #[derive(Debug)]
 pub struct ModelSlots {
     inner: Mutex<Inner>,
+    /// Tasks admitted without a slot yet: `[level][has a deadline]`.
+    pending: [[AtomicUsize; 2]; LEVELS],
+}
+
+/// A task admitted for a model and not yet holding its slot; dropping it
+/// (at the grant, or when the task ends without one) takes it out of the
+/// count.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    slots: Arc<ModelSlots>,
+    level: usize,
+    deadline: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.slots.pending[self.level][self.deadline].fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -80,7 +109,34 @@ impl ModelSlots {
                 limit: 1,
                 queue: PriorityQueue::new(capacity, aging_interval),
             }),
+            pending: Default::default(),
         }
+    }
+
+    /// Counts a task of `priority`, with or without a deadline, as pending
+    /// until the reservation is dropped.
+    pub(crate) fn reserve(self: &Arc<Self>, priority: Priority, has_deadline: bool) -> Reservation {
+        let (level, deadline) = (level(priority), usize::from(has_deadline));
+        self.pending[level][deadline].fetch_add(1, Ordering::AcqRel);
+        Reservation {
+            slots: Arc::clone(self),
+            level,
+            deadline,
+        }
+    }
+
+    /// Pending tasks that go before a newcomer of `priority`: every one at
+    /// a higher level, and at its own level those with a deadline (a
+    /// newcomer with a deadline counts them all, an upper bound since the
+    /// later deadlines go after it) and, for a newcomer without one, those
+    /// without one too. Aging, which lifts old low work, is not counted.
+    pub(crate) fn ahead_of(&self, priority: Priority, has_deadline: bool) -> usize {
+        let own = level(priority);
+        let count =
+            |level: usize, deadline: usize| self.pending[level][deadline].load(Ordering::Acquire);
+        let above: usize = (own + 1..LEVELS).map(|l| count(l, 0) + count(l, 1)).sum();
+        let level_ahead = count(own, 1) + if has_deadline { 0 } else { count(own, 0) };
+        above + level_ahead
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -132,6 +188,11 @@ impl ModelSlots {
         inner.running = inner.running.saturating_sub(1);
         inner.grant(Instant::now());
     }
+}
+
+/// A priority's index in the pending counts.
+fn level(priority: Priority) -> usize {
+    usize::from(priority as u8).min(LEVELS - 1)
 }
 
 impl Inner {
@@ -217,6 +278,22 @@ mod tests {
         assert!((&mut queued).now_or_never().is_none());
         let refused = slots.acquire(key(Priority::Normal, 3), 1).now_or_never();
         assert!(matches!(refused, Some(Err(QueueFull))));
+    }
+
+    #[test]
+    fn pending_work_ahead_counts_higher_levels_and_then_deadlines_first() {
+        let slots = slots();
+        let _low = slots.reserve(Priority::Low, false);
+        let _normal = slots.reserve(Priority::Normal, false);
+        let _normal_due = slots.reserve(Priority::Normal, true);
+        let high = slots.reserve(Priority::High, true);
+        assert_eq!(slots.ahead_of(Priority::Critical, false), 0);
+        assert_eq!(slots.ahead_of(Priority::High, true), 1);
+        assert_eq!(slots.ahead_of(Priority::Normal, true), 2);
+        assert_eq!(slots.ahead_of(Priority::Normal, false), 3);
+        assert_eq!(slots.ahead_of(Priority::Low, false), 4);
+        drop(high);
+        assert_eq!(slots.ahead_of(Priority::Normal, false), 2);
     }
 
     #[tokio::test]

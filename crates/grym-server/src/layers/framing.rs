@@ -39,8 +39,11 @@ pub(crate) fn restate<B>(mut response: http::Response<B>) -> http::Response<B> {
     if status.code() == Code::Ok {
         return response;
     }
-    let restated = restated(&status);
-    if let Some(restated) = restated {
+    if let Some(restated) = restated(&status) {
+        // Details describe the status as it was; a new code drops them.
+        if restated.code() != status.code() {
+            headers.remove("grpc-status-details-bin");
+        }
         replace(headers, &restated);
     }
     response
@@ -84,7 +87,6 @@ pub(crate) fn bounded(mut message: String) -> String {
 fn replace(headers: &mut HeaderMap, status: &Status) {
     headers.remove(Status::GRPC_STATUS);
     headers.remove(Status::GRPC_MESSAGE);
-    headers.remove("grpc-status-details-bin");
     // Writing a status with a bounded, percent-encoded message cannot fail;
     // if it did, the original headers are gone and the caller sees a
     // missing status, which its library reports as an error anyway.
