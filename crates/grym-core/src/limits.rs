@@ -82,6 +82,14 @@ impl Limits {
                 return Err(SettingError::new(key, "must be at least 1"));
             }
         }
+        // The CEL parser stops at 96 nested expressions of its own, and 64
+        // is the deepest whose stack needs were measured.
+        if self.max_condition_depth > Self::MAX_CONDITION_DEPTH {
+            return Err(SettingError::new(
+                "max_condition_depth",
+                format!("must be 1 to {}", Self::MAX_CONDITION_DEPTH),
+            ));
+        }
         if self.max_condition_cost == 0 {
             return Err(SettingError::new(
                 "max_condition_cost",
@@ -96,6 +104,9 @@ impl Limits {
     /// `Struct`, a map entry), and grymd's own messages and composition
     /// need the rest.
     pub const DECODABLE_JSON_DEPTH: usize = 24;
+
+    /// The deepest `when` nesting a limit may allow.
+    pub const MAX_CONDITION_DEPTH: usize = 64;
 
     /// Refuses `value` when it nests deeper than `max_json_depth`.
     pub(crate) fn check_depth(&self, field: &'static str, value: &Value) -> Result<(), Error> {
@@ -194,6 +205,11 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(limits.validate().unwrap_err().key, "max_json_depth");
+        let limits = Limits {
+            max_condition_depth: Limits::MAX_CONDITION_DEPTH + 1,
+            ..Limits::default()
+        };
+        assert_eq!(limits.validate().unwrap_err().key, "max_condition_depth");
         Limits::default().validate().unwrap();
     }
 }
