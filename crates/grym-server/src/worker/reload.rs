@@ -68,13 +68,15 @@ async fn reload(
         tracing::info!("SIGHUP: grymd was started without a configuration file; nothing to reload");
         return;
     };
-    let next = match Config::load(Some(path)) {
+    let mut next = match Config::load(Some(path)) {
         Ok(next) => next,
         Err(error) => {
             tracing::error!(file = %path.display(), %error, "SIGHUP: the configuration does not load; keeping the current workers and certificates");
             return;
         }
     };
+    // Whether metrics are recorded is the telemetry's, not the file's.
+    next.orchestrator.metrics = initial.orchestrator.metrics;
     if next.listen != initial.listen
         || next.builtin_workers != initial.builtin_workers
         || next.orchestrator != initial.orchestrator
