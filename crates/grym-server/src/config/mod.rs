@@ -11,6 +11,7 @@
 //! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
 //! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
 
+mod connections;
 mod workers;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use grym_core::{
 };
 use serde::Deserialize;
 
+pub use self::connections::{ConnectionSettings, RawTls, TlsSettings};
 pub use self::workers::{RawWorker, WorkerConfig};
 use crate::error::Error;
 
@@ -92,6 +94,10 @@ pub struct RawConfig {
     pub context: ContextSettings,
     /// Who may call.
     pub auth: RawAuth,
+    /// Bounds on callers' connections.
+    pub connections: ConnectionSettings,
+    /// TLS for callers.
+    pub tls: RawTls,
     /// Chains of task types that stand in for a type no healthy model
     /// serves, over the built-in ones; an empty chain removes one.
     pub recipes: HashMap<String, Vec<String>>,
@@ -118,6 +124,8 @@ impl Default for RawConfig {
             scheduler: SchedulerSettings::default(),
             context: ContextSettings::default(),
             auth: RawAuth::default(),
+            connections: ConnectionSettings::default(),
+            tls: RawTls::default(),
             recipes: HashMap::new(),
             bottlenecks: BottleneckSettings::default(),
             workers: Vec::new(),
@@ -167,6 +175,10 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Bearer token -> tenant; empty when calls need no token.
     pub auth_tokens: HashMap<String, Tenant>,
+    /// Bounds on callers' connections.
+    pub connections: ConnectionSettings,
+    /// TLS for callers; `None` serves plain HTTP/2.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Config {
@@ -210,6 +222,8 @@ impl RawConfig {
             return Err(invalid("max_message_bytes", "must be at least 4096"));
         }
         let workers = workers::validate(self.workers)?;
+        self.connections.validate()?;
+        let tls = self.tls.validate(!self.auth.tokens.is_empty())?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -242,6 +256,8 @@ impl RawConfig {
             workers,
             source: None,
             auth_tokens: self.auth.validate()?,
+            connections: self.connections,
+            tls,
         })
     }
 }

@@ -1,8 +1,11 @@
-//! What every call to the orchestrator service passes through before its
-//! handler, each a request interceptor composed where the stack is built
-//! (`lib.rs`):
-//! - [`deadline`]: when the caller needs the answer;
-//! - [`tenant`]: who is calling (a bearer token, or the declared tenant).
+//! What every call passes through before its handler, composed where the
+//! stack is built (`lib.rs`):
+//! - [`http`]: before any service, at the HTTP level: only gRPC requests
+//!   pass, and their bodies must arrive in time;
+//! - [`deadline`] (a request interceptor of the orchestrator service): when the caller needs the answer;
+//! - [`tenant`] (another): who is calling (a client certificate, a bearer
+//!   token, or the declared tenant).
 
 pub(crate) mod deadline;
+pub(crate) mod http;
 pub(crate) mod tenant;
