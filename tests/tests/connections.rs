@@ -228,6 +228,21 @@ async fn idle_connections_are_closed_but_not_those_with_a_call_in_flight() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout() {
+    let grymd = Grymd::start("[connections]\nhandshake_timeout = \"1s\"\n").await;
+    let mut silent = TcpStream::connect(grymd.process().address()).await.unwrap();
+    let mut buffer = vec![0_u8; 1024];
+    let closed = async {
+        // The server's SETTINGS first, then the end of the connection.
+        while silent.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
+    };
+    tokio::time::timeout(STEP, closed)
+        .await
+        .expect("a connection with no call is closed after handshake_timeout");
+    assert!(serving(&grymd).await);
+}
+
+#[tokio::test]
 async fn a_request_body_that_stalls_is_ended_and_grymd_stays_healthy() {
     let grymd = Grymd::start("[connections]\nbody_timeout = \"1s\"\n").await;
     let mut raw = Raw::connect(grymd.process().address()).await;

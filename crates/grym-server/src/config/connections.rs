@@ -19,13 +19,19 @@ use crate::error::Error;
 pub struct ConnectionSettings {
     /// The most connections open at once (default 1000), counting those
     /// still in their TLS handshake; a connection beyond it is closed as
-    /// soon as it is accepted, with a warning in the log.
+    /// soon as it is accepted, with a warning in the log. Keep it below
+    /// the process's open-file limit (`ulimit -n`) less a hundred or so for
+    /// grymd's own files and worker connections; beyond that limit accepting
+    /// fails, which grymd logs and waits out (100 ms) without spinning.
     pub max_connections: usize,
-    /// The longest a TLS handshake may take (default 10 s).
+    /// The longest a new connection may take to make its first call,
+    /// TLS handshake and HTTP/2 preface included (default 10 s), so that
+    /// connections that send nothing cannot hold `max_connections`.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// How long a connection with no request in flight stays open (default
-    /// 5 min); HTTP/2 pings do not count as requests.
+    /// How long a connection with no call in flight stays open (default
+    /// 5 min); HTTP/2 pings do not count as calls. It also bounds a call's
+    /// headers that stop arriving halfway.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// The longest a request's body may take to arrive in full, from its

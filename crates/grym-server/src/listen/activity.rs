@@ -7,7 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http_body::{Frame, SizeHint};
@@ -24,6 +24,8 @@ pub(crate) struct Activity {
     /// The connection's start; `last_end` counts from it.
     start: Instant,
     in_flight: AtomicUsize,
+    /// Whether a call has ever begun.
+    called: AtomicBool,
     /// Milliseconds from `start` to the end of the latest call.
     last_end: AtomicU64,
 }
@@ -34,8 +36,14 @@ impl Activity {
         Self {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            called: AtomicBool::new(false),
             last_end: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a call has ever begun on the connection.
+    pub(crate) fn called(&self) -> bool {
+        self.called.load(Ordering::Acquire)
     }
 
     /// Since when the connection has had no call in flight; `None` while
@@ -51,6 +59,7 @@ impl Activity {
     /// Counts a call in flight until the guard is dropped.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.called.store(true, Ordering::Release);
         InFlight(Arc::clone(self))
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! The idle timeout lives in the read side: when the connection has had no
 //! call in flight for `idle_timeout`, reading ends (EOF) and the HTTP/2
-//! server closes the connection. Only calls count as activity (the
+//! server closes the connection. Before its first call a connection has
+//! only `handshake_timeout`, from its opening, so callers that open
+//! connections and send nothing cannot hold `max_connections` for long. Only calls count as activity (the
 //! [`activity`](super::activity) layer records them), so HTTP/2 pings and
 //! window updates do not keep an unused connection open.
 
@@ -38,6 +40,24 @@ pub(crate) struct ConnInfo {
     pub(crate) activity: Arc<Activity>,
 }
 
+/// What the accept loop knows of a connection it hands on.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// The caller's address.
+    pub(crate) remote: SocketAddr,
+    /// The address the caller reached.
+    pub(crate) local: Option<SocketAddr>,
+    /// How long it may go without a call in flight.
+    pub(crate) idle_timeout: Duration,
+    /// How long it may go from its opening to its first call.
+    pub(crate) first_call_timeout: Duration,
+    /// Its activity, begun when it was accepted (so the time to the first
+    /// call counts the TLS handshake too).
+    pub(crate) activity: Arc<Activity>,
+    /// Its slot of `max_connections`.
+    pub(crate) slot: OwnedSemaphorePermit,
+}
+
 /// The byte stream under a connection.
 enum Stream {
     Plain(TcpStream),
@@ -49,6 +69,8 @@ pub(crate) struct Conn {
     stream: Stream,
     info: ConnInfo,
     idle_timeout: Duration,
+    /// How long the connection may go from its opening to its first call.
+    first_call_timeout: Duration,
     /// Fires when the connection may have become idle too long; checked
     /// again (and reset) when it does.
     idle: Pin<Box<Sleep>>,
@@ -60,45 +82,29 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A plain TCP connection.
-    pub(crate) fn plain(
-        stream: TcpStream,
-        remote: SocketAddr,
-        local: Option<SocketAddr>,
-        idle_timeout: Duration,
-        slot: OwnedSemaphorePermit,
-    ) -> Self {
-        Self::new(
-            Stream::Plain(stream),
-            remote,
-            local,
-            None,
-            idle_timeout,
-            slot,
-        )
+    pub(crate) fn plain(stream: TcpStream, accepted: Accepted) -> Self {
+        Self::new(Stream::Plain(stream), None, accepted)
     }
 
-    /// A TLS connection whose handshake is done.
+    /// A TLS connection whose handshake is done, with the identity of its
+    /// client certificate when grymd reads one.
     pub(crate) fn tls(
         stream: TlsStream<TcpStream>,
-        remote: SocketAddr,
-        local: Option<SocketAddr>,
         identity: Option<Arc<str>>,
-        idle_timeout: Duration,
-        slot: OwnedSemaphorePermit,
+        accepted: Accepted,
     ) -> Self {
-        let stream = Stream::Tls(Box::new(stream));
-        Self::new(stream, remote, local, identity, idle_timeout, slot)
+        Self::new(Stream::Tls(Box::new(stream)), identity, accepted)
     }
 
-    fn new(
-        stream: Stream,
-        remote: SocketAddr,
-        local: Option<SocketAddr>,
-        identity: Option<Arc<str>>,
-        idle_timeout: Duration,
-        slot: OwnedSemaphorePermit,
-    ) -> Self {
-        let activity = Arc::new(Activity::new());
+    fn new(stream: Stream, identity: Option<Arc<str>>, accepted: Accepted) -> Self {
+        let Accepted {
+            remote,
+            local,
+            idle_timeout,
+            first_call_timeout,
+            activity,
+            slot,
+        } = accepted;
         Self {
             stream,
             info: ConnInfo {
@@ -108,7 +114,8 @@ impl Conn {
                 activity,
             },
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            first_call_timeout,
+            idle: Box::pin(tokio::time::sleep(first_call_timeout.min(idle_timeout))),
             closed: false,
             _slot: slot,
         }
@@ -119,9 +126,14 @@ impl Conn {
     fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
         while self.idle.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
+            let timeout = if self.info.activity.called() {
+                self.idle_timeout
+            } else {
+                self.first_call_timeout.min(self.idle_timeout)
+            };
             match self.info.activity.idle_since() {
-                Some(since) if now >= since + self.idle_timeout => return true,
-                Some(since) => self.idle.as_mut().reset(since + self.idle_timeout),
+                Some(since) if now >= since + timeout => return true,
+                Some(since) => self.idle.as_mut().reset(since + timeout),
                 // Busy: look again a whole timeout later, as the earliest
                 // it could be idle long enough is that far away.
                 None => self.idle.as_mut().reset(now + self.idle_timeout),

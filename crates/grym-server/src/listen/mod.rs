@@ -5,7 +5,8 @@
 //! connection takes a slot of `max_connections` at once (a connection
 //! beyond them is closed as soon as it is accepted, with a warning), and a
 //! TLS handshake runs in a task of its own, bounded by
-//! `handshake_timeout`. When accepting fails for want of descriptors or
+//! `handshake_timeout` (which also bounds the time to the connection's
+//! first call, see [`conn`]). When accepting fails for want of descriptors or
 //! memory, the loop logs and pauses briefly instead of spinning. A slot is
 //! given back when the connection is dropped, whatever ended it.
 //!
@@ -29,6 +30,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::activity::Activity;
+use self::conn::Accepted;
 pub(crate) use self::conn::Conn;
 use crate::config::ConnectionSettings;
 use crate::tls;
@@ -133,10 +136,16 @@ impl Accept {
     /// Hands on a connection, after its handshake when it is TLS.
     fn start(&self, stream: TcpStream, remote: SocketAddr, slot: OwnedSemaphorePermit) {
         configure(&stream);
-        let local = stream.local_addr().ok();
-        let idle_timeout = self.idle_timeout;
+        let accepted = Accepted {
+            remote,
+            local: stream.local_addr().ok(),
+            idle_timeout: self.idle_timeout,
+            first_call_timeout: self.handshake_timeout,
+            activity: Arc::new(Activity::new()),
+            slot,
+        };
         let Some(tls) = self.tls.clone() else {
-            let conn = Conn::plain(stream, remote, local, idle_timeout, slot);
+            let conn = Conn::plain(stream, accepted);
             // Err only when the server stopped serving; the drop closes it.
             self.ready.send(Ok(conn)).ok();
             return;
@@ -152,7 +161,7 @@ impl Accept {
             };
             match done {
                 Ok(Ok((stream, identity))) => {
-                    let conn = Conn::tls(stream, remote, local, identity, idle_timeout, slot);
+                    let conn = Conn::tls(stream, identity, accepted);
                     ready.send(Ok(conn)).ok();
                 }
                 // A caller that cannot complete a handshake is the
