@@ -3,9 +3,11 @@
 //! [`serve`] builds the registry from the [`Config`] (starting the built-in
 //! reference workers when asked), probes every worker once, then serves
 //! `grym.orchestrator.v1.Orchestrator`, `grpc.health.v1.Health` and server
-//! reflection until its shutdown future completes. On SIGHUP it reads the
-//! configuration file again and applies its worker list. Everything it
-//! spawns is stopped before it returns.
+//! reflection until its shutdown future completes, over plain HTTP/2 or TLS
+//! (`[tls]`), on connections bounded by `[connections]`. On SIGHUP it reads
+//! the configuration file again and applies its worker list, and reads the
+//! TLS certificate files again. Everything it spawns is stopped before it
+//! returns.
 //!
 //! - [`config`]: the configuration, read into the core's settings;
 //! - `api`: the orchestrator service, its conversions and the one mapping
