@@ -229,7 +229,25 @@ impl Grymd {
         Self::start("").await
     }
 
+    /// Starts grymd and waits only until it listens, for a test that checks
+    /// it serves in its own way (over TLS, say).
+    pub async fn start_listening(config: &str) -> Self {
+        Self::spawn(config, &[])
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
     async fn try_start(config: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let grymd = Self::spawn(config, env).await?;
+        wait_serving(
+            &grymd.process.endpoint(),
+            "grym.orchestrator.v1.Orchestrator",
+        )
+        .await?;
+        Ok(grymd)
+    }
+
+    async fn spawn(config: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile()?;
         file.write_all(config.as_bytes())?;
         let args = vec![
@@ -239,7 +257,6 @@ impl Grymd {
             "127.0.0.1:0".to_owned(),
         ];
         let process = Process::start("grymd", grymd_binary(), &args, env).await?;
-        wait_serving(&process.endpoint(), "grym.orchestrator.v1.Orchestrator").await?;
         Ok(Self {
             process,
             config: file,

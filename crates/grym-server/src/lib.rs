@@ -3,24 +3,32 @@
 //! [`serve`] builds the registry from the [`Config`] (starting the built-in
 //! reference workers when asked), probes every worker once, then serves
 //! `grym.orchestrator.v1.Orchestrator`, `grpc.health.v1.Health` and server
-//! reflection until its shutdown future completes. On SIGHUP it reads the
-//! configuration file again and applies its worker list. Everything it
-//! spawns is stopped before it returns.
+//! reflection until its shutdown future completes, over plain HTTP/2 or TLS
+//! (`[tls]`), on connections bounded by `[connections]`. On SIGHUP it reads
+//! the configuration file again and applies its worker list, and reads the
+//! TLS certificate files again. Everything it spawns is stopped before it
+//! returns.
 //!
 //! - [`config`]: the configuration, read into the core's settings;
 //! - `api`: the orchestrator service, its conversions and the one mapping
 //!   from the core's failures to gRPC;
 //! - `layers`: what every call passes through before its handler;
+//! - `listen`: accepting callers' connections, bounded in number and time;
+//! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
 //! - `worker`: the workers' clients, conversions, built-ins and reload.
 //!
 //! The arrows point one way: `lib` uses them all; `worker` -> `api` (for
 //! status code names), `layers` (to bound messages), `config`, `error`;
-//! `api` -> `layers`; `config` -> `error`.
+//! `api` -> `layers`; `layers` -> `listen` (for what a connection tells);
+//! `listen` -> `tls`, `config`; `tls` -> `config`, `error`; `config` ->
+//! `error`.
 
 mod api;
 pub mod config;
 mod error;
 mod layers;
+mod listen;
+mod tls;
 mod worker;
 
 use std::future::Future;
@@ -33,24 +41,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 // Public for the conversion benchmark (benches/convert.rs).
 pub use api::convert::task_from_api;
 pub use config::Config;
 pub use error::Error;
 
-use crate::layers::{deadline, framing, tenant};
+use crate::layers::{deadline, framing, http, tenant};
+use crate::listen::activity::ActivityLayer;
 use crate::worker::client::ChannelSettings;
 use crate::worker::{builtin, model_entries, reload};
-
-/// The connections `listener` accepts, with `TCP_NODELAY` and keep-alive
-/// probes on each.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(60)))
-}
 
 /// Serves on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -74,6 +74,9 @@ async fn run(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
+    // First, so that certificates that do not load stop grymd before it
+    // starts anything.
+    let acceptor = config.tls.as_ref().map(tls::Acceptor::new).transpose()?;
     let builtin = if config.builtin_workers {
         builtin::start(tasks, cancel, config.max_message_bytes)
             .await
@@ -119,9 +122,20 @@ async fn run(
         cancel.child_token(),
     ));
 
+    if let (Some(acceptor), Some(settings)) = (&acceptor, &config.tls) {
+        tasks.spawn(
+            acceptor
+                .clone()
+                .reload_on_hangup(settings.clone(), cancel.child_token()),
+        );
+    }
+
     let draining = Arc::clone(&orchestrator);
-    let resolver =
-        tenant::Resolver::new(config.auth_tokens.clone()).audited_by(Arc::clone(&orchestrator));
+    let resolver = match &config.tls {
+        Some(tls) if tls.tenant_from_certificate => tenant::Resolver::from_certificate(),
+        _ => tenant::Resolver::new(config.auth_tokens.clone()),
+    }
+    .audited_by(Arc::clone(&orchestrator));
     let service = OrchestratorServer::new(api::service::OrchestratorService::new(Arc::clone(
         &orchestrator,
     )))
@@ -140,8 +154,23 @@ async fn run(
         (None, None)
     };
 
+    let connections = &config.connections;
+    let incoming = listen::incoming(listener, connections, acceptor, tasks, cancel.child_token());
     tonic::transport::Server::builder()
-        // Outermost: each call runs in a span that continues the caller's
+        .max_concurrent_streams(connections.max_concurrent_streams)
+        .http2_max_header_list_size(connections.max_header_list_bytes)
+        .http2_keepalive_interval(Some(connections.keepalive_interval))
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
+        .initial_stream_window_size(connections.stream_window_bytes)
+        .initial_connection_window_size(connections.connection_window_bytes)
+        // HTTP-level layers, outermost first. First, the call counts as
+        // its connection's activity from its arrival to the end of its
+        // answer, so only a connection without calls is idle.
+        .layer(ActivityLayer)
+        // Then what is not gRPC is refused before anything else runs, and
+        // the request body is given `body_timeout` to arrive.
+        .layer(http::HttpChecksLayer::new(connections.body_timeout))
+        // Each call runs in a span that continues the caller's
         // `traceparent`, so every layer, the handler and the task's spans
         // join the agent's trace.
         .layer(grym_telemetry::ServerTraceLayer)
@@ -163,10 +192,9 @@ async fn run(
             InterceptedService::new(service, move |request| resolver.resolve(request)),
             deadline::interceptor,
         ))
-        // Accepted connections get TCP_NODELAY here: the builder's
-        // `tcp_nodelay` does not reach a listener passed in, and Nagle's
-        // algorithm with delayed ACKs would hold small responses ~40 ms.
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        // grymd's own accept loop (`listen`): bounded connections, TLS
+        // handshakes beside it, idle connections closed.
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             // At once, not after connections close: callers waiting on
             // queued tasks get their cancelled results and let go.

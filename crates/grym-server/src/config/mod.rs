@@ -11,6 +11,7 @@
 //! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
 //! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
 
+mod connections;
 mod worker_tls;
 mod workers;
 
@@ -29,6 +30,7 @@ use grym_core::{
 };
 use serde::Deserialize;
 
+pub use self::connections::{ConnectionSettings, RawTls, TlsSettings};
 pub use self::worker_tls::{RawWorkerTls, WorkerTls};
 pub use self::workers::{RawWorker, WorkerConfig};
 use crate::error::Error;
@@ -95,6 +97,10 @@ pub struct RawConfig {
     pub context: ContextSettings,
     /// Who may call.
     pub auth: RawAuth,
+    /// Bounds on callers' connections.
+    pub connections: ConnectionSettings,
+    /// TLS for callers.
+    pub tls: RawTls,
     /// Chains of task types that stand in for a type no healthy model
     /// serves, over the built-in ones; an empty chain removes one.
     pub recipes: HashMap<String, Vec<String>>,
@@ -123,6 +129,8 @@ impl Default for RawConfig {
             scheduler: SchedulerSettings::default(),
             context: ContextSettings::default(),
             auth: RawAuth::default(),
+            connections: ConnectionSettings::default(),
+            tls: RawTls::default(),
             recipes: HashMap::new(),
             bottlenecks: BottleneckSettings::default(),
             workers: Vec::new(),
@@ -175,6 +183,10 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Bearer token -> tenant; empty when calls need no token.
     pub auth_tokens: HashMap<String, Tenant>,
+    /// Bounds on callers' connections.
+    pub connections: ConnectionSettings,
+    /// TLS for callers; `None` serves plain HTTP/2.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Config {
@@ -219,6 +231,8 @@ impl RawConfig {
         }
         let workers = workers::validate(self.workers)?;
         let worker_tls = self.worker_tls.validate()?;
+        self.connections.validate()?;
+        let tls = self.tls.validate(!self.auth.tokens.is_empty())?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -252,6 +266,8 @@ impl RawConfig {
             worker_tls,
             source: None,
             auth_tokens: self.auth.validate()?,
+            connections: self.connections,
+            tls,
         })
     }
 }

@@ -2,7 +2,16 @@
 //! extension, a core [`Tenant`]. Sessions, cached context and tasks are kept
 //! per tenant.
 //!
-//! With `[auth] tokens` configured, a caller must send
+//! One source names the tenant, chosen by the configuration:
+//! 1. with `tls.tenant_from_certificate`, the identity of the caller's
+//!    verified client certificate (its first DNS or URI subject alternative
+//!    name, else its subject common name); a certificate that names none,
+//!    or none valid as a tenant, is `UNAUTHENTICATED`;
+//! 2. with `[auth] tokens` (which the configuration refuses beside the
+//!    former), the token;
+//! 3. otherwise the declared `grym-tenant` metadata.
+//!
+//! The first two ignore `grym-tenant`. With `[auth] tokens` configured, a caller must send
 //! `authorization: Bearer TOKEN`; the token names its tenant, and a missing
 //! or unknown token is `UNAUTHENTICATED`. Without tokens, grymd trusts the
 //! `grym-tenant` metadata as sent, which suits a trusted network only; a
@@ -14,11 +23,15 @@ use std::sync::Arc;
 use grym_core::{Orchestrator, Tenant};
 use tonic::{Request, Status};
 
+use crate::listen::conn::ConnInfo;
+
 /// Resolves each request's tenant.
 #[derive(Clone, Default)]
 pub(crate) struct Resolver {
     /// Bearer token -> tenant; empty when tokens are not required.
     tokens: Arc<HashMap<String, Tenant>>,
+    /// Whether the client certificate names the tenant.
+    from_certificate: bool,
     /// Where refused credentials are counted.
     audit: Option<Arc<Orchestrator>>,
 }
@@ -28,6 +41,7 @@ impl std::fmt::Debug for Resolver {
         // Never the tokens themselves.
         f.debug_struct("Resolver")
             .field("tokens", &self.tokens.len())
+            .field("from_certificate", &self.from_certificate)
             .finish_non_exhaustive()
     }
 }
@@ -37,6 +51,17 @@ impl Resolver {
     pub(crate) fn new(tokens: HashMap<String, Tenant>) -> Self {
         Self {
             tokens: Arc::new(tokens),
+            from_certificate: false,
+            audit: None,
+        }
+    }
+
+    /// A resolver that takes the tenant from the client certificate's
+    /// identity instead.
+    pub(crate) fn from_certificate() -> Self {
+        Self {
+            tokens: Arc::default(),
+            from_certificate: true,
             audit: None,
         }
     }
@@ -63,7 +88,10 @@ impl Resolver {
 
     /// Records the caller's tenant on the request.
     pub(crate) fn resolve(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let tenant = if self.tokens.is_empty() {
+        let tenant = if self.from_certificate {
+            certified(&request)
+                .map_err(|status| self.refuse(&request, "certificate_identity", status))?
+        } else if self.tokens.is_empty() {
             declared(&request)?
         } else {
             let token = request
@@ -90,6 +118,25 @@ impl Resolver {
         request.extensions_mut().insert(tenant);
         Ok(request)
     }
+}
+
+/// The tenant the caller's verified client certificate names.
+fn certified(request: &Request<()>) -> Result<Tenant, Status> {
+    let identity = request
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|info| info.identity.as_deref())
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "the client certificate names no identity (DNS or URI name, or common name)",
+            )
+        })?;
+    Tenant::new(identity).map_err(|_| {
+        Status::unauthenticated(format!(
+            "the client certificate's identity is not a tenant: 1 to {} visible ASCII characters",
+            Tenant::MAX_LEN
+        ))
+    })
 }
 
 /// The tenant a caller declares in `grym-tenant`, checked.
@@ -163,5 +210,22 @@ mod tests {
                 tonic::Code::Unauthenticated
             );
         }
+    }
+
+    #[test]
+    fn with_certificates_the_identity_names_the_tenant_and_nothing_else_does() {
+        use crate::listen::activity::Activity;
+        let resolver = Resolver::from_certificate();
+        let mut request = with("grym-tenant", "someone-else");
+        request.extensions_mut().insert(ConnInfo {
+            remote: ([127, 0, 0, 1], 4000).into(),
+            local: None,
+            identity: Some("agent.example".into()),
+            activity: Arc::new(Activity::new()),
+        });
+        let request = resolver.resolve(request).unwrap();
+        assert_eq!(of(&request).as_str(), "agent.example");
+        let unnamed = resolver.resolve(with("grym-tenant", "acme")).unwrap_err();
+        assert_eq!(unnamed.code(), tonic::Code::Unauthenticated);
     }
 }
