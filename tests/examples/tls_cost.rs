@@ -188,6 +188,31 @@ async fn main() {
         key_file.display()
     );
 
+    // The same simulator behind TLS, for TLS on both hops.
+    let certs = grym_e2e::certs::Certs::new();
+    let tls_sim = grym_e2e::certs::tls_worker(
+        &certs,
+        &[
+            "sim",
+            "--model-id",
+            "sim",
+            "--kind",
+            "simulated",
+            "--capability",
+            TASK_TYPE,
+            "--latency-ms",
+            "0",
+        ],
+    )
+    .await;
+    let both_config = format!(
+        "builtin_workers = false\n[selection]\nroutes = []\n[[workers]]\nid = \"sim\"\nendpoint = \"https://localhost:{}\"\n[worker_tls]\nca = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        tls_sim.address().port(),
+        certs.ca().display(),
+        cert_file.display(),
+        key_file.display()
+    );
+
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -199,14 +224,13 @@ async fn main() {
     client.alpn_protocols = vec![b"h2".to_vec()];
     let tls = Dial::Tls(tokio_rustls::TlsConnector::from(Arc::new(client)));
 
-    println!(
-        "| caller hop | p50 (µs) | p99 (µs) | calls/s | new connection + first call, p50 (µs) |"
-    );
+    println!("| hops | p50 (µs) | p99 (µs) | calls/s | new connection + first call, p50 (µs) |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     // Each grymd alone, so the two runs do not share the cores.
     for (label, config, dial) in [
         ("plain HTTP/2", &base, Dial::Plain),
-        ("TLS 1.3", &tls_config, tls),
+        ("TLS 1.3", &tls_config, tls.clone()),
+        ("TLS 1.3 on both hops", &both_config, tls),
     ] {
         let grymd = Grymd::start_listening(config).await;
         let figures = measure(&dial, grymd.process().address(), calls, concurrency).await;

@@ -3,9 +3,9 @@
 //! request's body must arrive within `connections.body_timeout`.
 //!
 //! - a method other than `POST` is HTTP 405 (with `allow: POST`);
-//! - a `content-type` that does not begin with `application/grpc` (or
-//!   none) is HTTP 415, so no other HTTP client mistakes a gRPC error,
-//!   which is HTTP 200, for success;
+//! - a `content-type` other than `application/grpc`, optionally followed
+//!   by `+format` or `;parameters` (or none), is HTTP 415, so no other
+//!   HTTP client mistakes a gRPC error, which is HTTP 200, for success;
 //! - a body still incomplete when the timeout passes ends the call
 //!   `DEADLINE_EXCEEDED`; the stream is reset and what had arrived of it
 //!   is released.
@@ -83,6 +83,15 @@ where
     }
 }
 
+/// Whether a `content-type` is gRPC's: `application/grpc`, alone or with
+/// a `+format` or `;parameters` after it (the specification's
+/// `"application/grpc" [("+proto" / "+json" / {custom})]`).
+fn is_grpc(content_type: &[u8]) -> bool {
+    content_type
+        .strip_prefix(b"application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"))
+}
+
 /// The HTTP answer to a request that is not gRPC; `None` for gRPC.
 fn refusal(request: &http::Request<Body>) -> Option<http::Response<Body>> {
     if request.method() != Method::POST {
@@ -94,7 +103,7 @@ fn refusal(request: &http::Request<Body>) -> Option<http::Response<Body>> {
     let grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        .is_some_and(|value| is_grpc(value.as_bytes()));
     if !grpc {
         return Some(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -199,9 +208,17 @@ mod tests {
     fn only_grpc_posts_pass() {
         assert!(refusal(&request(Method::POST, Some("application/grpc"))).is_none());
         assert!(refusal(&request(Method::POST, Some("application/grpc+proto"))).is_none());
+        assert!(
+            refusal(&request(
+                Method::POST,
+                Some("application/grpc;charset=utf-8")
+            ))
+            .is_none()
+        );
         for (method, content_type, status) in [
             (Method::GET, Some("application/grpc"), 405),
             (Method::POST, Some("application/json"), 415),
+            (Method::POST, Some("application/grpcx"), 415),
             (Method::POST, Some("text/plain"), 415),
             (Method::POST, None, 415),
         ] {
