@@ -110,17 +110,7 @@ impl Limits {
 
     /// Refuses `value` when it nests deeper than `max_json_depth`.
     pub(crate) fn check_depth(&self, field: &'static str, value: &Value) -> Result<(), Error> {
-        let depth = json_depth(value);
-        if depth > self.max_json_depth {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "nests {depth} levels deep, over the limit of {}",
-                    self.max_json_depth
-                ),
-            ));
-        }
-        Ok(())
+        self.within_depth(field, json_depth(value))
     }
 
     /// [`check_depth`](Self::check_depth) for an object.
@@ -129,8 +119,10 @@ impl Limits {
         field: &'static str,
         object: &Map<String, Value>,
     ) -> Result<(), Error> {
-        // The object itself is one level.
-        let depth = 1 + object.values().map(json_depth).max().unwrap_or(0);
+        self.within_depth(field, object_depth(object))
+    }
+
+    fn within_depth(&self, field: &'static str, depth: usize) -> Result<(), Error> {
         if depth > self.max_json_depth {
             return Err(Error::invalid(
                 field,
@@ -142,6 +134,11 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// How deep an object nests: one level for itself, and its deepest value.
+pub(crate) fn object_depth(object: &Map<String, Value>) -> usize {
+    1 + object.values().map(json_depth).max().unwrap_or(0)
 }
 
 /// How deep `value` nests, without recursion (a value from a worker is as

@@ -26,7 +26,7 @@ use crate::client::{InferCall, WorkerError};
 use crate::deadline::Deadline;
 use crate::error::FailureKind;
 use crate::ids::ModelId;
-use crate::limits::{Limits, json_depth};
+use crate::limits::{Limits, object_depth};
 use crate::plan::selection::{Candidate, Plan};
 use crate::registry::{CallOutcome, ModelEntry};
 use crate::schedule::queue::QueueKey;
@@ -326,7 +326,7 @@ impl Orchestrator {
         // history, earlier steps' outputs) must still decode at the worker;
         // when it would not, the request is at fault and the model is not
         // called, so nothing is held against it.
-        let depth = 1 + prepared.context.values().map(json_depth).max().unwrap_or(0);
+        let depth = object_depth(&prepared.context);
         if depth > Limits::DECODABLE_JSON_DEPTH {
             let error = WorkerError {
                 kind: FailureKind::InvalidInput,
