@@ -166,7 +166,7 @@ async fn main() {
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
 
-    let sim = worker(&[
+    let sim_args = [
         "sim",
         "--model-id",
         "sim",
@@ -176,12 +176,14 @@ async fn main() {
         TASK_TYPE,
         "--latency-ms",
         "0",
-    ])
-    .await;
-    let base = format!(
-        "builtin_workers = false\n[selection]\nroutes = []\n[[workers]]\nid = \"sim\"\nendpoint = \"{}\"\n",
-        sim.endpoint()
-    );
+    ];
+    let config_for = |endpoint: String| {
+        format!(
+            "builtin_workers = false\n[selection]\nroutes = []\n[[workers]]\nid = \"sim\"\nendpoint = \"{endpoint}\"\n"
+        )
+    };
+    let sim = worker(&sim_args).await;
+    let base = config_for(sim.endpoint());
     let tls_config = format!(
         "{base}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         cert_file.display(),
@@ -190,24 +192,10 @@ async fn main() {
 
     // The same simulator behind TLS, for TLS on both hops.
     let certs = grym_e2e::certs::Certs::new();
-    let tls_sim = grym_e2e::certs::tls_worker(
-        &certs,
-        &[
-            "sim",
-            "--model-id",
-            "sim",
-            "--kind",
-            "simulated",
-            "--capability",
-            TASK_TYPE,
-            "--latency-ms",
-            "0",
-        ],
-    )
-    .await;
+    let tls_sim = grym_e2e::certs::tls_worker(&certs, &sim_args).await;
     let both_config = format!(
-        "builtin_workers = false\n[selection]\nroutes = []\n[[workers]]\nid = \"sim\"\nendpoint = \"https://localhost:{}\"\n[worker_tls]\nca = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        tls_sim.address().port(),
+        "{}[worker_tls]\nca = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        config_for(grym_e2e::certs::https_endpoint(&tls_sim)),
         certs.ca().display(),
         cert_file.display(),
         key_file.display()

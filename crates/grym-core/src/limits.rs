@@ -147,17 +147,18 @@ pub(crate) fn json_depth(value: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(value, 0_usize)];
     while let Some((value, above)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(fields) => Box::new(fields.values()),
-            _ => {
-                deepest = deepest.max(above);
-                continue;
+        let depth = match value {
+            Value::Array(items) => {
+                stack.extend(items.iter().map(|child| (child, above + 1)));
+                above + 1
             }
+            Value::Object(fields) => {
+                stack.extend(fields.values().map(|child| (child, above + 1)));
+                above + 1
+            }
+            _ => above,
         };
-        let depth = above + 1;
         deepest = deepest.max(depth);
-        stack.extend(children.map(|child| (child, depth)));
     }
     deepest
 }

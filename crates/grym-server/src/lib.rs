@@ -15,17 +15,19 @@
 //! - `layers`: what every call passes through before its handler;
 //! - `listen`: accepting callers' connections, bounded in number and time;
 //! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
+//! - `hangup`: the one SIGHUP loop both reloads run in;
 //! - `worker`: the workers' clients, conversions, built-ins and reload.
 //!
 //! The arrows point one way: `lib` uses them all; `worker` -> `api` (for
 //! status code names), `layers` (to bound messages), `config`, `error`;
 //! `api` -> `layers`; `layers` -> `listen` (for what a connection tells);
-//! `listen` -> `tls`, `config`; `tls` -> `config`, `error`; `config` ->
-//! `error`.
+//! `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
+//! `worker` -> `hangup`; `config` -> `error`.
 
 mod api;
 pub mod config;
 mod error;
+mod hangup;
 mod layers;
 mod listen;
 mod tls;

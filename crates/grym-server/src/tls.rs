@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsSettings;
 use crate::error::Error;
+use crate::hangup::Hangups;
 
 /// Takes callers' TLS handshakes with the current certificates.
 #[derive(Clone)]
@@ -63,42 +64,20 @@ impl Acceptor {
         Ok((stream, identity))
     }
 
-    /// Reads the certificates again on every SIGHUP until `cancel`.
+    /// Reads the certificates again on every SIGHUP until `cancel`; a
+    /// file that does not load is logged and leaves the current ones.
     pub(crate) async fn reload_on_hangup(self, settings: TlsSettings, cancel: CancellationToken) {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut hangups = match signal(SignalKind::hangup()) {
-                Ok(hangups) => hangups,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGHUP; TLS certificates will not reload");
-                    return;
+        let mut hangups = Hangups::listen("TLS certificates", cancel);
+        while hangups.next().await {
+            match load(&settings) {
+                Ok(config) => {
+                    self.config.store(config);
+                    tracing::info!(cert = %settings.cert.display(), "SIGHUP: TLS certificates reloaded");
                 }
-            };
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    received = hangups.recv() => {
-                        if received.is_none() {
-                            return;
-                        }
-                        match load(&settings) {
-                            Ok(config) => {
-                                self.config.store(config);
-                                tracing::info!(cert = %settings.cert.display(), "SIGHUP: TLS certificates reloaded");
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "SIGHUP: TLS certificates do not load; keeping the current ones");
-                            }
-                        }
-                    }
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS certificates do not load; keeping the current ones");
                 }
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (self, settings);
-            cancel.cancelled().await;
         }
     }
 }

@@ -325,8 +325,16 @@ impl Orchestrator {
         // What grymd composed around the task's context (a session's
         // history, earlier steps' outputs) must still decode at the worker;
         // when it would not, the request is at fault and the model is not
-        // called, so nothing is held against it.
-        let depth = object_depth(&prepared.context);
+        // called, so nothing is held against it. A context passed as the
+        // task carried it was checked at analysis and needs no second walk.
+        let composed = !job.upstream.is_empty()
+            || task.session_id.is_some()
+            || prepared.cache_hits + prepared.cache_misses > 0;
+        let depth = if composed {
+            object_depth(&prepared.context)
+        } else {
+            0
+        };
         if depth > Limits::DECODABLE_JSON_DEPTH {
             let error = WorkerError {
                 kind: FailureKind::InvalidInput,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::ChannelSettings;
 use super::model_entries;
 use crate::config::{Config, WorkerConfig};
+use crate::hangup::Hangups;
 
 /// Reloads the worker list on every SIGHUP until `cancel` fires.
 pub(crate) async fn on_hangup(
@@ -29,32 +30,9 @@ pub(crate) async fn on_hangup(
     orchestrator: Arc<Orchestrator>,
     cancel: CancellationToken,
 ) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; the worker list will not reload");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                received = hangups.recv() => {
-                    if received.is_none() {
-                        return;
-                    }
-                    reload(&initial, &builtin, &settings, &orchestrator).await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (initial, builtin, settings, orchestrator);
-        cancel.cancelled().await;
+    let mut hangups = Hangups::listen("the worker list", cancel);
+    while hangups.next().await {
+        reload(&initial, &builtin, &settings, &orchestrator).await;
     }
 }
 
