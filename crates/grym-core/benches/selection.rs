@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use grym_core::CallOutcome;
 use grym_core::Policy;
-use grym_core::internals::{CallOutcome, Selector};
+use grym_core::internals::Selector;
 use grym_core::{
     Capability, Health, ModelEntry, ModelId, ModelKind, Registry, SelectionSettings, TaskType,
 };

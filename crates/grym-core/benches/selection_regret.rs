@@ -24,8 +24,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grym_core::CallOutcome;
 use grym_core::Policy;
-use grym_core::internals::{CallOutcome, ScoringSettings, Selector};
+use grym_core::internals::{ScoringSettings, Selector};
 use grym_core::{Health, ModelEntry, ModelId, ModelKind, Registry, SelectionSettings, TaskType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

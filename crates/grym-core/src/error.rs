@@ -255,7 +255,7 @@ impl Error {
 /// what a worker answered. The kind alone decides what happens next: a
 /// failure the request caused ([`blames_request`](Self::blames_request))
 /// is not retried on another model and says nothing of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FailureKind {
     /// The input was refused as malformed.
     InvalidInput,

@@ -42,7 +42,7 @@ fn check_name(value: &str) -> Result<(), NameError> {
 macro_rules! name {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String")]
         pub struct $name(String);
 
@@ -137,7 +137,18 @@ impl TaskId {
 /// Who submitted a task: sessions, cached context and tasks are never shared
 /// between tenants. The anonymous tenant, of callers that name none, is
 /// empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Tenant(String);
 
 impl Tenant {
@@ -193,7 +204,18 @@ impl fmt::Display for Tenant {
 /// The kind of a model, for example `audio-language`; context is shaped per
 /// kind. Free text: workers bring kinds the orchestrator has never seen,
 /// and a kind not yet known is empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct ModelKind(String);
 
 impl ModelKind {
@@ -215,7 +237,19 @@ impl fmt::Display for ModelKind {
 }
 
 /// How urgent a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Priority {
     /// Runs when nothing more urgent waits (but ages).
     Low,

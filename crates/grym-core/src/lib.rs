@@ -22,7 +22,7 @@
 //! implements over gRPC and tests implement with fakes.
 //!
 //! The modules' own `use crate::` arrows point one way, down this list:
-//! `exec` -> `watch` -> `history` -> `schedule` -> `plan` -> `context` ->
+//! `exec` -> `watch` -> `history` -> `store` -> `schedule` -> `plan` -> `context` ->
 //! `registry` -> `client` -> `task` -> `model` -> `limits` -> `deadline` ->
 //! `error` -> `ids`.
 
@@ -38,6 +38,7 @@ mod model;
 mod plan;
 mod registry;
 mod schedule;
+mod store;
 mod task;
 #[cfg(test)]
 mod testing;
@@ -59,8 +60,11 @@ pub use plan::analysis::{Modality, Requirements};
 pub use plan::recipe::Recipes;
 pub use plan::selection::{Route, SelectionSettings};
 pub use plan::view::{CompositePlan, StepPlan};
-pub use registry::{ModelEntry, Registry, Replica, StatsSnapshot, probe};
+pub use registry::{CallOutcome, ModelEntry, Registry, Replica, StatsSnapshot, probe};
 pub use schedule::SchedulerSettings;
+pub use store::{
+    DurabilitySettings, Outcome, Store, StoreError, StoreFuture, StoredSession, TaskKey, TaskRecord,
+};
 pub use task::{
     Attempt, AttemptOutcome, Audio, CandidateScore, CompositeSpec, FailurePolicy, Metrics, Output,
     Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult, StepSpec, StepTask, Strategy,
@@ -79,7 +83,6 @@ pub mod internals {
     pub use crate::context::transform::Transformers;
     pub use crate::plan::scoring::ScoringSettings;
     pub use crate::plan::selection::{Candidate, Plan, Selector};
-    pub use crate::registry::stats::CallOutcome;
     pub use crate::schedule::queue::{PriorityQueue, QueueKey};
     pub use crate::schedule::slots::ModelSlots;
 }

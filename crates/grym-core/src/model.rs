@@ -89,7 +89,7 @@ impl Description {
 }
 
 /// Whether a model's worker is up, by its grpc.health.v1 service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Health {
     /// Not checked yet.

@@ -29,9 +29,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-pub(crate) use self::stats::CallOutcome;
 use self::stats::PerformanceStats;
-pub use self::stats::StatsSnapshot;
+pub use self::stats::{CallOutcome, StatsSnapshot};
 use crate::client::ModelClient;
 use crate::error::SettingError;
 use crate::ids::{ModelId, ModelKind, TaskType};

@@ -23,13 +23,6 @@
 //! Each cell has its own small lock, held for a few arithmetic operations and
 //! never across an await: updating one model's statistics never waits on
 //! another's.
-#![cfg_attr(
-    not(feature = "bench-internals"),
-    expect(
-        unreachable_pub,
-        reason = "public to the benchmarks, through `internals`"
-    )
-)]
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -43,7 +36,7 @@ pub(crate) const LATENCY_WINDOW: usize = 256;
 pub(crate) const IDLE_FADE: f64 = 6.0;
 
 /// How one call ended, for the statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallOutcome {
     /// It answered.
     Success,

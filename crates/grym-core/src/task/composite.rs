@@ -12,7 +12,7 @@ use crate::task::TaskInput;
 pub(crate) const MAX_STEPS: usize = 64;
 
 /// How steps that name no `after` are ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
     /// Each step waits for the one before it.
     Sequential,
@@ -24,7 +24,7 @@ pub enum Strategy {
 }
 
 /// What a failed step does to the rest of the composite.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FailurePolicy {
     /// The first failure cancels the steps running and those not started.
     #[default]
@@ -34,7 +34,7 @@ pub enum FailurePolicy {
 }
 
 /// What one step asks of its model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepTask {
     /// Its task type.
     pub task_type: TaskType,
@@ -66,7 +66,7 @@ impl StepTask {
 }
 
 /// One step as the caller wrote it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepSpec {
     /// Its id.
     pub id: StepId,
@@ -79,7 +79,7 @@ pub struct StepSpec {
 }
 
 /// A composite as the caller wrote it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CompositeSpec {
     /// How steps that name no `after` are ordered.
     pub strategy: Strategy,
@@ -92,7 +92,7 @@ pub struct CompositeSpec {
 }
 
 /// Why and how a recipe stood in for a task type.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecipeUse {
     /// The task type it stands in for.
     pub task_type: TaskType,

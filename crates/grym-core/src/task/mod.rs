@@ -26,7 +26,7 @@ pub use self::result::{
 pub use self::routing::{CandidateScore, Policy, Reason, Routing, ScoreBreakdown};
 
 /// Encoded audio.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Audio {
     /// The encoded bytes, shared rather than copied.
     pub data: Bytes,
@@ -35,7 +35,7 @@ pub struct Audio {
 }
 
 /// The payload of a task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TaskInput {
     /// Plain text.
     Text(String),
@@ -46,7 +46,7 @@ pub enum TaskInput {
 }
 
 /// A unit of work, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// The task's id.
     pub id: TaskId,
@@ -93,7 +93,7 @@ impl Task {
 }
 
 /// What a model produced.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     /// Text output.
     pub text: Option<String>,

@@ -8,7 +8,7 @@ use crate::ids::{ModelId, StepId, TaskId, TaskType, Tenant};
 use crate::task::{Output, RecipeUse, Routing};
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskStatus {
     /// Accepted, waiting for its dependencies or for a model.
     Queued,
@@ -52,7 +52,7 @@ impl TaskStatus {
 }
 
 /// Why a task, or one attempt of it, did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskError {
     /// What kind of failure it was.
     pub kind: FailureKind,
@@ -71,7 +71,7 @@ impl TaskError {
 }
 
 /// The outcome of one call to a model worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AttemptOutcome {
     /// The worker returned an output.
     Succeeded,
@@ -82,7 +82,7 @@ pub enum AttemptOutcome {
 }
 
 /// One call to a model worker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
     /// The model called.
     pub model_id: ModelId,
@@ -97,7 +97,7 @@ pub struct Attempt {
 }
 
 /// The outcome of one step of a composite.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepResult {
     /// The step.
     pub step: StepId,
@@ -124,7 +124,7 @@ pub struct StepResult {
 }
 
 /// How the orchestrator ran a task.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// From arrival to result.
     pub total_latency: Duration,
@@ -154,7 +154,7 @@ impl Metrics {
 }
 
 /// The final outcome of an accepted task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskResult {
     /// The task's id.
     pub task_id: TaskId,

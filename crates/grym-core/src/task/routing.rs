@@ -8,7 +8,7 @@ use crate::ids::{ModelId, TaskType};
 use crate::model::Health;
 
 /// How candidates are ranked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// By the score of the original formula.
@@ -19,7 +19,7 @@ pub enum Policy {
 }
 
 /// Why the first candidate was chosen.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     /// A pinned route sends the task type to it.
     Route,
@@ -47,7 +47,7 @@ impl Reason {
 }
 
 /// A candidate's score and every part of it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoreBreakdown {
     /// Declared confidence.
     pub confidence: f64,
@@ -79,7 +79,7 @@ impl ScoreBreakdown {
 }
 
 /// One candidate of a routing decision, as the caller sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CandidateScore {
     /// The model.
     pub model_id: ModelId,
@@ -95,7 +95,7 @@ pub struct CandidateScore {
 
 /// The routing decision of a task: every candidate with its score, the
 /// choice and why, and the fallbacks taken.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Routing {
     /// The task type routed.
     pub task_type: TaskType,
