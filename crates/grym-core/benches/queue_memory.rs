@@ -57,7 +57,7 @@ fn main() {
                 task_type.clone(),
                 TaskInput::Text("a short prompt of a few dozen bytes".to_owned()),
             );
-            handles.push(orchestrator.submit(task, Deadline::NONE, None).unwrap_or_else(|e| panic!("{e}")));
+            handles.push(orchestrator.submit(task, Deadline::NONE, None).await.unwrap_or_else(|e| panic!("{e}")));
         }
         // Let every task reach the model's queue.
         while orchestrator.queued() > TASKS - 1 || handles.len() < TASKS {

@@ -27,6 +27,10 @@ pub struct InferCall {
     pub context: Map<String, Value>,
     /// When the call must have ended; the client passes it on to the worker.
     pub deadline: Instant,
+    /// Which run of the task the call belongs to, from 1: a task runs again
+    /// when the replica that ran it stopped first. With the task id, an
+    /// idempotency key for the worker.
+    pub attempt: u32,
 }
 
 /// A failed worker call. The client that made it names the kind, from

@@ -87,6 +87,12 @@ pub enum Error {
     /// The orchestrator is shutting down.
     #[error("grymd is shutting down; submit to another instance")]
     ShuttingDown,
+    /// The task store could not record the task, so it was not accepted.
+    #[error("the task store is unavailable, so the task was not accepted; retry later ({reason})")]
+    StoreUnavailable {
+        /// What the store said, safe to show (no credentials).
+        reason: String,
+    },
     /// Models declare the task type, but every one of them is down.
     #[error(
         "no healthy model serves task type `{task_type}` now (not serving: {})",
@@ -197,9 +203,10 @@ impl Error {
             }
             Self::TaskNotFound { .. } | Self::SessionNotFound { .. } => ErrorKind::NotFound,
             Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
-            Self::NoHealthyModel { .. } | Self::Undescribed { .. } | Self::ShuttingDown => {
-                ErrorKind::Unavailable
-            }
+            Self::NoHealthyModel { .. }
+            | Self::Undescribed { .. }
+            | Self::ShuttingDown
+            | Self::StoreUnavailable { .. } => ErrorKind::Unavailable,
             Self::InStep { error, .. } => error.kind(),
         }
     }
@@ -210,6 +217,7 @@ impl Error {
             Self::QueueFull { .. } => "queue_full",
             Self::Overloaded(_) => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::StoreUnavailable { .. } => "store_unavailable",
             Self::NoModelForTaskType { .. } => "no_model",
             Self::NoHealthyModel { .. } | Self::Undescribed { .. } => "no_healthy_model",
             Self::AlreadyExists { .. } => "already_exists",

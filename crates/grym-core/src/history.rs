@@ -11,6 +11,7 @@
 //! same id in two tenants is two tasks, and no tenant learns or blocks
 //! another's ids.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,18 +28,51 @@ use crate::task::TaskResult;
 pub(crate) struct LiveTask {
     /// Fires to cancel it.
     pub(crate) cancel: CancellationToken,
+    /// Whether it is written to the store.
+    pub(crate) durable: bool,
+    /// How many times it has been started, on any replica, this start
+    /// included once it started.
+    runs: AtomicU32,
+    /// Set when this replica lets it go unfinished (at shutdown): its end
+    /// here is not its final result, another run will give that.
+    left: AtomicBool,
     snapshot: Mutex<TaskResult>,
     done: watch::Sender<Option<Arc<TaskResult>>>,
 }
 
 impl LiveTask {
-    /// A task as it stands when accepted.
-    pub(crate) fn new(snapshot: TaskResult) -> Self {
+    /// A task as it stands when accepted (`runs` 0) or claimed again, and
+    /// whether it is written to the store.
+    pub(crate) fn new(snapshot: TaskResult, durable: bool, runs: u32) -> Self {
         Self {
             cancel: CancellationToken::new(),
+            durable,
+            runs: AtomicU32::new(runs),
+            left: AtomicBool::new(false),
             snapshot: Mutex::new(snapshot),
             done: watch::Sender::new(None),
         }
+    }
+
+    /// Counts one more start; the new count.
+    pub(crate) fn start_run(&self) -> u32 {
+        self.runs.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// How many times it has been started.
+    pub(crate) fn runs(&self) -> u32 {
+        self.runs.load(Ordering::Acquire)
+    }
+
+    /// Lets it go unfinished and cancels it here.
+    pub(crate) fn leave(&self) {
+        self.left.store(true, Ordering::Release);
+        self.cancel.cancel();
+    }
+
+    /// Whether this replica let it go unfinished.
+    pub(crate) fn is_left(&self) -> bool {
+        self.left.load(Ordering::Acquire)
     }
 
     /// Where it stands now.
@@ -161,6 +195,18 @@ impl TaskStore {
         result
     }
 
+    /// Forgets a live task that was never accepted after all (the store
+    /// refused it); whoever waits for it sees it end without a result.
+    pub(crate) fn forget(&self, tenant: &Tenant, id: &TaskId) {
+        self.live.remove(&key(tenant, id));
+    }
+
+    /// Keeps a result read back from the store, for the tasks that wait
+    /// for it.
+    pub(crate) fn keep(&self, tenant: &Tenant, id: &TaskId, result: TaskResult) {
+        self.finished.insert(key(tenant, id), Arc::new(result));
+    }
+
     pub(crate) fn live_tasks(&self) -> Vec<Arc<LiveTask>> {
         self.live
             .iter()
@@ -226,7 +272,7 @@ mod tests {
         let live = |tenant: &Tenant| {
             let mut snapshot = result(&id);
             snapshot.tenant = tenant.clone();
-            Arc::new(LiveTask::new(snapshot))
+            Arc::new(LiveTask::new(snapshot, false, 0))
         };
         store.insert(&a, &id, live(&a)).unwrap();
         assert!(store.contains(&a, &id));

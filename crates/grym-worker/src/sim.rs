@@ -226,6 +226,7 @@ mod tests {
                 kind: Some(pb::input::Kind::Text(text.into())),
             }),
             parameters: None,
+            attempt: 1,
             context: Some(grym_proto::json::json_to_struct(Map::from_iter([(
                 "topic".to_owned(),
                 json!("birdsong"),

@@ -1,7 +1,9 @@
 //! Steps 1 to 3 at submission: a task is analysed, its dependencies
 //! checked, planned and admitted, or refused at once with an [`Error`].
-//! Once accepted it is live in the history and runs in a tokio task of its
-//! own, whose life [`lifecycle`](super::lifecycle) follows.
+//! Once accepted it is live in the history, written to the store when it is
+//! durable (and refused after all if the store cannot take it), and runs in
+//! a tokio task of its own, whose life [`lifecycle`](super::lifecycle)
+//! follows. A task claimed again from the store enters the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,49 +24,109 @@ use crate::plan::{Planned, analysis};
 use crate::schedule::deps;
 use crate::task::{Task, TaskEvent, TaskResult, TaskStatus};
 
+/// How a task enters: new from a caller, or claimed again from the store.
+pub(super) enum Entry {
+    /// Submitted now; written to the store first when `durable`.
+    New {
+        /// Whether it is written to the store.
+        durable: bool,
+    },
+    /// Accepted before, by this replica or another, and claimed again:
+    /// nothing refuses it for being too much, and it keeps its deadline and
+    /// what it had done.
+    Resumed {
+        /// Where it stood when last written.
+        snapshot: Box<TaskResult>,
+        /// How many times it was started before.
+        runs: u32,
+    },
+}
+
 impl Orchestrator {
     /// Accepts a task and returns at once; the task runs on its own. Refused
     /// at once when it cannot be accepted. `deadline` is the caller's; the
-    /// task's own `timeout` counts from now, and the earlier wins.
-    pub fn submit(
+    /// task's own `timeout` counts from now, and the earlier wins. With a
+    /// store, the task is written before this returns.
+    pub async fn submit(
         self: &Arc<Self>,
         task: Task,
         deadline: Deadline,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskHandle, Error> {
-        // The root of the task's trace: analysis and planning here, the
-        // rest in the task it spawns.
-        let span = tracing::info_span!(
-            "task",
-            task.id = %task.id,
-            task.r#type = %task.task_type,
-            task.priority = task.priority.as_str(),
-            task.composite = task.composite.is_some(),
-            task.status = tracing::field::Empty,
-            task.fallback = tracing::field::Empty,
-            task.rejected = tracing::field::Empty,
-            grym.model = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            error.r#type = tracing::field::Empty,
-        );
-        let accepted = span.in_scope(|| self.accept(task, deadline, events, &span));
-        if let Err(error) = &accepted {
-            self.instruments.rejected(error);
-            span.record("task.rejected", error.label());
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", error.label());
-        }
-        accepted
+        self.enter(task, deadline, events, true).await
     }
 
-    /// What `submit` does, inside the task's span.
+    /// Accepts a task, written to the store first when it is `submitted`
+    /// (or with `durable_execute`), and starts its life.
+    pub(super) async fn enter(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+        submitted: bool,
+    ) -> Result<TaskHandle, Error> {
+        let span = task_span(&task);
+        let store = self.store_for(submitted);
+        let entry = Entry::New {
+            durable: store.is_some(),
+        };
+        let accepted = async {
+            if let Some(session) = &task.session_id {
+                self.load_session(&task.tenant, session).await?;
+            }
+            let accepted = span.in_scope(|| self.accept(task, deadline, events, entry))?;
+            if let Some(store) = store
+                && let Err(error) = self.write_accepted(store.as_ref(), &accepted).await
+            {
+                // Never accepted after all: whatever began to wait for it
+                // sees it end without a result.
+                self.history
+                    .forget(&accepted.task.tenant, &accepted.task.id);
+                return Err(error);
+            }
+            Ok(accepted)
+        }
+        .await;
+        match accepted {
+            Ok(accepted) => Ok(self.launch(accepted, &span)),
+            Err(error) => {
+                self.instruments.rejected(&error);
+                span.record("task.rejected", error.label());
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.label());
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes up a task claimed from the store again, in a span of its own;
+    /// refused (the caller then ends it) when it can no longer be planned.
+    pub(super) fn take_up(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        snapshot: TaskResult,
+        runs: u32,
+    ) -> Result<(), Error> {
+        let span = task_span(&task);
+        let entry = Entry::Resumed {
+            snapshot: Box::new(snapshot),
+            runs,
+        };
+        let accepted = span.in_scope(|| self.accept(task, deadline, None, entry))?;
+        self.launch(accepted, &span);
+        Ok(())
+    }
+
+    /// Steps 1 to 3, inside the task's span: analysis, dependencies, plan,
+    /// admission; the task is then live in the history.
     fn accept(
         self: &Arc<Self>,
         mut task: Task,
         deadline: Deadline,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
-        span: &tracing::Span,
-    ) -> Result<TaskHandle, Error> {
+        entry: Entry,
+    ) -> Result<Accepted, Error> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
@@ -75,8 +137,13 @@ impl Orchestrator {
             self.history.contains(&task.tenant, id)
         })?;
         let plan = self.plan_in_span(&mut task, arrived)?;
-        let deadline = deadline.earliest(Deadline::after_timeout(arrived, task.timeout));
-        let queued = self.admit(&task, &plan, deadline)?;
+        let (deadline, queued) = match &entry {
+            Entry::New { .. } => {
+                let deadline = deadline.earliest(Deadline::after_timeout(arrived, task.timeout));
+                (deadline, self.admit(&task, &plan, deadline)?)
+            }
+            Entry::Resumed { .. } => (deadline, self.scheduler.readmit()),
+        };
 
         // Resolve each dependency now, so a result evicted later is not lost.
         let dependencies: Vec<Dependency> = task
@@ -92,24 +159,41 @@ impl Orchestrator {
                 (dep.clone(), receiver)
             })
             .collect();
-        let live = Arc::new(LiveTask::new(TaskResult {
-            task_id: task.id.clone(),
-            status: TaskStatus::Queued,
-            model_id: None,
-            output: None,
-            error: None,
-            metrics: Default::default(),
-            routing: plan.routing(&task.task_type),
-            queued_at: SystemTime::now(),
-            started_at: None,
-            finished_at: None,
-            tenant: task.tenant.clone(),
-            steps: Vec::new(),
-            recipe: match &plan {
-                Planned::Composite(run) => run.recipe.clone(),
-                Planned::Single(_) => None,
-            },
-        }));
+        let routing = plan.routing(&task.task_type);
+        let recipe = match &plan {
+            Planned::Composite(run) => run.recipe.clone(),
+            Planned::Single(_) => None,
+        };
+        let live = Arc::new(match entry {
+            Entry::New { durable } => LiveTask::new(
+                TaskResult {
+                    task_id: task.id.clone(),
+                    status: TaskStatus::Queued,
+                    model_id: None,
+                    output: None,
+                    error: None,
+                    metrics: Default::default(),
+                    routing,
+                    queued_at: SystemTime::now(),
+                    started_at: None,
+                    finished_at: None,
+                    tenant: task.tenant.clone(),
+                    steps: Vec::new(),
+                    recipe,
+                },
+                durable,
+                0,
+            ),
+            Entry::Resumed { snapshot, runs } => {
+                // What it had done stays (attempts, a composite's ended
+                // steps); it is queued again, on a fresh plan.
+                let mut snapshot = *snapshot;
+                snapshot.status = TaskStatus::Queued;
+                snapshot.routing = routing;
+                snapshot.recipe = recipe;
+                LiveTask::new(snapshot, true, runs)
+            }
+        });
         if self
             .history
             .insert(&task.tenant, &task.id, Arc::clone(&live))
@@ -120,13 +204,15 @@ impl Orchestrator {
             });
         }
         // Shutdown may have begun since the check above, after its sweep of
-        // the live tasks: this one is then cancelled like the others.
+        // the live tasks: this one then goes like the others.
         if self.closing.load(Ordering::SeqCst) {
-            live.cancel.cancel();
+            if live.durable {
+                live.leave();
+            } else {
+                live.cancel.cancel();
+            }
         }
-        emit(events.as_ref(), || TaskEvent::Queued);
-        let handle = TaskHandle::of(task.id.clone(), &live);
-        let accepted = Accepted {
+        Ok(Accepted {
             task,
             live,
             dependencies,
@@ -135,13 +221,19 @@ impl Orchestrator {
             arrived,
             events,
             queued,
-        };
+        })
+    }
+
+    /// Starts an accepted task's life in a tokio task of its own.
+    fn launch(self: &Arc<Self>, accepted: Accepted, span: &tracing::Span) -> TaskHandle {
+        emit(accepted.events.as_ref(), || TaskEvent::Queued);
+        let handle = TaskHandle::of(accepted.task.id.clone(), &accepted.live);
         self.tasks.spawn(
             Arc::clone(self)
                 .lifecycle(accepted)
                 .instrument(span.clone()),
         );
-        Ok(handle)
+        handle
     }
 
     /// Plans `task` in a `plan` span that records the choice.
@@ -177,4 +269,22 @@ impl Orchestrator {
         }
         Ok(plan)
     }
+}
+
+/// The root of a task's trace: analysis and planning in it, the rest in the
+/// task it spawns.
+fn task_span(task: &Task) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        task.id = %task.id,
+        task.r#type = %task.task_type,
+        task.priority = task.priority.as_str(),
+        task.composite = task.composite.is_some(),
+        task.status = tracing::field::Empty,
+        task.fallback = tracing::field::Empty,
+        task.rejected = tracing::field::Empty,
+        grym.model = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.r#type = tracing::field::Empty,
+    )
 }

@@ -139,6 +139,7 @@ impl Orchestrator {
                             outcome,
                             latency,
                         );
+                        self.share(model.id(), &job.task.task_type, outcome, latency);
                     },
                 );
             }
@@ -164,7 +165,7 @@ impl Orchestrator {
                     if let Some(session) =
                         job.task.session_id.as_ref().filter(|_| job.step.is_none())
                     {
-                        self.context.record(
+                        self.keep_in_session(
                             &job.task.tenant,
                             session,
                             model.description().kind.clone(),
@@ -355,6 +356,7 @@ impl Orchestrator {
             parameters: task.parameters.clone(),
             context: prepared.context,
             deadline: call_deadline,
+            attempt: job.live.runs().max(1),
         };
         let _in_flight = replica.start_call();
         // The call's own time, without the context's preparation: what the

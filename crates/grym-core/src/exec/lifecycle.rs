@@ -64,7 +64,16 @@ impl Orchestrator {
         let progress = self.progress(job, accepted.dependencies, accepted.plan, accepted.queued);
         let ending = tokio::select! {
             biased;
-            () = cancel.cancelled() => Ending::cancelled(),
+            () = cancel.cancelled() => if live.is_left() {
+                Ending::failed(
+                    TaskStatus::Cancelled,
+                    FailureKind::Unavailable,
+                    "grymd stopped before the task ended; the task stays accepted and runs again \
+                     after a restart or on another replica",
+                )
+            } else {
+                Ending::cancelled()
+            },
             ending = AssertUnwindSafe(progress).catch_unwind() => ending.unwrap_or_else(|_| {
                 // A panic below (a model client's, say) must not leave the
                 // task without its result.
@@ -108,6 +117,7 @@ impl Orchestrator {
             tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, code = (self.failure_names)(error.kind), reason = %error.message, "task did not succeed");
         }
         self.record_end(task, &result, composite.as_deref().map(|run| &run.graph));
+        self.write_final(task, live, &result).await;
         let result = self.history.finish(&task.tenant, &task.id, result);
         emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
     }
@@ -193,7 +203,7 @@ impl Orchestrator {
             Err(ending) => return ending,
         };
         drop(queued);
-        job.started();
+        self.start(job).await;
         // Boxed: a task waiting in a queue holds only the small future of its
         // waiting state, not the larger one of running calls.
         Box::pin(self.run(job, &plan, key, slot)).await

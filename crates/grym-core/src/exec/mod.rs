@@ -24,6 +24,7 @@
 mod accept;
 mod attempt;
 mod composite;
+mod durable;
 mod handle;
 mod job;
 mod lifecycle;
@@ -33,7 +34,7 @@ mod slot;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -58,6 +59,7 @@ use crate::plan::view::CompositePlan;
 use crate::plan::{Planned, Planner};
 use crate::registry::Registry;
 use crate::schedule::{Scheduler, SchedulerSettings};
+use crate::store::{DurabilitySettings, Outcome, Store, TaskKey};
 use crate::task::{Routing, Task, TaskEvent, TaskResult};
 use crate::watch::detector::{BottleneckSettings, Finding};
 use crate::watch::instruments::Instruments;
@@ -80,6 +82,8 @@ pub struct OrchestratorSettings {
     pub bottlenecks: BottleneckSettings,
     /// What one request may carry.
     pub limits: Limits,
+    /// How accepted work is kept, when there is a store.
+    pub durability: DurabilitySettings,
     /// Whether metrics are recorded: off when they go nowhere, so requests
     /// do not pay for them.
     pub metrics: bool,
@@ -95,6 +99,7 @@ impl Default for OrchestratorSettings {
             recipes: Recipes::with_defaults(),
             bottlenecks: BottleneckSettings::default(),
             limits: Limits::default(),
+            durability: DurabilitySettings::default(),
             metrics: true,
         }
     }
@@ -119,6 +124,18 @@ pub struct Orchestrator {
     closing: AtomicBool,
     /// How failures are named in metrics, spans and logs.
     failure_names: fn(FailureKind) -> &'static str,
+    /// Where accepted work is written, if anywhere.
+    store: Option<Arc<dyn Store>>,
+    durability: DurabilitySettings,
+    /// Whether the store answered its last operation.
+    store_serving: AtomicBool,
+    /// Worker calls' outcomes not yet published to the other replicas.
+    outcomes: Mutex<Vec<Outcome>>,
+    /// Tasks this replica let go unfinished at shutdown, to release.
+    left: Mutex<Vec<TaskKey>>,
+    /// Fires when shutdown begins: writes still retried give up, the task
+    /// they are for runs again after the restart.
+    stopping: CancellationToken,
 }
 
 impl Orchestrator {
@@ -145,7 +162,23 @@ impl Orchestrator {
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
             failure_names: FailureKind::as_str,
+            store: None,
+            durability: settings.durability,
+            store_serving: AtomicBool::new(true),
+            outcomes: Mutex::new(Vec::new()),
+            left: Mutex::new(Vec::new()),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Writes accepted work to `store`: every submitted task, and with
+    /// `durable_execute` every task; sessions too. Call
+    /// [`recover`](Self::recover) next, then keep
+    /// [`tend_store`](Self::tend_store) running.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Names failures in metrics, spans and logs as `names` says: the
@@ -188,37 +221,59 @@ impl Orchestrator {
     }
 
     /// Runs a task to its end, within `deadline` (the caller's). Dropping
-    /// the returned future cancels the task.
+    /// the returned future cancels the task. Written to the store only with
+    /// `durable_execute`: its caller is connected and sees a failure if
+    /// grymd stops.
     pub async fn execute(
         self: &Arc<Self>,
         task: Task,
         deadline: Deadline,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskResult, Error> {
-        let handle = self.submit(task, deadline, events)?;
+        let handle = self.enter(task, deadline, events, false).await?;
         let cancel_on_drop = handle.cancellation().drop_guard();
         let result = handle.result().await;
         cancel_on_drop.disarm();
         Ok(Arc::unwrap_or_clone(result))
     }
 
-    /// Where a task of `tenant` stands: live, or finished and still kept.
-    /// Another tenant's task is not found.
-    pub fn get(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
-        self.history
-            .get(tenant, id)
+    /// Accepts a task that its caller follows (`StreamTask`) and returns at
+    /// once. Written to the store only with `durable_execute`, as
+    /// [`execute`](Self::execute).
+    pub async fn stream(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        events: mpsc::UnboundedSender<TaskEvent>,
+    ) -> Result<TaskHandle, Error> {
+        self.enter(task, deadline, Some(events), false).await
+    }
+
+    /// Where a task of `tenant` stands: live here, finished and still kept
+    /// here, or as the store has it (accepted by another replica, or before
+    /// a restart). Another tenant's task is not found.
+    pub async fn get(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
+        if let Some(result) = self.history.get(tenant, id) {
+            return Ok(result);
+        }
+        self.stored(tenant, id)
+            .await?
             .ok_or_else(|| Error::TaskNotFound { id: id.clone() })
     }
 
     /// Cancels a live task and waits until it has ended; a finished task is
-    /// left as it is. Either way, its final result.
+    /// left as it is. Either way, its final result. A task another replica
+    /// runs is cancelled there, at its next renewal.
     pub async fn cancel(&self, id: &TaskId, tenant: &Tenant) -> Result<TaskResult, Error> {
         if let Some(live) = self.history.live(tenant, id) {
             let handle = TaskHandle::of(id.clone(), &live);
             live.cancel.cancel();
             return Ok(Arc::unwrap_or_clone(handle.result().await));
         }
-        self.get(id, tenant)
+        if let Some(result) = self.history.get(tenant, id) {
+            return Ok(result);
+        }
+        self.cancel_elsewhere(tenant, id).await
     }
 
     /// Tasks and steps accepted and not yet running.
@@ -270,19 +325,28 @@ impl Orchestrator {
     }
 
     /// Begins shutdown: refuses new tasks and cancels every live one (each
-    /// still ends with its result).
+    /// still ends with its result). A task written to the store is let go
+    /// instead: it ends here, but not in the store, where the next start
+    /// or another replica takes it up.
     pub fn begin_shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
         for live in self.history.live_tasks() {
-            live.cancel.cancel();
+            if live.durable {
+                live.leave();
+            } else {
+                live.cancel.cancel();
+            }
         }
     }
 
-    /// Shuts down and waits until every task has ended.
+    /// Shuts down and waits until every task has ended; then hands the
+    /// tasks it let go back to the store.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
         self.tasks.close();
         self.tasks.wait().await;
+        self.release_left().await;
     }
 }
 

@@ -222,7 +222,7 @@ mod tests {
         let mut refused = Vec::new();
         // The k-th waits k * 100 ms and runs 100 ms: ten fit in 1,050 ms.
         for _ in 0..12 {
-            match orchestrator.submit(task(), deadline, None) {
+            match orchestrator.submit(task(), deadline, None).await {
                 Ok(handle) => handles.push(handle),
                 Err(error) => refused.push(error),
             }
@@ -251,7 +251,7 @@ mod tests {
         let mut admitted = 0;
         let mut refusal = None;
         for _ in 0..8 {
-            match orchestrator.submit(task(), Deadline::NONE, None) {
+            match orchestrator.submit(task(), Deadline::NONE, None).await {
                 Ok(_) => admitted += 1,
                 Err(error) => refusal = Some(error),
             }
@@ -263,7 +263,12 @@ mod tests {
         assert!(error.to_string().contains("max_queue_wait"), "{error}");
         // Once the queue drains, a task is admitted again.
         tokio::time::sleep(1_000 * MS).await;
-        assert!(orchestrator.submit(task(), Deadline::NONE, None).is_ok());
+        assert!(
+            orchestrator
+                .submit(task(), Deadline::NONE, None)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -274,7 +279,11 @@ mod tests {
             ..SchedulerSettings::default()
         };
         let orchestrator = testing::orchestrator(&[&model], settings);
-        while orchestrator.submit(task(), Deadline::NONE, None).is_ok() {}
+        while orchestrator
+            .submit(task(), Deadline::NONE, None)
+            .await
+            .is_ok()
+        {}
         let mut urgent = task();
         urgent.priority = crate::ids::Priority::High;
         let result = orchestrator.execute(urgent, Deadline::NONE, None).await;
@@ -291,9 +300,13 @@ mod tests {
             .estimate(10 * MS);
         model.behave(Behaviour::Answer(100 * MS));
         let orchestrator = testing::orchestrator(&[&model], SchedulerSettings::default());
-        let first = orchestrator.submit(task(), Deadline::NONE, None).unwrap();
+        let first = orchestrator
+            .submit(task(), Deadline::NONE, None)
+            .await
+            .unwrap();
         let doomed = orchestrator
             .submit(task(), Deadline::after(Instant::now(), 150 * MS), None)
+            .await
             .unwrap();
         assert_eq!(first.result().await.status, TaskStatus::Succeeded);
         let result = doomed.result().await;
@@ -322,9 +335,13 @@ mod tests {
         let fast = FakeModel::serving("fast", "transcription", 0.5).estimate(10 * MS);
         fast.behave(Behaviour::Answer(10 * MS));
         let orchestrator = testing::orchestrator(&[&slow, &fast], SchedulerSettings::default());
-        let first = orchestrator.submit(task(), Deadline::NONE, None).unwrap();
+        let first = orchestrator
+            .submit(task(), Deadline::NONE, None)
+            .await
+            .unwrap();
         let second = orchestrator
             .submit(task(), Deadline::after(Instant::now(), 150 * MS), None)
+            .await
             .unwrap();
         assert_eq!(
             first.result().await.model_id.as_ref().unwrap().as_str(),

@@ -295,7 +295,7 @@ async fn a_failing_model_loses_first_place_at_one_task_a_second() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_running_task_frees_its_replica_and_its_slot() {
     let (model, orchestrator) = one_at_a_time(Duration::from_secs(60));
-    submit(&orchestrator, "long");
+    submit(&orchestrator, "long").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let registry = orchestrator.registry();
     let entry = registry.models().next().unwrap();
@@ -375,9 +375,10 @@ fn one_at_a_time(answer: Duration) -> (FakeModel, Arc<Orchestrator>) {
 }
 
 /// Submits a transcription task with this id.
-fn submit(orchestrator: &Arc<Orchestrator>, id: &str) -> TaskHandle {
+async fn submit(orchestrator: &Arc<Orchestrator>, id: &str) -> TaskHandle {
     orchestrator
         .submit(with_id("transcription", id), Deadline::NONE, None)
+        .await
         .unwrap()
 }
 
@@ -415,6 +416,7 @@ async fn high_priority_tasks_overtake_queued_low_ones() {
                     Deadline::NONE,
                     None,
                 )
+                .await
                 .unwrap(),
         );
     }
@@ -426,6 +428,7 @@ async fn high_priority_tasks_overtake_queued_low_ones() {
                     Deadline::NONE,
                     None,
                 )
+                .await
                 .unwrap(),
         );
     }
@@ -444,17 +447,19 @@ async fn high_priority_tasks_overtake_queued_low_ones() {
 #[tokio::test(start_paused = true)]
 async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
     let (model, orchestrator) = one_at_a_time(Duration::from_millis(100));
-    let blockers: Vec<_> = (0..3)
-        .map(|i| {
+    let mut blockers = Vec::new();
+    for i in 0..3 {
+        blockers.push(
             orchestrator
                 .submit(
                     with_id("transcription", &format!("b{i}")),
                     Deadline::NONE,
                     None,
                 )
-                .unwrap()
-        })
-        .collect();
+                .await
+                .unwrap(),
+        );
+    }
     let hurried = Task {
         timeout: Some(Duration::from_millis(50)),
         ..with_id("transcription", "hurried")
@@ -462,6 +467,7 @@ async fn a_task_whose_deadline_passes_in_the_queue_never_reaches_the_model() {
     let submitted = Instant::now();
     let result = orchestrator
         .submit(hurried, Deadline::NONE, None)
+        .await
         .unwrap()
         .result()
         .await;
@@ -489,11 +495,14 @@ async fn a_full_queue_refuses_at_once_and_every_admitted_task_finishes() {
     let mut admitted = Vec::new();
     let mut refused = 0;
     for i in 0..20 {
-        match orchestrator.submit(
-            with_id("transcription", &format!("t{i}")),
-            Deadline::NONE,
-            None,
-        ) {
+        match orchestrator
+            .submit(
+                with_id("transcription", &format!("t{i}")),
+                Deadline::NONE,
+                None,
+            )
+            .await
+        {
             Ok(handle) => admitted.push(handle),
             Err(error) => {
                 assert_eq!(error.kind(), ErrorKind::CapacityExhausted);
@@ -514,12 +523,12 @@ async fn a_dependent_task_starts_after_its_dependency_ends() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
     let orchestrator = orchestrator(&[&model]);
-    let a = submit(&orchestrator, "a");
+    let a = submit(&orchestrator, "a").await;
     let b = Task {
         depends_on: vec![TaskId::new("a").unwrap()],
         ..with_id("transcription", "b")
     };
-    let b = orchestrator.submit(b, Deadline::NONE, None).unwrap();
+    let b = orchestrator.submit(b, Deadline::NONE, None).await.unwrap();
     let a = a.result().await;
     let b = b.result().await;
     assert_eq!(b.status, TaskStatus::Succeeded);
@@ -535,13 +544,14 @@ async fn a_failed_dependency_ends_the_dependent_without_running_it() {
         "bad",
     )));
     let orchestrator = orchestrator(&[&model]);
-    submit(&orchestrator, "a");
+    submit(&orchestrator, "a").await;
     let b = Task {
         depends_on: vec![TaskId::new("a").unwrap()],
         ..with_id("transcription", "b")
     };
     let b = orchestrator
         .submit(b, Deadline::NONE, None)
+        .await
         .unwrap()
         .result()
         .await;
@@ -560,6 +570,7 @@ async fn unknown_dependencies_and_cycles_are_refused_at_submission() {
     };
     let error = orchestrator
         .submit(unknown, Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidRequest);
     assert!(error.to_string().contains("ghost") && error.to_string().contains("task.depends_on"));
@@ -570,6 +581,7 @@ async fn unknown_dependencies_and_cycles_are_refused_at_submission() {
     };
     let error = orchestrator
         .submit(itself, Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert!(error.to_string().contains("cycle"), "{error}");
 }
@@ -587,9 +599,13 @@ async fn another_tenants_tasks_cannot_be_seen_cancelled_or_depended_on() {
         .await
         .unwrap();
     let id = TaskId::new("secret").unwrap();
-    assert!(orchestrator.get(&id, &tenant("acme")).is_ok());
+    assert!(orchestrator.get(&id, &tenant("acme")).await.is_ok());
     assert_eq!(
-        orchestrator.get(&id, &tenant("globex")).unwrap_err().kind(),
+        orchestrator
+            .get(&id, &tenant("globex"))
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
     assert_eq!(
@@ -608,6 +624,7 @@ async fn another_tenants_tasks_cannot_be_seen_cancelled_or_depended_on() {
     assert_eq!(
         orchestrator
             .submit(theirs, Deadline::NONE, None)
+            .await
             .unwrap_err()
             .kind(),
         ErrorKind::InvalidRequest
@@ -626,7 +643,7 @@ async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
         depends_on: vec![TaskId::new("a").unwrap()],
         ..with_id("transcription", "x")
     };
-    orchestrator.submit(x, Deadline::NONE, None).unwrap();
+    orchestrator.submit(x, Deadline::NONE, None).await.unwrap();
     // `x` waits for the finished `a`; a new `a` waiting for `x` is no cycle.
     let again = Task {
         depends_on: vec![TaskId::new("x").unwrap()],
@@ -634,6 +651,7 @@ async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
     };
     let result = orchestrator
         .submit(again, Deadline::NONE, None)
+        .await
         .unwrap()
         .result()
         .await;
@@ -645,15 +663,17 @@ async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
     let orchestrator = orchestrator(&[&model]);
-    let first = submit(&orchestrator, "same");
+    let first = submit(&orchestrator, "same").await;
     let error = orchestrator
         .submit(with_id("transcription", "same"), Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::AlreadyExists);
     first.result().await;
     assert!(
         orchestrator
             .submit(with_id("transcription", "same"), Deadline::NONE, None)
+            .await
             .is_ok()
     );
 }
@@ -661,13 +681,14 @@ async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after
 #[tokio::test(start_paused = true)]
 async fn get_task_follows_a_task_from_queued_to_final() {
     let (_model, orchestrator) = one_at_a_time(Duration::from_millis(100));
-    let running = submit(&orchestrator, "r");
-    let waiting = submit(&orchestrator, "w");
+    let running = submit(&orchestrator, "r").await;
+    let waiting = submit(&orchestrator, "w").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let id = |s: &str| TaskId::new(s).unwrap();
     assert_eq!(
         orchestrator
             .get(&id("r"), &Tenant::anonymous())
+            .await
             .unwrap()
             .status,
         TaskStatus::Running
@@ -675,13 +696,17 @@ async fn get_task_follows_a_task_from_queued_to_final() {
     assert_eq!(
         orchestrator
             .get(&id("w"), &Tenant::anonymous())
+            .await
             .unwrap()
             .status,
         TaskStatus::Queued
     );
     running.result().await;
     let done = waiting.result().await;
-    let kept = orchestrator.get(&id("w"), &Tenant::anonymous()).unwrap();
+    let kept = orchestrator
+        .get(&id("w"), &Tenant::anonymous())
+        .await
+        .unwrap();
     assert_eq!(kept.status, TaskStatus::Succeeded);
     assert!(
         kept.metrics.queue_wait >= Duration::from_millis(90),
@@ -692,6 +717,7 @@ async fn get_task_follows_a_task_from_queued_to_final() {
     assert_eq!(
         orchestrator
             .get(&id("nobody"), &Tenant::anonymous())
+            .await
             .unwrap_err()
             .kind(),
         ErrorKind::NotFound
@@ -701,8 +727,8 @@ async fn get_task_follows_a_task_from_queued_to_final() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_ends_a_queued_task_unrun_and_aborts_a_running_one() {
     let (model, orchestrator) = one_at_a_time(Duration::from_secs(60));
-    let _running = submit(&orchestrator, "r");
-    let _queued = submit(&orchestrator, "q");
+    let _running = submit(&orchestrator, "r").await;
+    let _queued = submit(&orchestrator, "q").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let queued = orchestrator
@@ -729,6 +755,7 @@ async fn dropping_an_execute_call_cancels_its_task() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let result = orchestrator
         .get(&TaskId::new("dropped").unwrap(), &Tenant::anonymous())
+        .await
         .unwrap();
     assert_eq!(result.status, TaskStatus::Cancelled);
 }
@@ -736,14 +763,15 @@ async fn dropping_an_execute_call_cancels_its_task() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_waiting_tasks_and_refuses_new_ones() {
     let (_model, orchestrator) = one_at_a_time(Duration::from_secs(3600));
-    let running = submit(&orchestrator, "r");
-    let waiting = submit(&orchestrator, "w");
+    let running = submit(&orchestrator, "r").await;
+    let waiting = submit(&orchestrator, "w").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     orchestrator.begin_shutdown();
     assert_eq!(running.result().await.status, TaskStatus::Cancelled);
     assert_eq!(waiting.result().await.status, TaskStatus::Cancelled);
     let refused = orchestrator
         .submit(task("transcription"), Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Unavailable);
     orchestrator.shutdown().await;
@@ -812,6 +840,7 @@ async fn a_busy_model_does_not_hold_up_tasks_for_another() {
                 Deadline::NONE,
                 None,
             )
+            .await
             .unwrap();
     }
     let started = Instant::now();

@@ -181,6 +181,16 @@ impl Scheduler {
             .map_err(|_| Error::QueueFull { max_queue })
     }
 
+    /// Admits a task accepted before (claimed again after a restart or from
+    /// another replica): it was promised a result, so no bound refuses it.
+    pub(crate) fn readmit(&self) -> Queued {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        Queued {
+            count: Arc::clone(&self.queued),
+            _pending: None,
+        }
+    }
+
     /// [`admit`](Self::admit) for a task that will wait for `model`'s slot,
     /// refused at once with [`Error::Overloaded`] when the work ahead of it
     /// there is too long (see the module's note on shedding). Nothing is
@@ -220,6 +230,16 @@ impl Scheduler {
         let mut queued = self.admit()?;
         queued._pending = Some(slots.reserve(ask.priority, has_deadline));
         Ok(queued)
+    }
+
+    /// How many more tasks the queue takes before it is full.
+    pub(crate) fn room(&self) -> usize {
+        self.settings.max_queue.saturating_sub(self.queued())
+    }
+
+    /// The scheduler's settings.
+    pub(crate) fn settings(&self) -> &SchedulerSettings {
+        &self.settings
     }
 
     /// Tasks and steps admitted and not yet running.

@@ -34,6 +34,7 @@ pub(crate) fn infer_request(call: InferCall) -> wire::InferRequest {
         input: Some(wire::Input { kind: Some(kind) }),
         parameters: Some(json_to_struct(call.parameters)),
         context: Some(json_to_struct(call.context)),
+        attempt: call.attempt,
     }
 }
 

@@ -48,7 +48,7 @@ impl Orchestrator {
         // The composite runs from here; each step counts as queued while it
         // waits for its model.
         drop(queued);
-        job.started();
+        self.start(job).await;
 
         let graph = &run.graph;
         let ahead = graph.paths_ahead(&run.estimates);
@@ -58,12 +58,21 @@ impl Orchestrator {
             Value::Null
         };
         let mut progress = Progress::new(graph);
+        // Steps that ended in an earlier run, before a restart, are not run
+        // again: they end now as they ended then.
+        let mut resumed = Vec::new();
+        job.live
+            .update(|snapshot| resumed = std::mem::take(&mut snapshot.steps));
         let mut running = FuturesUnordered::new();
         loop {
             while let Some(i) = progress.ready.pop_front() {
                 let node = &graph.nodes[i];
                 let handoffs = handoffs_for(node, &progress.ended);
-                if let Some(result) = progress.verdict(node, &input) {
+                let earlier = resumed
+                    .iter()
+                    .position(|step: &StepResult| step.step == node.spec.id)
+                    .map(|at| resumed.swap_remove(at));
+                if let Some(result) = earlier.or_else(|| progress.verdict(node, &input)) {
                     // A skipped step hands on what it would have received.
                     let passed_on = if result.status == TaskStatus::Skipped {
                         handoffs
@@ -104,6 +113,7 @@ impl Orchestrator {
                 break;
             };
             progress.end(i, ended, job);
+            self.checkpoint(job);
         }
         let ending = progress.ending();
         // The session keeps the composite's one output, not its steps'.
@@ -116,7 +126,7 @@ impl Orchestrator {
                 .get(model)
                 .map(|entry| entry.description().kind.clone())
                 .unwrap_or_default();
-            self.context.record(
+            self.keep_in_session(
                 &task.tenant,
                 session,
                 kind,

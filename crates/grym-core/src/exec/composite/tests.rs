@@ -364,7 +364,10 @@ async fn an_invalid_condition_or_an_unserved_step_is_refused_at_submission() {
             ),
         ],
     );
-    let error = orchestrator.submit(bad, Deadline::NONE, None).unwrap_err();
+    let error = orchestrator
+        .submit(bad, Deadline::NONE, None)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidRequest);
     assert!(error.to_string().contains("step `second`"), "{error}");
 
@@ -378,6 +381,7 @@ async fn an_invalid_condition_or_an_unserved_step_is_refused_at_submission() {
     );
     let error = orchestrator
         .submit(unserved, Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert!(error.to_string().starts_with("step `x`"), "{error}");
     assert!(model.calls().is_empty());
@@ -538,6 +542,7 @@ async fn a_huge_step_timeout_is_no_bound_and_step_context_is_checked() {
         crate::testing::object(json!({"steps": {"x": 1}}));
     let error = orchestrator
         .submit(reserved, Deadline::NONE, None)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidRequest);
     assert!(error.to_string().starts_with("step `a`"), "{error}");
