@@ -132,6 +132,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// password).
     fn location(&self) -> String;
 
+    /// Whether other replicas may share it (and so learn from this one's
+    /// outcomes): false for a store one process holds alone.
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// Records an accepted task, held by this replica. `Ok(false)` when its
     /// tenant has an unfinished task of that id (on any replica); a
     /// finished one of that id is replaced.

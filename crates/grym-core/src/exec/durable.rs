@@ -32,6 +32,10 @@ use crate::task::{Task, TaskError, TaskResult, TaskStatus};
 /// The most tasks taken up from the store in one claim.
 const CLAIM_BATCH: usize = 512;
 
+/// The most call outcomes one replica publishes per renewal; beyond, the
+/// others learn from the first ones.
+const MAX_SHARED_OUTCOMES: usize = 1024;
+
 /// How often final results past their retention are deleted from the store.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -39,7 +43,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a replica looks whether a task cancelled through it, and run
-/// by another, has ended.
+/// by another, has ended; and how often a watched task is looked at.
 const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 impl Orchestrator {
@@ -193,6 +197,37 @@ impl Orchestrator {
         }
     }
 
+    /// Where a task stands now, then each time that changes (its status, an
+    /// attempt, a step), up to its final result; wherever it runs. The
+    /// first item is `TaskNotFound` when the task is unknown.
+    pub fn watch_task(
+        self: &Arc<Self>,
+        tenant: Tenant,
+        id: TaskId,
+    ) -> impl futures::Stream<Item = Result<TaskResult, Error>> + Send + 'static {
+        let state = (Arc::clone(self), None::<(TaskStatus, usize, usize)>, false);
+        futures::stream::unfold(state, move |(orchestrator, mut seen, ended)| {
+            let (tenant, id) = (tenant.clone(), id.clone());
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let now = match orchestrator.get(&id, &tenant).await {
+                        Ok(now) => now,
+                        Err(error) => return Some((Err(error), (orchestrator, seen, true))),
+                    };
+                    let mark = (now.status, now.metrics.attempts.len(), now.steps.len());
+                    if seen.replace(mark) != Some(mark) || now.status.is_final() {
+                        let ended = now.status.is_final();
+                        return Some((Ok(now), (orchestrator, seen, ended)));
+                    }
+                    tokio::time::sleep(CANCEL_POLL).await;
+                }
+            }
+        })
+    }
+
     /// Notes a worker call's outcome for the other replicas' statistics.
     pub(super) fn share(
         &self,
@@ -201,13 +236,17 @@ impl Orchestrator {
         outcome: CallOutcome,
         latency: Duration,
     ) {
-        if self.store.is_some() {
-            lock(&self.outcomes).push(Outcome {
-                model: model.clone(),
-                task_type: task_type.clone(),
-                outcome,
-                latency,
-            });
+        if self.store.as_ref().is_some_and(|store| store.shared()) {
+            let mut outcomes = lock(&self.outcomes);
+            // A sample of the busiest second is enough to learn from.
+            if outcomes.len() < MAX_SHARED_OUTCOMES {
+                outcomes.push(Outcome {
+                    model: model.clone(),
+                    task_type: task_type.clone(),
+                    outcome,
+                    latency,
+                });
+            }
         }
     }
 
@@ -260,7 +299,9 @@ impl Orchestrator {
                     live.cancel.cancel();
                 }
             }
-            self.exchange_outcomes(store.as_ref(), &mut cursor).await;
+            if store.shared() {
+                self.exchange_outcomes(store.as_ref(), &mut cursor).await;
+            }
             if !self.closing.load(Ordering::SeqCst) {
                 self.take_over(store.as_ref()).await;
             }
