@@ -168,9 +168,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// were accepted, and holds them for this replica.
     fn claim(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>>;
 
-    /// Renews the lease on every unfinished task this replica holds. The
-    /// keys of those among them whose cancellation was asked.
+    /// Renews the lease on every unfinished task this replica holds, and
+    /// this replica's own presence. The keys of those tasks whose
+    /// cancellation was asked.
     fn renew(&self) -> StoreFuture<'_, Vec<TaskKey>>;
+
+    /// How many replicas renewed their presence within a lease, this one
+    /// included: they share each model's concurrency limit.
+    fn replicas(&self) -> StoreFuture<'_, u32> {
+        Box::pin(async { Ok(1) })
+    }
 
     /// Lets go of unfinished tasks this replica will not finish (it is
     /// shutting down), so another replica, or the next start, claims them

@@ -276,8 +276,9 @@ impl Orchestrator {
     }
 
     /// Until `cancel` fires: renews this replica's leases, cancels what was
-    /// cancelled through other replicas, takes over the tasks of replicas
-    /// that stopped, shares call outcomes both ways and prunes old results.
+    /// cancelled through other replicas, counts the replicas that share the
+    /// models, takes over the tasks of replicas that stopped, shares call
+    /// outcomes both ways and prunes old results.
     pub async fn tend_store(self: Arc<Self>, cancel: CancellationToken) {
         let Some(store) = self.store.clone() else {
             return;
@@ -300,6 +301,10 @@ impl Orchestrator {
                 }
             }
             if store.shared() {
+                match store.replicas().await {
+                    Ok(replicas) => self.scheduler.set_replicas(replicas),
+                    Err(error) => tracing::debug!(%error, "the replicas were not counted"),
+                }
                 self.exchange_outcomes(store.as_ref(), &mut cursor).await;
             }
             if !self.closing.load(Ordering::SeqCst) {

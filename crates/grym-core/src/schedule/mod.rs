@@ -28,7 +28,7 @@ pub(crate) mod queue;
 pub(crate) mod slots;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -154,6 +154,9 @@ pub(crate) struct Scheduler {
     /// The next arrival number.
     seq: AtomicU64,
     slots: DashMap<ModelId, Arc<ModelSlots>>,
+    /// The grymd replicas sharing the models: each takes its share of a
+    /// model's concurrency limit.
+    replicas: AtomicU32,
 }
 
 impl Scheduler {
@@ -163,7 +166,13 @@ impl Scheduler {
             queued: Arc::new(AtomicUsize::new(0)),
             seq: AtomicU64::new(0),
             slots: DashMap::new(),
+            replicas: AtomicU32::new(1),
         }
+    }
+
+    /// Sets how many replicas share the models (at least one).
+    pub(crate) fn set_replicas(&self, replicas: u32) {
+        self.replicas.store(replicas.max(1), Ordering::Release);
     }
 
     /// Counts a task or a step as queued, or refuses it when `max_queue`
@@ -293,8 +302,11 @@ impl Scheduler {
         )
     }
 
-    /// Calls a model takes at once: what it declares per replica (the most
-    /// of its capabilities) times its replicas, or the configured default.
+    /// Calls a model takes at once from this grymd: what it declares per
+    /// worker replica (the most of its capabilities) times its worker
+    /// replicas, or the configured default; split evenly among the grymd
+    /// replicas that share it (rounded down, at least one each), so the
+    /// limit holds for all of them together.
     pub(crate) fn concurrency_limit(&self, model: &ModelEntry) -> u32 {
         let declared = model
             .description()
@@ -302,11 +314,12 @@ impl Scheduler {
             .iter()
             .filter_map(|c| c.max_concurrency)
             .max();
-        match declared {
+        let limit = match declared {
             Some(per_replica) => per_replica
                 .saturating_mul(u32::try_from(model.replicas().len()).unwrap_or(u32::MAX)),
             None => self.settings.default_model_concurrency,
-        }
+        };
+        (limit / self.replicas.load(Ordering::Acquire)).max(1)
     }
 
     /// Calls running on `model` and calls waiting for it.
