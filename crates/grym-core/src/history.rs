@@ -20,8 +20,9 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::FailureKind;
 use crate::ids::{TaskId, Tenant};
-use crate::task::TaskResult;
+use crate::task::{TaskError, TaskResult, TaskStatus};
 
 /// A task that has not ended.
 #[derive(Debug)]
@@ -196,9 +197,24 @@ impl TaskStore {
     }
 
     /// Forgets a live task that was never accepted after all (the store
-    /// refused it); whoever waits for it sees it end without a result.
-    pub(crate) fn forget(&self, tenant: &Tenant, id: &TaskId) {
+    /// refused it, for `why`); whoever waits for it sees it end failed, and
+    /// no lookup finds it.
+    pub(crate) fn refuse(
+        &self,
+        tenant: &Tenant,
+        id: &TaskId,
+        task: &LiveTask,
+        why: &dyn std::fmt::Display,
+    ) {
+        let mut result = task.snapshot();
+        result.status = TaskStatus::Failed;
+        result.error = Some(TaskError::new(
+            FailureKind::Unavailable,
+            format!("the task was not accepted: {why}"),
+        ));
+        result.finished_at = Some(std::time::SystemTime::now());
         self.live.remove(&key(tenant, id));
+        task.done.send_replace(Some(Arc::new(result)));
     }
 
     /// Keeps a result read back from the store, for the tasks that wait

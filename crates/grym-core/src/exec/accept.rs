@@ -70,30 +70,56 @@ impl Orchestrator {
         let entry = Entry::New {
             durable: store.is_some(),
         };
-        let accepted = async {
+        let entered = async {
             if let Some(session) = &task.session_id {
                 self.load_session(&task.tenant, session).await?;
             }
             let accepted = span.in_scope(|| self.accept(task, deadline, events, entry))?;
-            if let Some(store) = store
-                && let Err(error) = self.write_accepted(store.as_ref(), &accepted).await
-            {
-                // Never accepted after all: whatever began to wait for it
-                // sees it end without a result.
-                self.history
-                    .forget(&accepted.task.tenant, &accepted.task.id);
-                return Err(error);
-            }
-            Ok(accepted)
+            let Some(store) = store else {
+                return Ok(self.launch(accepted, &span));
+            };
+            // Once the write has begun, the submission completes in a task
+            // of its own, whether or not its caller still waits: a task
+            // committed is always run, one refused is always forgotten.
+            let (this, span) = (Arc::clone(self), span.clone());
+            self.tasks
+                .spawn(async move { this.commit(store.as_ref(), accepted, &span).await })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::StoreUnavailable {
+                        reason: "the write of the task did not finish".into(),
+                    })
+                })
         }
         .await;
-        match accepted {
-            Ok(accepted) => Ok(self.launch(accepted, &span)),
+        if let Err(error) = &entered {
+            self.instruments.rejected(error);
+            span.record("task.rejected", error.label());
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error.label());
+        }
+        entered
+    }
+
+    /// Writes an accepted task to the store, then starts its life; or, when
+    /// the store refuses it, ends it as never accepted.
+    async fn commit(
+        self: &Arc<Self>,
+        store: &dyn crate::store::Store,
+        mut accepted: Accepted,
+        span: &tracing::Span,
+    ) -> Result<TaskHandle, Error> {
+        match self.write_accepted(store, &mut accepted).await {
+            Ok(()) => Ok(self.launch(accepted, span)),
             Err(error) => {
-                self.instruments.rejected(&error);
-                span.record("task.rejected", error.label());
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", error.label());
+                // Whatever began to wait for it (a dependent, a cancel)
+                // sees it end, refused.
+                self.history.refuse(
+                    &accepted.task.tenant,
+                    &accepted.task.id,
+                    &accepted.live,
+                    &error,
+                );
                 Err(error)
             }
         }
@@ -136,6 +162,9 @@ impl Orchestrator {
         deps::check(&task.id, &task.depends_on, |id| {
             self.history.contains(&task.tenant, id)
         })?;
+        // The store keeps the task as the caller gave it: planning takes a
+        // composite's steps out of it.
+        let record = matches!(entry, Entry::New { durable: true }).then(|| task.clone());
         let plan = self.plan_in_span(&mut task, arrived)?;
         let (deadline, queued) = match &entry {
             Entry::New { .. } => {
@@ -214,6 +243,7 @@ impl Orchestrator {
         }
         Ok(Accepted {
             task,
+            record,
             live,
             dependencies,
             plan,

@@ -82,10 +82,14 @@ impl Orchestrator {
     pub(super) async fn write_accepted(
         &self,
         store: &dyn Store,
-        accepted: &Accepted,
+        accepted: &mut Accepted,
     ) -> Result<(), Error> {
+        let task = accepted
+            .record
+            .take()
+            .unwrap_or_else(|| accepted.task.clone());
         let record = TaskRecord {
-            task: accepted.task.clone(),
+            task,
             deadline: wall_clock(accepted.deadline),
             snapshot: accepted.live.snapshot(),
             runs: 0,
@@ -116,19 +120,20 @@ impl Orchestrator {
         }
     }
 
-    /// Writes where a composite stands after one of its steps ended, without
-    /// holding the composite back.
-    pub(super) fn checkpoint(&self, job: Job<'_>) {
-        let Some(store) = self.store.clone().filter(|_| job.live.durable) else {
+    /// Writes where a composite stands after one of its steps ended, before
+    /// the composite goes on: its writes stay in order, the last one being
+    /// its final result.
+    pub(super) async fn checkpoint(&self, job: Job<'_>) {
+        let Some(store) = self.store.as_ref().filter(|_| job.live.durable) else {
             return;
         };
         let key = TaskKey::new(&job.task.tenant, &job.task.id);
-        let (snapshot, runs) = (job.live.snapshot(), job.live.runs());
-        self.tasks.spawn(async move {
-            if let Err(error) = store.update(&key, &snapshot, runs).await {
-                tracing::warn!(task.id = %key.id, %error, "a composite's progress was not written");
-            }
-        });
+        let written = store
+            .update(&key, &job.live.snapshot(), job.live.runs())
+            .await;
+        if let Err(error) = self.store_answered(written) {
+            tracing::warn!(task.id = %key.id, %error, "a composite's progress was not written");
+        }
     }
 
     /// Writes a durable task's final result; a task this replica let go is
@@ -262,15 +267,20 @@ impl Orchestrator {
         let mut seen = HashSet::new();
         loop {
             let claimed = self.store_answered(store.claim(CLAIM_BATCH).await)?;
-            let fresh: Vec<TaskRecord> = claimed
+            let (fresh, again): (Vec<TaskRecord>, Vec<TaskRecord>) = claimed
                 .into_iter()
-                .filter(|record| seen.insert(record.key()))
-                .collect();
+                .partition(|record| seen.insert(record.key()));
+            if !again.is_empty() {
+                let keys: Vec<TaskKey> = again.iter().map(TaskRecord::key).collect();
+                if let Err(error) = store.release(&keys).await {
+                    tracing::warn!(%error, "tasks that wait were not released");
+                }
+            }
             if fresh.is_empty() {
                 return Ok(seen.len());
             }
             for record in fresh {
-                self.resume(store.as_ref(), record).await;
+                self.resume(&store, record).await;
             }
         }
     }
@@ -308,7 +318,7 @@ impl Orchestrator {
                 self.exchange_outcomes(store.as_ref(), &mut cursor).await;
             }
             if !self.closing.load(Ordering::SeqCst) {
-                self.take_over(store.as_ref()).await;
+                self.take_over(&store).await;
             }
             if pruned.elapsed() >= PRUNE_EVERY {
                 pruned = Instant::now();
@@ -326,7 +336,7 @@ impl Orchestrator {
 
     /// Claims tasks whose replica stopped renewing its lease, as many as
     /// the queue has room for.
-    async fn take_over(self: &Arc<Self>, store: &dyn Store) {
+    async fn take_over(self: &Arc<Self>, store: &Arc<dyn Store>) {
         let room = self.scheduler.room().min(CLAIM_BATCH);
         if room == 0 {
             return;
@@ -386,7 +396,7 @@ impl Orchestrator {
     /// Takes up one task claimed from the store: ended at once when it ran
     /// out of runs or of time, or can no longer be planned; queued again
     /// otherwise.
-    async fn resume(self: &Arc<Self>, store: &dyn Store, record: TaskRecord) {
+    async fn resume(self: &Arc<Self>, store: &Arc<dyn Store>, record: TaskRecord) {
         let key = record.key();
         if self.history.live(&key.tenant, &key.id).is_some() {
             return;
@@ -438,13 +448,18 @@ impl Orchestrator {
             tracing::warn!(task.id = %key.id, %error, "the task's session was not read back");
         }
         // The tasks it waits for may have ended before the restart: their
-        // results are read back for it.
+        // results are read back for it. One that has not ended, and is not
+        // here, is still to be taken up: this task waits for it.
         for dep in &task.depends_on {
-            if !self.history.contains(&key.tenant, dep)
-                && let Ok(Some(result)) = store.get(&TaskKey::new(&key.tenant, dep)).await
-                && result.status.is_final()
-            {
-                self.history.keep(&key.tenant, dep, result);
+            if self.history.contains(&key.tenant, dep) {
+                continue;
+            }
+            match store.get(&TaskKey::new(&key.tenant, dep)).await {
+                Ok(Some(result)) if result.status.is_final() => {
+                    self.history.keep(&key.tenant, dep, result);
+                }
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return self.release_one(store.as_ref(), &key).await,
             }
         }
         if let Err(error) = self.take_up(task, deadline, snapshot.clone(), runs) {
@@ -454,10 +469,7 @@ impl Orchestrator {
                 // replica is stopping. Another claim takes it up later.
                 Error::Undescribed { .. } | Error::NoHealthyModel { .. } | Error::ShuttingDown => {
                     tracing::debug!(task.id = %key.id, %error, "a task taken from the store waits");
-                    if let Err(error) = store.release(std::slice::from_ref(&key)).await {
-                        tracing::warn!(task.id = %key.id, %error, "a task was not released");
-                    }
-                    return;
+                    return self.release_one(store.as_ref(), &key).await;
                 }
                 _ => {}
             }
@@ -478,10 +490,17 @@ impl Orchestrator {
         }
     }
 
+    /// Lets a claimed task go again, for a later claim to take up.
+    async fn release_one(&self, store: &dyn Store, key: &TaskKey) {
+        if let Err(error) = store.release(std::slice::from_ref(key)).await {
+            tracing::warn!(task.id = %key.id, %error, "a task was not released");
+        }
+    }
+
     /// Ends a task taken from the store without running it again.
     async fn end_unrun(
         &self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         key: &TaskKey,
         mut result: TaskResult,
         status: TaskStatus,
@@ -494,7 +513,14 @@ impl Orchestrator {
         result.output = None;
         result.finished_at = Some(SystemTime::now());
         if let Err(error) = self.store_answered(store.finish(key, &result).await) {
-            tracing::warn!(task.id = %key.id, %error, "the task's result was not written");
+            tracing::warn!(task.id = %key.id, %error, "the task's result was not written; trying again");
+            let stopping = self.stopping.clone();
+            self.tasks.spawn(retry_final(
+                Arc::clone(store),
+                key.clone(),
+                result.clone(),
+                stopping,
+            ));
         }
         self.history.keep(&key.tenant, &key.id, result);
     }

@@ -31,6 +31,8 @@ pub(crate) type Dependency = (TaskId, watch::Receiver<Option<Arc<TaskResult>>>);
 /// What `submit` hands to the task it spawns.
 pub(crate) struct Accepted {
     pub(crate) task: Task,
+    /// The task as the store is to keep it, until it is written.
+    pub(crate) record: Option<Task>,
     pub(crate) live: Arc<LiveTask>,
     pub(crate) dependencies: Vec<Dependency>,
     pub(crate) plan: Planned,

@@ -36,10 +36,23 @@ impl Orchestrator {
             .limits()
             .check_object_depth("context", &context)?;
         self.load_session(tenant, id).await?;
+        let before = self.context.session(tenant, id).ok();
         let snapshot = self.context.put_session(tenant, id, context, replace)?;
         if let Some(store) = &self.store {
             let written = store.put_session(tenant, id, &snapshot.context).await;
-            self.store_answered(written).map_err(unavailable)?;
+            if let Err(error) = self.store_answered(written) {
+                // Refused: the session stays as the store has it.
+                match before {
+                    Some(before) => {
+                        let context = (*before.context).clone();
+                        let _ = self.context.put_session(tenant, id, context, true);
+                    }
+                    None => {
+                        let _ = self.context.delete_session(tenant, id);
+                    }
+                }
+                return Err(unavailable(error));
+            }
         }
         Ok(snapshot)
     }

@@ -72,7 +72,12 @@ impl Orchestrator {
                     .iter()
                     .position(|step: &StepResult| step.step == node.spec.id)
                     .map(|at| resumed.swap_remove(at));
-                if let Some(result) = earlier.or_else(|| progress.verdict(node, &input)) {
+                if let Some(result) = earlier {
+                    let passed_on = self.handed_on(task, node, &result, handoffs);
+                    progress.end(i, Ended { result, passed_on }, job);
+                    continue;
+                }
+                if let Some(result) = progress.verdict(node, &input) {
                     // A skipped step hands on what it would have received.
                     let passed_on = if result.status == TaskStatus::Skipped {
                         handoffs
@@ -113,7 +118,7 @@ impl Orchestrator {
                 break;
             };
             progress.end(i, ended, job);
-            self.checkpoint(job);
+            self.checkpoint(job).await;
         }
         let ending = progress.ending();
         // The session keeps the composite's one output, not its steps'.
@@ -134,6 +139,36 @@ impl Orchestrator {
             );
         }
         ending
+    }
+
+    /// What a step that ended in an earlier run hands on to the steps after
+    /// it, as it did then: its output as context, or, skipped, what it
+    /// would have received.
+    fn handed_on(
+        &self,
+        task: &Task,
+        node: &Node,
+        result: &StepResult,
+        handoffs: Vec<Arc<Upstream>>,
+    ) -> Vec<Arc<Upstream>> {
+        match (result.status, &result.output, &result.model_id) {
+            (TaskStatus::Skipped, _, _) => handoffs,
+            (TaskStatus::Succeeded, Some(output), Some(model)) => {
+                let kind = self
+                    .registry
+                    .load()
+                    .get(model)
+                    .map(|entry| entry.description().kind.clone())
+                    .unwrap_or_default();
+                let step = step_task(task, node, TaskInput::Text(String::new()));
+                vec![Arc::new(Upstream::new(
+                    node.spec.id.to_string(),
+                    kind,
+                    session_entry(&step, model, output),
+                ))]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// One step: admitted, planned now, queued at the composite's priority,
