@@ -13,7 +13,7 @@ use grym_core::{
 };
 use serde_json::{Map, Value};
 
-use crate::backend::{Backend, Key, NewTask, Write};
+use crate::backend::{Backend, Key, NewTask, SessionRows, Write};
 use crate::codec::{self, Accepted, AcceptedRef};
 use crate::error::Fault;
 use crate::lock::FileLock;
@@ -70,6 +70,21 @@ async fn bounded<T>(
         Ok(result) => result.map_err(StoreError::from),
         Err(_) => Err(Fault::TimedOut(what).into()),
     }
+}
+
+fn decode_session(rows: SessionRows) -> Result<StoredSession, Fault> {
+    let context = codec::decode("a session's context", &rows.context)?;
+    let entries = rows
+        .entries
+        .into_iter()
+        .map(|(kind, entry)| {
+            Ok((
+                ModelKind::new(kind),
+                codec::decode("a session's entry", &entry)?,
+            ))
+        })
+        .collect::<Result<_, Fault>>()?;
+    Ok(StoredSession { context, entries })
 }
 
 fn key_of(key: &TaskKey) -> Key {
@@ -256,21 +271,7 @@ impl<B: Backend> Store for SqlStore<B> {
             let Some(rows) = bounded("reading a session", self.backend.session(&key)).await? else {
                 return Ok(None);
             };
-            let decoded = (|| {
-                let context = codec::decode("a session's context", &rows.context)?;
-                let entries = rows
-                    .entries
-                    .into_iter()
-                    .map(|(kind, entry)| {
-                        Ok((
-                            ModelKind::new(kind),
-                            codec::decode("a session's entry", &entry)?,
-                        ))
-                    })
-                    .collect::<Result<_, Fault>>()?;
-                Ok::<_, Fault>(StoredSession { context, entries })
-            })();
-            decoded.map(Some).map_err(StoreError::from)
+            decode_session(rows).map(Some).map_err(StoreError::from)
         })
     }
 
