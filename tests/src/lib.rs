@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod otlp;
+pub mod postgres;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
