@@ -25,6 +25,11 @@ RUN groupadd --system --gid 10001 grym \
     && useradd --system --uid 10001 --gid grym --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin grym
 COPY --from=build /out/grymd /out/grym-worker /usr/local/bin/
+# grymd keeps accepted work here (its SQLite store); mount a volume on it,
+# or point GRYM_STORE_URL at PostgreSQL.
+RUN mkdir -p /var/lib/grym && chown grym:grym /var/lib/grym
+ENV GRYM_STORE_URL=sqlite:///var/lib/grym/grym.db
+VOLUME /var/lib/grym
 USER grym:grym
 # The orchestrator's gRPC port; workers listen where `--listen` says.
 EXPOSE 50051

@@ -44,7 +44,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The `grymd` binary, built once per test process.
-fn grymd_binary() -> &'static Path {
+pub fn grymd_binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| build("grym-server", "grymd"))
 }
@@ -120,6 +120,9 @@ pub struct Process {
     child: Child,
     address: SocketAddr,
     log: tempfile::NamedTempFile,
+    /// Its own `XDG_DATA_HOME`: grymd's default store lands there, one per
+    /// process, unless the test names a store.
+    _data: tempfile::TempDir,
 }
 
 impl Process {
@@ -132,6 +135,7 @@ impl Process {
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let log = tempfile::NamedTempFile::new()?;
+        let data = tempfile::tempdir()?;
         let mut command = Command::new(program);
         for (key, _) in std::env::vars() {
             if key.starts_with("OTEL_") {
@@ -143,6 +147,8 @@ impl Process {
             .env("RUST_LOG", "info,grym_worker::sdk=debug")
             .env_remove("GRYM_CONFIG")
             .env_remove("GRYM_LISTEN")
+            .env_remove("GRYM_STORE_URL")
+            .env("XDG_DATA_HOME", data.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -168,6 +174,7 @@ impl Process {
             child,
             address,
             log,
+            _data: data,
         })
     }
 
@@ -281,6 +288,37 @@ impl Grymd {
         &self.process
     }
 
+    /// Kills it with SIGKILL, as a crash or a lost host would, and waits
+    /// until it is gone.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Sends it SIGTERM and waits (bounded) until it has exited.
+    pub async fn terminate(&mut self) {
+        if let Some(pid) = self.process.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(START_TIMEOUT, self.process.child.wait()).await;
+    }
+
+    /// What its `grpc.health.v1` check answers for `service` now.
+    pub async fn health(&self, service: &str) -> anyhow::Result<i32> {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = Channel::from_shared(self.process.endpoint())?
+            .connect()
+            .await?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?;
+        Ok(response.into_inner().status)
+    }
+
     /// `host:port`, as grpcurl takes it.
     pub fn address(&self) -> String {
         self.process.address().to_string()
@@ -300,9 +338,12 @@ impl Grymd {
 pub async fn grymd_refusing(config: &str) -> (std::process::ExitStatus, String) {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(config.as_bytes()).unwrap();
+    let data = tempfile::tempdir().unwrap();
     let output = tokio::time::timeout(
         START_TIMEOUT,
         Command::new(grymd_binary())
+            .env("XDG_DATA_HOME", data.path())
+            .env_remove("GRYM_STORE_URL")
             .arg("--config")
             .arg(file.path())
             .args(["--listen", "127.0.0.1:0"])
@@ -324,9 +365,12 @@ pub async fn grymd_refusing(config: &str) -> (std::process::ExitStatus, String) 
 pub async fn grymd_first_line_with_env(config: &str, listen: &str) -> String {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(config.as_bytes()).unwrap();
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(grymd_binary())
         .env("GRYM_CONFIG", file.path())
         .env("GRYM_LISTEN", listen)
+        .env("XDG_DATA_HOME", data.path())
+        .env_remove("GRYM_STORE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

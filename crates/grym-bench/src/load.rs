@@ -44,6 +44,9 @@ pub(crate) enum Protocol {
     Worker,
     /// grymd: `Orchestrator/ExecuteTask`.
     Grymd,
+    /// grymd: `Orchestrator/SubmitTask`, answered once the task is written
+    /// to its store; the task runs after.
+    Submit,
 }
 
 /// How requests are paced.
@@ -66,6 +69,17 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// The task grymd is asked to run.
+    fn task(&self) -> api::Task {
+        api::Task {
+            r#type: self.task_type.clone(),
+            input: Some(api::TaskInput {
+                kind: Some(api::task_input::Kind::Text(self.text.clone())),
+            }),
+            ..api::Task::default()
+        }
+    }
+
     /// A text input of `bytes` ASCII bytes for `task_type`.
     pub(crate) fn text(task_type: &str, bytes: usize) -> Self {
         const WORDS: &str = "what is in this clip? ";
@@ -156,12 +170,14 @@ pub(crate) struct Target {
 enum Clients {
     Worker(Vec<ModelWorkerClient<Channel>>, wire::InferRequest),
     Grymd(Vec<OrchestratorClient<Channel>>, api::ExecuteTaskRequest),
+    Submit(Vec<OrchestratorClient<Channel>>, api::SubmitTaskRequest),
 }
 
 /// One prepared call.
 enum Call {
     Worker(ModelWorkerClient<Channel>, wire::InferRequest),
     Grymd(OrchestratorClient<Channel>, api::ExecuteTaskRequest),
+    Submit(OrchestratorClient<Channel>, api::SubmitTaskRequest),
 }
 
 /// Refuses any address off the loopback: load goes to this machine only.
@@ -220,13 +236,14 @@ impl Target {
             Protocol::Grymd => Clients::Grymd(
                 channels.into_iter().map(OrchestratorClient::new).collect(),
                 api::ExecuteTaskRequest {
-                    task: Some(api::Task {
-                        r#type: payload.task_type.clone(),
-                        input: Some(api::TaskInput {
-                            kind: Some(api::task_input::Kind::Text(payload.text.clone())),
-                        }),
-                        ..api::Task::default()
-                    }),
+                    task: Some(payload.task()),
+                },
+            ),
+            // Each submission's id is left to grymd, so none collide.
+            Protocol::Submit => Clients::Submit(
+                channels.into_iter().map(OrchestratorClient::new).collect(),
+                api::SubmitTaskRequest {
+                    task: Some(payload.task()),
                 },
             ),
         };
@@ -242,6 +259,7 @@ impl Target {
         match &self.clients {
             Clients::Worker(clients, _) => clients.len(),
             Clients::Grymd(clients, _) => clients.len(),
+            Clients::Submit(clients, _) => clients.len(),
         }
     }
 
@@ -259,6 +277,9 @@ impl Target {
             }
             Clients::Grymd(clients, request) => {
                 Call::Grymd(clients[pick(clients.len())].clone(), request.clone())
+            }
+            Clients::Submit(clients, request) => {
+                Call::Submit(clients[pick(clients.len())].clone(), request.clone())
             }
         };
         async move {
@@ -283,6 +304,11 @@ impl Target {
                     } else {
                         Err(status.as_str_name().to_owned())
                     }
+                }
+                Call::Submit(mut client, request) => {
+                    let mut request = tonic::Request::new(request);
+                    request.set_timeout(timeout);
+                    client.submit_task(request).await.map(drop).map_err(code)
                 }
             }
         }

@@ -11,6 +11,9 @@
 //! - `grym-bench overload` offers a sim worker's grymd several times the
 //!   worker's capacity and reports goodput, refusal latency and memory,
 //!   for this build and optionally a baseline grymd side by side.
+//! - `grym-bench durable` measures `SubmitTask` and `ExecuteTask` on each
+//!   store (memory, SQLite, PostgreSQL) side by side, and the time a
+//!   restart takes to take up queued tasks.
 //! - `grym-bench sink` takes OTLP traces and metrics and discards them, to
 //!   measure grymd with export on against off.
 //!
@@ -18,6 +21,7 @@
 //! error; results to standard output.
 
 mod compare;
+mod durable;
 mod load;
 mod overload;
 mod procs;
@@ -55,6 +59,9 @@ enum Command {
     /// Offer grymd several times a sim worker's capacity and report
     /// goodput, refusal latency and memory, beside a baseline grymd.
     Overload(OverloadArgs),
+    /// Measure SubmitTask and ExecuteTask on each store side by side, and
+    /// the recovery of queued tasks after a kill.
+    Durable(DurableArgs),
     /// Take OTLP/gRPC traces and metrics and discard them, counting them.
     Sink {
         /// Address to listen on; loopback.
@@ -115,6 +122,33 @@ struct LoadArgs {
     /// Print the result as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct DurableArgs {
+    /// Repetitions of every measurement, the stores alternating.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    repeats: u32,
+    /// Measured time of each run.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    duration: Duration,
+    /// Unmeasured time at the start of each run.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    warmup: Duration,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// HTTP/2 connections to grymd.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// A PostgreSQL database to measure beside memory and SQLite, for
+    /// example `postgres://grym@127.0.0.1:5432/grym`.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Leave this many queued tasks in SQLite, kill grymd, and time the
+    /// restart that takes them up.
+    #[arg(long)]
+    recover: Option<usize>,
 }
 
 #[derive(Args)]
@@ -218,6 +252,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Load(args) => load(args).await,
         Command::Compare(args) => compare(args).await,
         Command::Overload(args) => overload(args).await,
+        Command::Durable(args) => durable(args).await,
         Command::Sink { listen, every } => {
             if !listen.ip().is_loopback() {
                 bail!("the sink listens on loopback only, not {listen}");
@@ -248,6 +283,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let label = match args.target {
         Protocol::Worker => "worker",
         Protocol::Grymd => "grymd",
+        Protocol::Submit => "submit",
     };
     let result = load::run(&target, label, &spec).await?;
     if args.json {
@@ -332,6 +368,36 @@ async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", json_out.display()))?;
     eprintln!("overload: every run is in {}", json_out.display());
     print!("{}", overload::table(&rows));
+    Ok(())
+}
+
+async fn durable(args: DurableArgs) -> anyhow::Result<()> {
+    let binaries = procs::Binaries::beside_current_exe()?;
+    let settings = durable::Settings {
+        repeats: args.repeats,
+        warmup: args.warmup,
+        duration: args.duration,
+        concurrency: args.concurrency,
+        connections: usize::try_from(args.connections)?,
+        postgres: args.postgres,
+        recover: args.recover,
+    };
+    let (rows, recovery) = durable::run(&settings, &binaries).await?;
+    let json_out = std::env::current_exe()?
+        .parent()
+        .and_then(|release| release.parent())
+        .context("cannot find the target directory")?
+        .join("grym-bench/durable.json");
+    if let Some(dir) = json_out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &json_out,
+        serde_json::to_string_pretty(&(&rows, &recovery))?,
+    )
+    .with_context(|| format!("cannot write {}", json_out.display()))?;
+    eprintln!("durable: every run is in {}", json_out.display());
+    print!("{}", durable::table(&rows, recovery.as_ref()));
     Ok(())
 }
 

@@ -59,6 +59,12 @@ impl Process {
     }
 
     /// Its process id, while it runs.
+    /// Kills it with SIGKILL, as a crash would, and waits until it is gone.
+    pub(crate) async fn kill_now(mut self) -> anyhow::Result<()> {
+        self.graceful = None;
+        self.child.kill().await.context("cannot kill the process")
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -236,10 +242,10 @@ pub(crate) async fn start_worker_with(
 }
 
 /// The grymd configuration of the comparison: the one sim worker, nothing
-/// built in, no route.
-pub(crate) fn grymd_config(worker: SocketAddr) -> String {
+/// built in, no route; then `extra` TOML (its `[store]`, say).
+pub(crate) fn grymd_config(worker: SocketAddr, extra: &str) -> String {
     format!(
-        "# Written by grym-bench compare.\n\
+        "# Written by grym-bench.\n\
          builtin_workers = false\n\
          \n\
          [selection]\n\
@@ -247,32 +253,39 @@ pub(crate) fn grymd_config(worker: SocketAddr) -> String {
          \n\
          [[workers]]\n\
          id = \"sim\"\n\
-         endpoint = \"http://{worker}\"\n"
+         endpoint = \"http://{worker}\"\n\
+         \n\
+         {extra}\n"
     )
 }
 
-/// Starts grymd in front of the worker and waits until a task runs
-/// through it.
+/// Starts grymd in front of the worker, its store an SQLite file in
+/// `scratch` (the default kind), and waits until a task runs through it.
 pub(crate) async fn start_grymd(
     binary: &Path,
     worker: SocketAddr,
     task_type: &str,
     scratch: &Path,
 ) -> anyhow::Result<(Process, SocketAddr)> {
+    let store = format!(
+        "[store]\nurl = \"sqlite://{}\"\n",
+        scratch.join("grym.db").display()
+    );
+    start_grymd_with(binary, worker, task_type, scratch, &store).await
+}
+
+/// [`start_grymd`] with `extra` TOML after the worker (its `[store]`).
+pub(crate) async fn start_grymd_with(
+    binary: &Path,
+    worker: SocketAddr,
+    task_type: &str,
+    scratch: &Path,
+    extra: &str,
+) -> anyhow::Result<(Process, SocketAddr)> {
     let config = scratch.join("grymd.toml");
-    std::fs::write(&config, grymd_config(worker))
+    std::fs::write(&config, grymd_config(worker, extra))
         .with_context(|| format!("cannot write {}", config.display()))?;
-    let mut command = Command::new(binary);
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env_remove("GRYM_CONFIG")
-        .env_remove("GRYM_LISTEN")
-        .env("RUST_LOG", "warn");
-    let (mut process, address) =
-        spawn_listening("grymd", command, &scratch.join("grymd.log")).await?;
-    wait_serving(address, api::orchestrator_server::SERVICE_NAME).await?;
+    let (mut process, address) = spawn_grymd(binary, &config, scratch, "warn").await?;
     // Serving is not enough: the first task needs the worker described.
     let ready = async {
         loop {
@@ -290,6 +303,29 @@ pub(crate) async fn start_grymd(
             process.log_tail()
         );
     }
+    Ok((process, address))
+}
+
+/// Starts grymd with the configuration file `config`, logging at
+/// `rust_log`, and waits until it reports serving (having taken up what its
+/// store holds).
+pub(crate) async fn spawn_grymd(
+    binary: &Path,
+    config: &Path,
+    scratch: &Path,
+    rust_log: &str,
+) -> anyhow::Result<(Process, SocketAddr)> {
+    let mut command = Command::new(binary);
+    command
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("GRYM_CONFIG")
+        .env_remove("GRYM_LISTEN")
+        .env_remove("GRYM_STORE_URL")
+        .env("RUST_LOG", rust_log);
+    let (process, address) = spawn_listening("grymd", command, &scratch.join("grymd.log")).await?;
+    wait_serving(address, api::orchestrator_server::SERVICE_NAME).await?;
     Ok((process, address))
 }
 
@@ -399,7 +435,7 @@ mod tests {
 
     #[test]
     fn grymd_is_configured_with_the_one_worker_and_nothing_else() {
-        let config = grymd_config("127.0.0.1:7001".parse().unwrap());
+        let config = grymd_config("127.0.0.1:7001".parse().unwrap(), "");
         assert!(config.contains("builtin_workers = false"));
         assert!(config.contains("routes = []"));
         assert!(config.contains("endpoint = \"http://127.0.0.1:7001\""));

@@ -35,6 +35,10 @@ pub enum Error {
     /// The reflection service could not be built.
     #[error("building the reflection service failed")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The task store could not be opened (its URL, its schema, or a
+    /// database that does not answer).
+    #[error("opening the task store failed")]
+    Store(#[from] grym_store::Error),
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Transport(#[from] tonic::transport::Error),

@@ -103,10 +103,24 @@ async fn run(
         );
     }
 
-    let orchestrator = Arc::new(
-        Orchestrator::new(registry, config.orchestrator.clone())
-            .with_failure_names(api::status::failure_code),
-    );
+    let replica = replica_name();
+    let store = grym_store::open(&config.store.url, &replica, &config.store.durability).await?;
+    let mut orchestrator = Orchestrator::new(registry, config.orchestrator.clone())
+        .with_failure_names(api::status::failure_code);
+    if let Some(store) = store {
+        orchestrator = orchestrator.with_store(store);
+    }
+    let orchestrator = Arc::new(orchestrator);
+    // Before serving: what the last run of grymd (or a replica gone for
+    // good) left unfinished is queued again first, in its order.
+    match orchestrator.recover().await {
+        Ok(0) => {}
+        Ok(tasks) => tracing::info!(tasks, "took up unfinished tasks from the store"),
+        Err(error) => {
+            tracing::error!(%error, "unfinished tasks were not read; the store is retried")
+        }
+    }
+    tasks.spawn(Arc::clone(&orchestrator).tend_store(cancel.child_token()));
     orchestrator.observe_metrics();
     tasks.spawn(Arc::clone(&orchestrator).watch(cancel.child_token()));
     tasks.spawn(Arc::clone(&orchestrator).maintain(cancel.child_token()));
@@ -147,6 +161,11 @@ async fn run(
     reporter
         .set_serving::<OrchestratorServer<api::service::OrchestratorService>>()
         .await;
+    tasks.spawn(report_store_health(
+        reporter,
+        Arc::clone(&orchestrator),
+        cancel.child_token(),
+    ));
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
         let (v1, v1alpha) = grym_proto::reflection_services(&[
             grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME,
@@ -206,4 +225,52 @@ async fn run(
     // Every task has ended, each with its result.
     orchestrator.shutdown().await;
     Ok(())
+}
+
+/// How often the store's health is looked at for `grpc.health.v1`.
+const STORE_HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reports grymd `NOT_SERVING` (overall and for the orchestrator service)
+/// while its store does not answer: it cannot accept work then.
+async fn report_store_health(
+    reporter: tonic_health::server::HealthReporter,
+    orchestrator: Arc<Orchestrator>,
+    cancel: CancellationToken,
+) {
+    const SERVICE: &str = grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME;
+    let mut serving = true;
+    let mut ticker = tokio::time::interval(STORE_HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = orchestrator.store_serving();
+        if now == serving {
+            continue;
+        }
+        serving = now;
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(SERVICE, status).await;
+    }
+}
+
+/// This process's name among the replicas that share a store: the host
+/// (`HOSTNAME`, as Kubernetes sets it) and a part unique to this start.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "grymd".to_owned());
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &unique[unique.len() - 8..]
+    )
 }

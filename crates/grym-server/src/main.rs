@@ -1,4 +1,5 @@
-//! `grymd [--config FILE] [--listen ADDR]`: the grym orchestrator server.
+//! `grymd [--config FILE] [--listen ADDR] [--check-store]`: the grym
+//! orchestrator server.
 //!
 //! Prints `listening on ADDR` on standard output once the port is bound
 //! (port 0 picks a free one); logs go to standard error, filtered by
@@ -30,6 +31,10 @@ struct Cli {
     /// Log lines as `text` or `json`.
     #[arg(long, env = "GRYM_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Opens the configured store, brings its schema up to date, prints
+    /// what it found and exits: 0 when the store is usable.
+    #[arg(long)]
+    check_store: bool,
 }
 
 #[tokio::main]
@@ -37,6 +42,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = grym_telemetry::init("grymd", cli.log_format)?;
     let mut config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    if cli.check_store {
+        let store = config.store.display_url();
+        let version = grym_store::check(&config.store.url)
+            .await
+            .with_context(|| format!("the store {store} is not usable"))?;
+        match version {
+            Some(version) => println!("store {store}: reachable, schema version {version}"),
+            None => println!("store {store}: nothing is kept"),
+        }
+        return Ok(());
+    }
     config.orchestrator.metrics = telemetry.exports_metrics();
     if let Some(listen) = cli.listen {
         config.listen = listen;
@@ -46,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     println!("listening on {local}");
-    tracing::info!(%local, workers = config.workers.len(), builtin = config.builtin_workers, "grymd starting");
+    tracing::info!(%local, store = %config.store.display_url(), workers = config.workers.len(), builtin = config.builtin_workers, "grymd starting");
     let served = grym_server::serve(config, listener, grym_worker::sdk::shutdown_signal()).await;
     // Flush what is still batched before the process ends; a collector
     // that is gone does not turn a clean stop into a failure.

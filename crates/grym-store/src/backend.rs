@@ -123,6 +123,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Extends this replica's leases; the keys whose cancellation was asked.
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>>;
 
+    /// Whether other replicas may open it too.
+    fn shared(&self) -> bool;
+
+    /// The replicas present: renewed within their lease.
+    fn replicas(&self) -> BoxFuture<'_, Result<u32, Fault>> {
+        Box::pin(async { Ok(1) })
+    }
+
     /// Deletes final tasks that ended, and outcomes written, before
     /// `before` (epoch ms); how many tasks went.
     fn prune(&self, before: i64) -> BoxFuture<'_, Result<u64, Fault>>;

@@ -361,8 +361,31 @@ impl Backend for Postgres {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn replicas(&self) -> BoxFuture<'_, Result<u32, Fault>> {
+        Box::pin(async move {
+            let present: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM replicas WHERE seen_until >= grym_now_ms()",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(u32::try_from(present).unwrap_or(u32::MAX).max(1))
+        })
+    }
+
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
         Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO replicas (owner, seen_until) VALUES ($1, grym_now_ms() + $2) \
+                 ON CONFLICT (owner) DO UPDATE SET seen_until = EXCLUDED.seen_until",
+            )
+            .bind(self.owner.as_str())
+            .bind(self.lease)
+            .execute(&self.pool)
+            .await?;
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "WITH renewed AS ( \
                      UPDATE tasks SET lease_until = grym_now_ms() + $2 \
@@ -413,6 +436,10 @@ impl Backend for Postgres {
                     break;
                 }
             }
+            sqlx::query("DELETE FROM replicas WHERE seen_until < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
             Ok(pruned)
         })
     }

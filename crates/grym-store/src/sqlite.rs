@@ -380,6 +380,11 @@ impl Backend for Sqlite {
         })
     }
 
+    fn shared(&self) -> bool {
+        // One process holds the file (its lock says so).
+        false
+    }
+
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
         Box::pin(async move {
             sqlx::query("UPDATE tasks SET lease_until = ? WHERE owner = ? AND state <> 'final'")

@@ -196,6 +196,14 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
+    fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    fn replicas(&self) -> StoreFuture<'_, u32> {
+        Box::pin(async move { bounded("counting replicas", self.backend.replicas()).await })
+    }
+
     fn renew(&self) -> StoreFuture<'_, Vec<TaskKey>> {
         Box::pin(async move {
             let keys = bounded("renewing leases", self.backend.renew()).await?;

@@ -170,7 +170,8 @@ impl Orchestrator {
                             session,
                             model.description().kind.clone(),
                             session_entry(job.task, model.id(), &output),
-                        );
+                        )
+                        .await;
                     }
                     return Ending::succeeded(Some(output), None);
                 }

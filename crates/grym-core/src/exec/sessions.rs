@@ -2,8 +2,7 @@
 //! context cache's counters.
 //!
 //! With a store, sessions are written through: a put is committed before it
-//! is answered, a task's output is written beside the task's own result
-//! without holding it back, and a session this replica does not hold (after
+//! is answered, a task's output before the task's result is told, and a session this replica does not hold (after
 //! a restart, or put through another replica) is read back from the store
 //! when first asked for. A replica that holds a session does not see what
 //! another replica adds to it.
@@ -70,26 +69,21 @@ impl Orchestrator {
         }
     }
 
-    /// Keeps a task's output in its session, here and in the store.
-    pub(super) fn keep_in_session(
+    /// Keeps a task's output in its session, here and in the store, before
+    /// the task's result is told.
+    pub(super) async fn keep_in_session(
         &self,
         tenant: &Tenant,
         id: &SessionId,
         kind: ModelKind,
         entry: Map<String, Value>,
     ) {
-        if let Some(store) = self.store.clone() {
-            let (tenant, id, kind, entry) =
-                (tenant.clone(), id.clone(), kind.clone(), entry.clone());
+        if let Some(store) = &self.store {
             let keep = self.context.max_session_entries();
-            self.tasks.spawn(async move {
-                if let Err(error) = store
-                    .append_session(&tenant, &id, &kind, &entry, keep)
-                    .await
-                {
-                    tracing::warn!(session = %id, %error, "a session's output was not written");
-                }
-            });
+            let written = store.append_session(tenant, id, &kind, &entry, keep).await;
+            if let Err(error) = self.store_answered(written) {
+                tracing::warn!(session = %id, %error, "a session's output was not written");
+            }
         }
         self.context.record(tenant, id, kind, entry);
     }

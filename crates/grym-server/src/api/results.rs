@@ -84,6 +84,13 @@ pub(crate) fn get_response(result: TaskResult) -> api::GetTaskResponse {
     }
 }
 
+/// One change of a task followed by `WatchTask`.
+pub(crate) fn watch_response(result: TaskResult) -> api::WatchTaskResponse {
+    api::WatchTaskResponse {
+        result: Some(result_to_api(result)),
+    }
+}
+
 /// The response of `CancelTask`.
 pub(crate) fn cancel_response(result: TaskResult) -> api::CancelTaskResponse {
     api::CancelTaskResponse {

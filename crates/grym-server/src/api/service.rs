@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use grym_core::{Deadline, Orchestrator, SessionId, TaskEvent, TaskId, Tenant};
 use grym_proto::orchestrator::v1 as api;
 use tokio::sync::mpsc;
@@ -62,6 +62,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         let handle = self
             .orchestrator
             .submit(task, Deadline::NONE, None)
+            .await
             .map_err(from_core)?;
         Ok(Response::new(results::submit_response(handle.id())))
     }
@@ -72,7 +73,11 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<api::GetTaskResponse>, Status> {
         let tenant = tenant::of(&request);
         let id: TaskId = name("task_id", request.into_inner().task_id)?;
-        let result = self.orchestrator.get(&id, &tenant).map_err(from_core)?;
+        let result = self
+            .orchestrator
+            .get(&id, &tenant)
+            .await
+            .map_err(from_core)?;
         Ok(Response::new(results::get_response(result)))
     }
 
@@ -103,7 +108,8 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         let (sender, receiver) = mpsc::unbounded_channel();
         let handle = self
             .orchestrator
-            .submit(task, deadline, Some(sender))
+            .stream(task, deadline, sender)
+            .await
             .map_err(from_core)?;
         let id = handle.id().clone();
         // Closing the stream before the result cancels the task.
@@ -127,6 +133,27 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
             },
         );
         Ok(Response::new(Box::pin(events)))
+    }
+
+    type WatchTaskStream =
+        Pin<Box<dyn Stream<Item = Result<api::WatchTaskResponse, Status>> + Send + 'static>>;
+
+    async fn watch_task(
+        &self,
+        request: Request<api::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let tenant = tenant::of(&request);
+        let id: TaskId = name("task_id", request.into_inner().task_id)?;
+        // An unknown task is refused before the stream opens.
+        self.orchestrator
+            .get(&id, &tenant)
+            .await
+            .map_err(from_core)?;
+        let changes = self
+            .orchestrator
+            .watch_task(tenant, id)
+            .map(|change| change.map(results::watch_response).map_err(from_core));
+        Ok(Response::new(Box::pin(changes)))
     }
 
     async fn plan_task(
@@ -155,6 +182,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         let session = self
             .orchestrator
             .put_session(&tenant, &id, context, request.replace)
+            .await
             .map_err(from_core)?;
         Ok(Response::new(api::PutSessionContextResponse {
             session: Some(results::session_to_api(&id, &session)),
@@ -167,7 +195,11 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<api::GetSessionContextResponse>, Status> {
         let tenant = tenant::of(&request);
         let id: SessionId = name("session_id", request.into_inner().session_id)?;
-        let session = self.orchestrator.session(&tenant, &id).map_err(from_core)?;
+        let session = self
+            .orchestrator
+            .session(&tenant, &id)
+            .await
+            .map_err(from_core)?;
         Ok(Response::new(api::GetSessionContextResponse {
             session: Some(results::session_to_api(&id, &session)),
         }))
@@ -181,6 +213,7 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         let id: SessionId = name("session_id", request.into_inner().session_id)?;
         self.orchestrator
             .delete_session(&tenant, &id)
+            .await
             .map_err(from_core)?;
         Ok(Response::new(api::DeleteSessionContextResponse {}))
     }

@@ -9,9 +9,11 @@
 //! holds only what is grymd's: the listener, the workers, the tokens.
 //!
 //! Sources, later ones winning: defaults, the TOML file, `GRYM_*` variables
-//! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, ...), then command-line flags.
+//! (`GRYM_LISTEN`, `GRYM_WORKER_TIMEOUT`, `GRYM_STORE_URL`, ...), then
+//! command-line flags.
 
 mod connections;
+mod store;
 mod worker_tls;
 mod workers;
 
@@ -31,6 +33,7 @@ use grym_core::{
 use serde::Deserialize;
 
 pub use self::connections::{ConnectionSettings, RawTls, TlsSettings};
+pub use self::store::{RawStore, StoreConfig, default_url};
 pub use self::worker_tls::{RawWorkerTls, WorkerTls};
 pub use self::workers::{RawWorker, WorkerConfig};
 use crate::error::Error;
@@ -110,6 +113,8 @@ pub struct RawConfig {
     pub workers: Vec<RawWorker>,
     /// TLS to `https://` workers.
     pub worker_tls: RawWorkerTls,
+    /// Where accepted work is kept.
+    pub store: RawStore,
 }
 
 impl Default for RawConfig {
@@ -135,6 +140,7 @@ impl Default for RawConfig {
             bottlenecks: BottleneckSettings::default(),
             workers: Vec::new(),
             worker_tls: RawWorkerTls::default(),
+            store: RawStore::default(),
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct Config {
     pub connections: ConnectionSettings,
     /// TLS for callers; `None` serves plain HTTP/2.
     pub tls: Option<TlsSettings>,
+    /// Where accepted work is kept.
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -199,6 +207,11 @@ impl Config {
         }
         let raw: RawConfig = figment
             .merge(Env::prefixed("GRYM_").only(ENV_KEYS))
+            .merge(
+                Env::prefixed("GRYM_STORE_")
+                    .only(&["url", "durable_execute"])
+                    .map(|key| format!("store.{key}").into()),
+            )
             .extract()
             .map_err(Box::new)?;
         let mut config = raw.validate()?;
@@ -233,6 +246,7 @@ impl RawConfig {
         let worker_tls = self.worker_tls.validate()?;
         self.connections.validate()?;
         let tls = self.tls.validate(!self.auth.tokens.is_empty())?;
+        let store = self.store.validate()?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -252,6 +266,7 @@ impl RawConfig {
                 recipes,
                 bottlenecks: self.bottlenecks,
                 limits: self.limits,
+                durability: store.durability.clone(),
                 // Set by grymd once telemetry says whether metrics go out.
                 metrics: true,
             },
@@ -268,6 +283,7 @@ impl RawConfig {
             auth_tokens: self.auth.validate()?,
             connections: self.connections,
             tls,
+            store,
         })
     }
 }

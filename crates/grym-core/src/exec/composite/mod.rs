@@ -136,7 +136,8 @@ impl Orchestrator {
                 session,
                 kind,
                 session_entry(task, model, output),
-            );
+            )
+            .await;
         }
         ending
     }
