@@ -87,8 +87,9 @@ pub enum Error {
     /// The orchestrator is shutting down.
     #[error("grymd is shutting down; submit to another instance")]
     ShuttingDown,
-    /// The task store could not record the task, so it was not accepted.
-    #[error("the task store is unavailable, so the task was not accepted; retry later ({reason})")]
+    /// The task store could not do its part of the request: a submission
+    /// is then not accepted, a read not answered.
+    #[error("the task store is unavailable; retry later ({reason})")]
     StoreUnavailable {
         /// What the store said, safe to show (no credentials).
         reason: String,

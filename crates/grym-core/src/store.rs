@@ -143,8 +143,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// finished one of that id is replaced.
     fn accept<'a>(&'a self, record: &'a TaskRecord) -> StoreFuture<'a, bool>;
 
-    /// Records where an unfinished task stands now (running, a step ended)
-    /// and how many times it has been started.
+    /// Records where an unfinished task this replica holds stands now
+    /// (running, a step ended) and how many times it has been started; a
+    /// task another replica took over is left as that one has it.
     fn update<'a>(
         &'a self,
         key: &'a TaskKey,
@@ -164,14 +165,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn request_cancel<'a>(&'a self, key: &'a TaskKey) -> StoreFuture<'a, bool>;
 
     /// Claims at most `limit` unfinished tasks that no live replica holds
-    /// (their lease ran out, or they were released), in the order they
-    /// were accepted, and holds them for this replica.
+    /// (their replica's lease ran out, or they were released), chosen by
+    /// priority, then deadline, then arrival, and returned in the order
+    /// they were accepted; holds them for this replica.
     fn claim(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>>;
 
-    /// Renews the lease on every unfinished task this replica holds, and
-    /// this replica's own presence. The keys of those tasks whose
-    /// cancellation was asked.
+    /// Renews this replica's lease, under which it holds its unfinished
+    /// tasks. The keys of those tasks whose cancellation was asked.
     fn renew(&self) -> StoreFuture<'_, Vec<TaskKey>>;
+
+    /// Every unfinished task this replica holds, for it to let go of those
+    /// it no longer runs.
+    fn held(&self) -> StoreFuture<'_, Vec<TaskKey>>;
 
     /// How many replicas renewed their presence within a lease, this one
     /// included: they share each model's concurrency limit.

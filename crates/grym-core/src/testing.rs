@@ -628,6 +628,17 @@ impl Store for FakeStore {
         })
     }
 
+    fn held(&self) -> StoreFuture<'_, Vec<TaskKey>> {
+        self.operate("held", move |state| {
+            state
+                .rows
+                .iter()
+                .filter(|(_, row)| row.result.is_none() && row.holder == Holder::Us)
+                .map(|(key, _)| key.clone())
+                .collect()
+        })
+    }
+
     fn release<'a>(&'a self, keys: &'a [TaskKey]) -> StoreFuture<'a, ()> {
         self.operate("release", move |state| {
             for key in keys {

@@ -111,6 +111,8 @@ async fn run(
         orchestrator = orchestrator.with_store(store);
     }
     let orchestrator = Arc::new(orchestrator);
+    // The lease first: what recovery claims is held from the start.
+    tasks.spawn(Arc::clone(&orchestrator).keep_lease(cancel.child_token()));
     // Before serving: what the last run of grymd (or a replica gone for
     // good) left unfinished is queued again first, in its order.
     match orchestrator.recover().await {

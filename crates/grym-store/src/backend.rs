@@ -123,6 +123,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Extends this replica's leases; the keys whose cancellation was asked.
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>>;
 
+    /// Every unfinished task this replica holds.
+    fn held(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>>;
+
     /// Whether other replicas may open it too.
     fn shared(&self) -> bool;
 

@@ -65,12 +65,34 @@ pub(crate) async fn open(
 ) -> Result<Postgres, Error> {
     let pool = connect(url, shown).await?;
     migrate(&pool, shown).await?;
-    Ok(Postgres {
+    let store = Postgres {
         pool,
         shown: shown.to_owned(),
         owner,
         lease: codec::millis(lease),
-    })
+    };
+    // Present before it holds anything: no other replica takes what it
+    // accepts before its first renewal.
+    store.announce().await.map_err(|source| Error::Connect {
+        location: shown.to_owned(),
+        source,
+    })?;
+    Ok(store)
+}
+
+impl Postgres {
+    /// Marks this replica present for one lease more.
+    async fn announce(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO replicas (owner, seen_until) VALUES ($1, grym_now_ms() + $2) \
+             ON CONFLICT (owner) DO UPDATE SET seen_until = EXCLUDED.seen_until",
+        )
+        .bind(self.owner.as_str())
+        .bind(self.lease)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Connects to `url`, brings the schema up to date and returns its
@@ -163,7 +185,7 @@ impl Postgres {
                 runs,
             } => sqlx::query(
                 "UPDATE tasks SET state = $3, status = $4, snapshot = $5, runs = $6 \
-                     WHERE tenant = $1 AND id = $2 AND state <> 'final'",
+                     WHERE tenant = $1 AND id = $2 AND state <> 'final' AND owner = $7",
             )
             .bind(key.tenant.as_str())
             .bind(key.id.as_str())
@@ -171,6 +193,7 @@ impl Postgres {
             .bind(*status)
             .bind(snapshot.as_slice())
             .bind(*runs)
+            .bind(self.owner.as_str())
             .execute(&mut *conn)
             .await?
             .rows_affected(),
@@ -333,7 +356,10 @@ impl Backend for Postgres {
                 "WITH picked AS ( \
                      SELECT tenant, id FROM tasks \
                      WHERE state <> 'final' \
-                         AND (owner IS NULL OR (owner <> $1 AND lease_until < grym_now_ms())) \
+                         AND (owner IS NULL OR (owner <> $1 AND NOT EXISTS ( \
+                             SELECT 1 FROM replicas \
+                             WHERE replicas.owner = tasks.owner \
+                                 AND replicas.seen_until >= grym_now_ms()))) \
                      ORDER BY priority DESC, deadline ASC NULLS LAST, seq \
                      LIMIT $2 \
                      FOR UPDATE SKIP LOCKED) \
@@ -378,23 +404,28 @@ impl Backend for Postgres {
 
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO replicas (owner, seen_until) VALUES ($1, grym_now_ms() + $2) \
-                 ON CONFLICT (owner) DO UPDATE SET seen_until = EXCLUDED.seen_until",
-            )
-            .bind(self.owner.as_str())
-            .bind(self.lease)
-            .execute(&self.pool)
-            .await?;
+            // One row: the lease is the replica's, not each task's.
+            self.announce().await?;
             let rows: Vec<(String, String)> = sqlx::query_as(
-                "WITH renewed AS ( \
-                     UPDATE tasks SET lease_until = grym_now_ms() + $2 \
-                     WHERE owner = $1 AND state <> 'final' \
-                     RETURNING tenant, id, cancel_requested) \
-                 SELECT tenant, id FROM renewed WHERE cancel_requested",
+                "SELECT tenant, id FROM tasks \
+                 WHERE owner = $1 AND state <> 'final' AND cancel_requested",
             )
             .bind(self.owner.as_str())
-            .bind(self.lease)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(tenant, id)| Key { tenant, id })
+                .collect())
+        })
+    }
+
+    fn held(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT tenant, id FROM tasks WHERE owner = $1 AND state <> 'final'",
+            )
+            .bind(self.owner.as_str())
             .fetch_all(&self.pool)
             .await?;
             Ok(rows

@@ -184,7 +184,7 @@ impl Sqlite {
                 runs,
             } => sqlx::query(
                 "UPDATE tasks SET state = ?, status = ?, snapshot = ?, runs = ? \
-                     WHERE tenant = ? AND id = ? AND state <> 'final'",
+                     WHERE tenant = ? AND id = ? AND state <> 'final' AND owner = ?",
             )
             .bind(*state)
             .bind(*status)
@@ -192,6 +192,7 @@ impl Sqlite {
             .bind(*runs)
             .bind(key.tenant.as_str())
             .bind(key.id.as_str())
+            .bind(self.owner.as_str())
             .execute(&mut *conn)
             .await?
             .rows_affected(),
@@ -399,6 +400,20 @@ impl Backend for Sqlite {
             .bind(self.owner.as_str())
             .fetch_all(&self.pool)
             .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(tenant, id)| Key { tenant, id })
+                .collect())
+        })
+    }
+
+    fn held(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT tenant, id FROM tasks WHERE owner = ? AND state <> 'final'")
+                    .bind(self.owner.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
             Ok(rows
                 .into_iter()
                 .map(|(tenant, id)| Key { tenant, id })

@@ -200,6 +200,21 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.shared()
     }
 
+    fn held(&self) -> StoreFuture<'_, Vec<TaskKey>> {
+        Box::pin(async move {
+            let keys = bounded("listing held tasks", self.backend.held()).await?;
+            keys.into_iter()
+                .map(|key| {
+                    Ok(TaskKey {
+                        tenant: codec::tenant(&key.tenant)?,
+                        id: codec::task_id(&key.id)?,
+                    })
+                })
+                .collect::<Result<_, Fault>>()
+                .map_err(StoreError::from)
+        })
+    }
+
     fn replicas(&self) -> StoreFuture<'_, u32> {
         Box::pin(async move { bounded("counting replicas", self.backend.replicas()).await })
     }

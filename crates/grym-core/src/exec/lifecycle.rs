@@ -64,9 +64,12 @@ impl Orchestrator {
             upstream: &[],
         };
         let progress = self.progress(job, accepted.dependencies, accepted.plan, accepted.queued);
+        // Whether shutdown let the task go before it ended on its own.
+        let mut left = false;
         let ending = tokio::select! {
             biased;
             () = cancel.cancelled() => if live.is_left() {
+                left = true;
                 Ending::failed(
                     TaskStatus::Cancelled,
                     FailureKind::Unavailable,
@@ -119,7 +122,7 @@ impl Orchestrator {
             tracing::warn!(task.id = %task.id, task.r#type = %task.task_type, status = ?result.status, code = (self.failure_names)(error.kind), reason = %error.message, "task did not succeed");
         }
         self.record_end(task, &result, composite.as_deref().map(|run| &run.graph));
-        self.write_final(task, live, &result).await;
+        self.write_final(task, live, &result, left).await;
         let result = self.history.finish(&task.tenant, &task.id, result);
         emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
     }

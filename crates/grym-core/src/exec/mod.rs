@@ -33,6 +33,7 @@ mod sessions;
 mod slot;
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -133,6 +134,8 @@ pub struct Orchestrator {
     outcomes: Mutex<Vec<Outcome>>,
     /// Tasks this replica let go unfinished at shutdown, to release.
     left: Mutex<Vec<TaskKey>>,
+    /// Tasks whose final result is being written again: still held here.
+    finishing: Arc<Mutex<HashSet<TaskKey>>>,
     /// Fires when shutdown begins: writes still retried give up, the task
     /// they are for runs again after the restart.
     stopping: CancellationToken,
@@ -167,6 +170,7 @@ impl Orchestrator {
             store_serving: AtomicBool::new(true),
             outcomes: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
+            finishing: Arc::default(),
             stopping: CancellationToken::new(),
         }
     }

@@ -97,8 +97,7 @@ impl Orchestrator {
         if self.context.session(tenant, id).is_ok() {
             return Ok(());
         }
-        let stored = self.store_answered(store.session(tenant, id).await);
-        let Some(stored) = stored.map_err(unavailable)? else {
+        let Some(stored) = store.session(tenant, id).await.map_err(unavailable)? else {
             return Ok(());
         };
         self.context.put_session(tenant, id, stored.context, true)?;

@@ -5,18 +5,20 @@
 use serde_json::json;
 
 use super::*;
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, FailureKind};
 use crate::exec::OrchestratorSettings;
-use crate::ids::{ModelKind, SessionId, StepId};
+use crate::ids::{ModelId, ModelKind, SessionId, StepId, TaskType};
 use crate::model::Health;
 use crate::plan::selection::SelectionSettings;
+use crate::registry::stats::CallOutcome;
 use crate::registry::{ModelEntry, Registry};
-use crate::store::{DurabilitySettings, StoredSession};
+use crate::store::{DurabilitySettings, Outcome, StoredSession};
 use crate::task::{
     CompositeSpec, FailurePolicy, Output, Policy, Reason, Routing, StepResult, StepSpec, StepTask,
     Strategy, TaskInput,
 };
 use crate::testing::{Behaviour, FakeModel, FakeStore, Holder, Op, object};
+use tokio_util::sync::CancellationToken;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -189,6 +191,7 @@ impl Drop for Tending {
 
 fn tend(orchestrator: &Arc<Orchestrator>) -> Tending {
     let token = CancellationToken::new();
+    tokio::spawn(Arc::clone(orchestrator).keep_lease(token.clone()));
     tokio::spawn(Arc::clone(orchestrator).tend_store(token.clone()));
     Tending(token)
 }
@@ -527,6 +530,25 @@ async fn recovery_takes_up_left_tasks_in_acceptance_order_and_ends_each_once() {
     let theirs = store.row(&key("theirs")).unwrap();
     assert_eq!(theirs.holder, Holder::Other);
     assert!(theirs.result.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_the_store_says_is_held_here_but_is_not_run_here_is_let_go_and_runs() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let (store, orchestrator) = durable(&[&model]);
+    // As an accept whose answer was lost after it committed leaves it.
+    store.put(
+        record(task("stray", "transcription"), TaskStatus::Queued, 0),
+        Holder::Us,
+    );
+    let _tending = tend(&orchestrator);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        settled(&orchestrator, "stray").await.status,
+        TaskStatus::Succeeded
+    );
+    assert_eq!(called(&model), [("stray".to_owned(), 1)]);
+    assert_eq!(store.finishes(&key("stray")), [TaskStatus::Succeeded]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1122,7 +1144,6 @@ async fn a_session_put_is_written_through_and_refused_during_an_outage() {
         .await
         .unwrap_err();
     assert!(matches!(error, Error::StoreUnavailable { .. }), "{error:?}");
-    assert!(!orchestrator.store_serving());
     store.set_down(false);
     assert!(store.stored_session(&anonymous, &s2).is_none());
     assert!(orchestrator.session(&anonymous, &s2).await.is_err());

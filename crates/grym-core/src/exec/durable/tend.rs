@@ -1,14 +1,7 @@
-//! Accepted work on the [`Store`]: what is written when, the loop that
-//! tends the store (leases, cancellations asked through other replicas,
-//! tasks to take over, shared outcomes, pruning), and tasks taken up again.
-//!
-//! A durable task is written before its caller hears it was accepted
-//! ([`accept`](super::accept)), when it starts (counting its runs), after
-//! each step of a composite, and at its end. The end is written before the
-//! local history lets waiters go; a store that cannot take it is tried
-//! again every second while this replica runs, and if it stops first, the
-//! task was never finished in the store and runs again elsewhere. Exactly
-//! one final result stands: the store keeps the first written.
+//! Tending the store: taking up what it holds at start, keeping this
+//! replica's lease, hearing of cancellations asked elsewhere, taking over
+//! the tasks of replicas that stopped, letting go of what this replica no
+//! longer runs, sharing call outcomes both ways, and pruning old results.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,16 +11,14 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::Orchestrator;
-use super::job::Job;
-use super::lifecycle::Accepted;
+use super::lock;
 use crate::deadline::Deadline;
 use crate::error::{Error, FailureKind};
-use crate::history::LiveTask;
-use crate::ids::{ModelId, TaskId, TaskType, Tenant};
+use crate::exec::Orchestrator;
+use crate::ids::{ModelId, TaskType};
 use crate::registry::stats::CallOutcome;
 use crate::store::{Outcome, Store, StoreError, TaskKey, TaskRecord};
-use crate::task::{Task, TaskError, TaskResult, TaskStatus};
+use crate::task::{TaskError, TaskResult, TaskStatus};
 
 /// The most tasks taken up from the store in one claim.
 const CLAIM_BATCH: usize = 512;
@@ -39,202 +30,13 @@ const MAX_SHARED_OUTCOMES: usize = 1024;
 /// How often final results past their retention are deleted from the store.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// How often a final result the store could not take is tried again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a replica looks whether a task cancelled through it, and run
-/// by another, has ended; and how often a watched task is looked at.
-const CANCEL_POLL: Duration = Duration::from_millis(100);
+/// How often this replica compares the tasks the store says it holds with
+/// those it runs, and lets go of the others.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 impl Orchestrator {
-    /// The store a task is written to: a submitted task's, when there is a
-    /// store; an executed or streamed one's only with `durable_execute`.
-    pub(super) fn store_for(&self, submitted: bool) -> Option<Arc<dyn Store>> {
-        self.store
-            .clone()
-            .filter(|_| submitted || self.durability.durable_execute)
-    }
-
-    /// Whether the store answered its last operation (true without one):
-    /// while it does not, new submissions are refused.
-    pub fn store_serving(&self) -> bool {
-        self.store_serving.load(Ordering::Acquire)
-    }
-
-    /// Where the store is, if there is one.
-    pub fn store_location(&self) -> Option<String> {
-        self.store.as_ref().map(|store| store.location())
-    }
-
-    /// Notes whether the store answered, logging when that changes.
-    pub(super) fn store_answered<T>(&self, answer: Result<T, StoreError>) -> Result<T, StoreError> {
-        let serving = answer.is_ok();
-        if self.store_serving.swap(serving, Ordering::AcqRel) != serving {
-            match &answer {
-                Ok(_) => tracing::info!("the task store answers again"),
-                Err(error) => tracing::error!(%error, "the task store stopped answering"),
-            }
-        }
-        answer
-    }
-
-    /// Writes a task just accepted, before its caller hears so.
-    pub(super) async fn write_accepted(
-        &self,
-        store: &dyn Store,
-        accepted: &mut Accepted,
-    ) -> Result<(), Error> {
-        let task = accepted
-            .record
-            .take()
-            .unwrap_or_else(|| accepted.task.clone());
-        let record = TaskRecord {
-            task,
-            deadline: wall_clock(accepted.deadline),
-            snapshot: accepted.live.snapshot(),
-            runs: 0,
-        };
-        match self.store_answered(store.accept(&record).await) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::AlreadyExists {
-                id: accepted.task.id.clone(),
-            }),
-            Err(error) => Err(unavailable(error)),
-        }
-    }
-
-    /// Marks a task running: one more run counted, and written for a
-    /// durable task. A store that cannot take it does not hold the task
-    /// back: its end is written later, or it runs again.
-    pub(super) async fn start(&self, job: Job<'_>) {
-        job.live.start_run();
-        job.started();
-        if let Some(store) = self.store.as_ref().filter(|_| job.live.durable) {
-            let key = TaskKey::new(&job.task.tenant, &job.task.id);
-            let written = store
-                .update(&key, &job.live.snapshot(), job.live.runs())
-                .await;
-            if let Err(error) = self.store_answered(written) {
-                tracing::warn!(task.id = %job.task.id, %error, "the task's start was not written");
-            }
-        }
-    }
-
-    /// Writes where a composite stands after one of its steps ended, before
-    /// the composite goes on: its writes stay in order, the last one being
-    /// its final result.
-    pub(super) async fn checkpoint(&self, job: Job<'_>) {
-        let Some(store) = self.store.as_ref().filter(|_| job.live.durable) else {
-            return;
-        };
-        let key = TaskKey::new(&job.task.tenant, &job.task.id);
-        let written = store
-            .update(&key, &job.live.snapshot(), job.live.runs())
-            .await;
-        if let Err(error) = self.store_answered(written) {
-            tracing::warn!(task.id = %key.id, %error, "a composite's progress was not written");
-        }
-    }
-
-    /// Writes a durable task's final result; a task this replica let go is
-    /// left unfinished in the store, for its next run.
-    pub(super) async fn write_final(&self, task: &Task, live: &LiveTask, result: &TaskResult) {
-        let key = TaskKey::new(&task.tenant, &task.id);
-        if live.is_left() {
-            lock(&self.left).push(key);
-            return;
-        }
-        let Some(store) = self.store.clone().filter(|_| live.durable) else {
-            return;
-        };
-        match self.store_answered(store.finish(&key, result).await) {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(task.id = %task.id, "the task had ended elsewhere already; that result stands");
-            }
-            Err(error) => {
-                tracing::warn!(task.id = %task.id, %error, "the task's result was not written; trying again");
-                let (result, stopping) = (result.clone(), self.stopping.clone());
-                self.tasks.spawn(retry_final(store, key, result, stopping));
-            }
-        }
-    }
-
-    /// A task as the store has it, when it is not here.
-    pub(super) async fn stored(
-        &self,
-        tenant: &Tenant,
-        id: &TaskId,
-    ) -> Result<Option<TaskResult>, Error> {
-        let Some(store) = &self.store else {
-            return Ok(None);
-        };
-        self.store_answered(store.get(&TaskKey::new(tenant, id)).await)
-            .map_err(unavailable)
-    }
-
-    /// Cancels a task that another replica runs: asks it through the store,
-    /// then waits for its final result there.
-    pub(super) async fn cancel_elsewhere(
-        &self,
-        tenant: &Tenant,
-        id: &TaskId,
-    ) -> Result<TaskResult, Error> {
-        let not_found = || Error::TaskNotFound { id: id.clone() };
-        let Some(store) = &self.store else {
-            return Err(not_found());
-        };
-        let key = TaskKey::new(tenant, id);
-        let asked = self
-            .store_answered(store.request_cancel(&key).await)
-            .map_err(unavailable)?;
-        loop {
-            let stored = self
-                .store_answered(store.get(&key).await)
-                .map_err(unavailable)?
-                .ok_or_else(not_found)?;
-            if !asked || stored.status.is_final() {
-                return Ok(stored);
-            }
-            // Bounded by the caller's deadline: the RPC's future is dropped
-            // when it passes.
-            tokio::time::sleep(CANCEL_POLL).await;
-        }
-    }
-
-    /// Where a task stands now, then each time that changes (its status, an
-    /// attempt, a step), up to its final result; wherever it runs. The
-    /// first item is `TaskNotFound` when the task is unknown.
-    pub fn watch_task(
-        self: &Arc<Self>,
-        tenant: Tenant,
-        id: TaskId,
-    ) -> impl futures::Stream<Item = Result<TaskResult, Error>> + Send + 'static {
-        let state = (Arc::clone(self), None::<(TaskStatus, usize, usize)>, false);
-        futures::stream::unfold(state, move |(orchestrator, mut seen, ended)| {
-            let (tenant, id) = (tenant.clone(), id.clone());
-            async move {
-                if ended {
-                    return None;
-                }
-                loop {
-                    let now = match orchestrator.get(&id, &tenant).await {
-                        Ok(now) => now,
-                        Err(error) => return Some((Err(error), (orchestrator, seen, true))),
-                    };
-                    let mark = (now.status, now.metrics.attempts.len(), now.steps.len());
-                    if seen.replace(mark) != Some(mark) || now.status.is_final() {
-                        let ended = now.status.is_final();
-                        return Some((Ok(now), (orchestrator, seen, ended)));
-                    }
-                    tokio::time::sleep(CANCEL_POLL).await;
-                }
-            }
-        })
-    }
-
     /// Notes a worker call's outcome for the other replicas' statistics.
-    pub(super) fn share(
+    pub(in crate::exec) fn share(
         &self,
         model: &ModelId,
         task_type: &TaskType,
@@ -285,18 +87,16 @@ impl Orchestrator {
         }
     }
 
-    /// Until `cancel` fires: renews this replica's leases, cancels what was
-    /// cancelled through other replicas, counts the replicas that share the
-    /// models, takes over the tasks of replicas that stopped, shares call
-    /// outcomes both ways and prunes old results.
-    pub async fn tend_store(self: Arc<Self>, cancel: CancellationToken) {
+    /// Until `cancel` fires, every renewal period: renews this replica's
+    /// lease, cancels what was cancelled through other replicas, and counts
+    /// the replicas that share the models. Alone in its loop, so nothing
+    /// slow holds a renewal back; start it before [`recover`](Self::recover).
+    pub async fn keep_lease(self: Arc<Self>, cancel: CancellationToken) {
         let Some(store) = self.store.clone() else {
             return;
         };
-        let mut cursor = None;
         let mut ticker = tokio::time::interval(self.durability.renew_every());
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pruned = Instant::now();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -315,23 +115,77 @@ impl Orchestrator {
                     Ok(replicas) => self.scheduler.set_replicas(replicas),
                     Err(error) => tracing::debug!(%error, "the replicas were not counted"),
                 }
+            }
+        }
+    }
+
+    /// Until `cancel` fires: takes over the tasks of replicas that stopped,
+    /// shares call outcomes both ways, lets go of tasks the store says this
+    /// replica holds but it does not run, and prunes old results.
+    pub async fn tend_store(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let mut cursor = None;
+        let mut ticker = tokio::time::interval(self.durability.renew_every());
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (mut pruned, mut reconciled) = (Instant::now(), Instant::now());
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if !self.store_serving() {
+                continue;
+            }
+            if store.shared() {
                 self.exchange_outcomes(store.as_ref(), &mut cursor).await;
             }
             if !self.closing.load(Ordering::SeqCst) {
                 self.take_over(&store).await;
             }
+            if reconciled.elapsed() >= RECONCILE_EVERY {
+                reconciled = Instant::now();
+                self.reconcile(store.as_ref()).await;
+            }
             if pruned.elapsed() >= PRUNE_EVERY {
                 pruned = Instant::now();
-                let before = SystemTime::now() - self.durability_retention();
-                if let Err(error) = store.prune(before).await {
+                let retention = self.scheduler.settings().result_retention;
+                if let Err(error) = store.prune(SystemTime::now() - retention).await {
                     tracing::warn!(%error, "old results were not pruned");
                 }
             }
         }
     }
 
-    fn durability_retention(&self) -> Duration {
-        self.scheduler.settings().result_retention
+    /// Lets go of the tasks the store says this replica holds and it does
+    /// not run (an accept whose answer was lost after it committed, a claim
+    /// cut short): another claim takes them up, so none waits forever.
+    async fn reconcile(&self, store: &dyn Store) {
+        let held = match store.held().await {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::debug!(%error, "the held tasks were not listed");
+                return;
+            }
+        };
+        let finishing = lock(&self.finishing).clone();
+        let strays: Vec<TaskKey> = held
+            .into_iter()
+            .filter(|key| {
+                self.history.live(&key.tenant, &key.id).is_none() && !finishing.contains(key)
+            })
+            .collect();
+        if strays.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            tasks = strays.len(),
+            "the store held tasks this replica does not run; they are released"
+        );
+        if let Err(error) = store.release(&strays).await {
+            tracing::warn!(%error, "stray tasks were not released");
+        }
     }
 
     /// Claims tasks whose replica stopped renewing its lease, as many as
@@ -514,19 +368,13 @@ impl Orchestrator {
         result.finished_at = Some(SystemTime::now());
         if let Err(error) = self.store_answered(store.finish(key, &result).await) {
             tracing::warn!(task.id = %key.id, %error, "the task's result was not written; trying again");
-            let stopping = self.stopping.clone();
-            self.tasks.spawn(retry_final(
-                Arc::clone(store),
-                key.clone(),
-                result.clone(),
-                stopping,
-            ));
+            self.retry_final(Arc::clone(store), key.clone(), result.clone());
         }
         self.history.keep(&key.tenant, &key.id, result);
     }
 
     /// Hands the tasks let go at shutdown back to the store.
-    pub(super) async fn release_left(&self) {
+    pub(in crate::exec) async fn release_left(&self) {
         let left = std::mem::take(&mut *lock(&self.left));
         let Some(store) = self.store.as_ref().filter(|_| !left.is_empty()) else {
             return;
@@ -543,53 +391,3 @@ impl Orchestrator {
         }
     }
 }
-
-/// Tries a final result again every second until the store takes it, or
-/// until shutdown: the task then stays unfinished in the store and runs
-/// again elsewhere.
-async fn retry_final(
-    store: Arc<dyn Store>,
-    key: TaskKey,
-    result: TaskResult,
-    stopping: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stopping.cancelled() => {
-                tracing::warn!(task.id = %key.id, "shutting down before the task's result was written; it runs again after the restart");
-                return;
-            }
-            () = tokio::time::sleep(RETRY_EVERY) => {}
-        }
-        match store.finish(&key, &result).await {
-            Ok(_) => {
-                tracing::info!(task.id = %key.id, "the task's result is written");
-                return;
-            }
-            Err(error) => tracing::debug!(task.id = %key.id, %error, "still not written"),
-        }
-    }
-}
-
-/// A request refused because the store could not do its part.
-pub(super) fn unavailable(error: StoreError) -> Error {
-    Error::StoreUnavailable {
-        reason: error.to_string(),
-    }
-}
-
-/// A deadline on the wall clock, as the store keeps it.
-fn wall_clock(deadline: Deadline) -> Option<SystemTime> {
-    let left = deadline.remaining(Instant::now())?;
-    Some(SystemTime::now() + left)
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-#[path = "durable_tests.rs"]
-mod tests;
