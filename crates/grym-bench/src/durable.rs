@@ -160,7 +160,7 @@ async fn recovery(
     )
     .await?;
     let extra = format!(
-        "[store]\nurl = \"sqlite://{}\"\n\n[scheduler]\nmax_queue = {}\nmax_queue_wait = \"1000h\"\n",
+        "[store]\nurl = \"sqlite://{}\"\n\n[scheduler]\nmax_queue = {}\nmax_queue_wait = \"1000000h\"\n",
         scratch.path().join("grym.db").display(),
         tasks + 1000
     );

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::FailureKind;
-use crate::ids::{TaskId, TaskType};
+use crate::ids::{TaskId, TaskType, Tenant};
 use crate::model::{Description, Health};
 use crate::task::{Output, TaskInput};
 
@@ -28,9 +28,11 @@ pub struct InferCall {
     /// When the call must have ended; the client passes it on to the worker.
     pub deadline: Instant,
     /// Which run of the task the call belongs to, from 1: a task runs again
-    /// when the replica that ran it stopped first. With the task id, an
-    /// idempotency key for the worker.
+    /// when the replica that ran it stopped first. With the tenant and the
+    /// task id, an idempotency key for the worker.
     pub attempt: u32,
+    /// Who submitted the task: task ids are unique within a tenant only.
+    pub tenant: Tenant,
 }
 
 /// A failed worker call. The client that made it names the kind, from

@@ -2,7 +2,9 @@
 //!
 //! Records are MessagePack with field names (`rmp-serde`'s `to_vec_named`):
 //! compact, and self-describing, so a field added to a core type later
-//! still reads records written before it (with serde's defaults). The facts
+//! still reads records written before it when the field has a default (an
+//! `Option`, or `#[serde(default)]`); any other new field makes older
+//! records unreadable, so a change of the core's types needs one. The facts
 //! the queries filter and order by are columns beside the blob, written
 //! from the same record: they never disagree with it.
 

@@ -13,7 +13,7 @@ use grym_core::{
 };
 use serde_json::{Map, Value};
 
-use crate::backend::{Backend, Key, NewTask, SessionRows, Write};
+use crate::backend::{Backend, Claimed, Key, NewTask, SessionRows, Write};
 use crate::codec::{self, Accepted, AcceptedRef};
 use crate::error::Fault;
 use crate::lock::FileLock;
@@ -179,20 +179,29 @@ impl<B: Backend> Store for SqlStore<B> {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let mut rows = bounded("claiming tasks", self.backend.claim(limit)).await?;
             rows.sort_by_key(|row| row.seq);
-            rows.into_iter()
-                .map(|row| {
-                    let accepted: Accepted = codec::decode("a claimed task", &row.task)?;
-                    let snapshot: TaskResult =
-                        codec::decode("a claimed task's snapshot", &row.snapshot)?;
-                    Ok(TaskRecord {
-                        task: accepted.task,
-                        deadline: accepted.deadline,
-                        snapshot,
-                        runs: u32::try_from(row.runs).unwrap_or(u32::MAX),
-                    })
+            // Row by row: one record this build cannot read does not hold
+            // back the others (it stays held, and is let go again later).
+            let decode = |row: &Claimed| -> Result<TaskRecord, Fault> {
+                let accepted: Accepted = codec::decode("a claimed task", &row.task)?;
+                let snapshot: TaskResult =
+                    codec::decode("a claimed task's snapshot", &row.snapshot)?;
+                Ok(TaskRecord {
+                    task: accepted.task,
+                    deadline: accepted.deadline,
+                    snapshot,
+                    runs: u32::try_from(row.runs).unwrap_or(u32::MAX),
                 })
-                .collect::<Result<_, Fault>>()
-                .map_err(StoreError::from)
+            };
+            Ok(rows
+                .iter()
+                .filter_map(|row| match decode(row) {
+                    Ok(record) => Some(record),
+                    Err(fault) => {
+                        tracing::error!(seq = row.seq, error = %StoreError::from(fault), "a claimed task cannot be read; it is left");
+                        None
+                    }
+                })
+                .collect())
         })
     }
 

@@ -227,6 +227,7 @@ mod tests {
             }),
             parameters: None,
             attempt: 1,
+            tenant: String::new(),
             context: Some(grym_proto::json::json_to_struct(Map::from_iter([(
                 "topic".to_owned(),
                 json!("birdsong"),

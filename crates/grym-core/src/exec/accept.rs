@@ -74,6 +74,7 @@ impl Orchestrator {
             if let Some(session) = &task.session_id {
                 self.load_session(&task.tenant, session).await?;
             }
+            self.load_dependencies(&task).await?;
             let accepted = span.in_scope(|| self.accept(task, deadline, events, entry))?;
             let Some(store) = store else {
                 return Ok(self.launch(accepted, &span));

@@ -358,6 +358,7 @@ impl Orchestrator {
             context: prepared.context,
             deadline: call_deadline,
             attempt: job.live.runs().max(1),
+            tenant: task.tenant.clone(),
         };
         let _in_flight = replica.start_call();
         // The call's own time, without the context's preparation: what the

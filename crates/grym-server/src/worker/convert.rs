@@ -35,6 +35,7 @@ pub(crate) fn infer_request(call: InferCall) -> wire::InferRequest {
         parameters: Some(json_to_struct(call.parameters)),
         context: Some(json_to_struct(call.context)),
         attempt: call.attempt,
+        tenant: call.tenant.as_str().to_owned(),
     }
 }
 

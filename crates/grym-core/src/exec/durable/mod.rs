@@ -187,6 +187,28 @@ impl Orchestrator {
         });
     }
 
+    /// Reads back from the store the results of the tasks `task` depends on
+    /// that ended before they could be kept here (before a restart), so it
+    /// may depend on them.
+    pub(super) async fn load_dependencies(&self, task: &Task) -> Result<(), Error> {
+        let Some(store) = self.store.as_ref().filter(|_| !task.depends_on.is_empty()) else {
+            return Ok(());
+        };
+        for dep in &task.depends_on {
+            if self.history.contains(&task.tenant, dep) {
+                continue;
+            }
+            let stored = store
+                .get(&TaskKey::new(&task.tenant, dep))
+                .await
+                .map_err(unavailable)?;
+            if let Some(result) = stored.filter(|result| result.status.is_final()) {
+                self.history.keep(&task.tenant, dep, result);
+            }
+        }
+        Ok(())
+    }
+
     /// A task as the store has it, when it is not here.
     pub(super) async fn stored(
         &self,

@@ -675,6 +675,27 @@ async fn a_dependency_that_ended_before_the_restart_lets_its_dependent_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_task_may_depend_on_one_that_ended_before_the_restart() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let (store, orchestrator) = durable(&[&model]);
+    let a = task("a", "transcription");
+    let ended = snapshot(&a, TaskStatus::Succeeded);
+    store.put_final(record(a, TaskStatus::Running, 1), ended);
+    let b = Task {
+        depends_on: vec![id("a")],
+        ..task("b", "transcription")
+    };
+    let b = orchestrator
+        .submit(b, Deadline::NONE, None)
+        .await
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(b.status, TaskStatus::Succeeded);
+    assert_eq!(called(&model), [("b".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dependent_taken_up_while_its_dependency_waits_for_its_model_waits_for_it() {
     let asr = FakeModel::serving("asr", "transcription", 0.9);
     let llm = FakeModel::serving("llm", "text_generation", 0.9);
