@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// than it. How many results went.
     fn prune(&self, before: SystemTime) -> StoreFuture<'_, u64>;
 
+    /// Deletes sessions last put or added to before `before`, with their
+    /// outputs. How many went.
+    fn prune_sessions(&self, before: SystemTime) -> StoreFuture<'_, u64>;
+
     /// Replaces a session's context, keeping its outputs.
     fn put_session<'a>(
         &'a self,

@@ -138,6 +138,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `before` (epoch ms); how many tasks went.
     fn prune(&self, before: i64) -> BoxFuture<'_, Result<u64, Fault>>;
 
+    /// Deletes sessions last put or added to before `before` (epoch ms),
+    /// with their entries; how many went.
+    fn prune_sessions(&self, before: i64) -> BoxFuture<'_, Result<u64, Fault>>;
+
     /// A session's rows, if it exists.
     fn session<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<SessionRows>, Fault>>;
 

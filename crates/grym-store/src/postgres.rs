@@ -242,8 +242,10 @@ impl Postgres {
                 .rows_affected()
             }
             Write::PutSession { key, context } => sqlx::query(
-                "INSERT INTO sessions (tenant, id, context) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant, id) DO UPDATE SET context = EXCLUDED.context",
+                "INSERT INTO sessions (tenant, id, context, used_at) \
+                     VALUES ($1, $2, $3, grym_now_ms()) \
+                     ON CONFLICT (tenant, id) DO UPDATE \
+                     SET context = EXCLUDED.context, used_at = EXCLUDED.used_at",
             )
             .bind(key.tenant.as_str())
             .bind(key.id.as_str())
@@ -258,8 +260,9 @@ impl Postgres {
                 keep,
             } => {
                 sqlx::query(
-                    "INSERT INTO sessions (tenant, id, context) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant, id) DO NOTHING",
+                    "INSERT INTO sessions (tenant, id, context, used_at) \
+                     VALUES ($1, $2, $3, grym_now_ms()) \
+                     ON CONFLICT (tenant, id) DO UPDATE SET used_at = EXCLUDED.used_at",
                 )
                 .bind(key.tenant.as_str())
                 .bind(key.id.as_str())
@@ -432,6 +435,27 @@ impl Backend for Postgres {
                 .into_iter()
                 .map(|(tenant, id)| Key { tenant, id })
                 .collect())
+        })
+    }
+
+    fn prune_sessions(&self, before: i64) -> BoxFuture<'_, Result<u64, Fault>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM session_entries USING sessions \
+                 WHERE session_entries.tenant = sessions.tenant \
+                     AND session_entries.session = sessions.id AND sessions.used_at < $1",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query("DELETE FROM sessions WHERE used_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(deleted)
         })
     }
 

@@ -241,12 +241,14 @@ impl Sqlite {
                 released
             }
             Write::PutSession { key, context } => sqlx::query(
-                "INSERT INTO sessions (tenant, id, context) VALUES (?, ?, ?) \
-                     ON CONFLICT (tenant, id) DO UPDATE SET context = excluded.context",
+                "INSERT INTO sessions (tenant, id, context, used_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (tenant, id) DO UPDATE \
+                     SET context = excluded.context, used_at = excluded.used_at",
             )
             .bind(key.tenant.as_str())
             .bind(key.id.as_str())
             .bind(context.as_slice())
+            .bind(now_ms())
             .execute(&mut *conn)
             .await?
             .rows_affected(),
@@ -257,12 +259,13 @@ impl Sqlite {
                 keep,
             } => {
                 sqlx::query(
-                    "INSERT INTO sessions (tenant, id, context) VALUES (?, ?, ?) \
-                     ON CONFLICT (tenant, id) DO NOTHING",
+                    "INSERT INTO sessions (tenant, id, context, used_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (tenant, id) DO UPDATE SET used_at = excluded.used_at",
                 )
                 .bind(key.tenant.as_str())
                 .bind(key.id.as_str())
                 .bind(codec::EMPTY_MAP)
+                .bind(now_ms())
                 .execute(&mut *conn)
                 .await?;
                 let added = sqlx::query(
@@ -418,6 +421,24 @@ impl Backend for Sqlite {
                 .into_iter()
                 .map(|(tenant, id)| Key { tenant, id })
                 .collect())
+        })
+    }
+
+    fn prune_sessions(&self, before: i64) -> BoxFuture<'_, Result<u64, Fault>> {
+        Box::pin(async move {
+            sqlx::query(
+                "DELETE FROM session_entries WHERE (tenant, session) IN \
+                 (SELECT tenant, id FROM sessions WHERE used_at < ?)",
+            )
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+            let deleted = sqlx::query("DELETE FROM sessions WHERE used_at < ?")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(deleted)
         })
     }
 

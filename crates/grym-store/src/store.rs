@@ -253,6 +253,16 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
+    fn prune_sessions(&self, before: SystemTime) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            bounded(
+                "pruning sessions",
+                self.backend.prune_sessions(codec::epoch_ms(before)),
+            )
+            .await
+        })
+    }
+
     fn prune(&self, before: SystemTime) -> StoreFuture<'_, u64> {
         Box::pin(
             async move { bounded("pruning", self.backend.prune(codec::epoch_ms(before))).await },

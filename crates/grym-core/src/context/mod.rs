@@ -347,6 +347,11 @@ impl ContextManager {
             .append(tenant.as_str(), session.as_str(), kind, context);
     }
 
+    /// How long a session lives unused.
+    pub(crate) fn session_ttl(&self) -> Duration {
+        self.settings.session_ttl
+    }
+
     /// How many task outputs one session keeps.
     pub(crate) fn max_session_entries(&self) -> usize {
         self.settings.session_max_entries

@@ -451,6 +451,10 @@ impl Store for FakeStore {
         })
     }
 
+    fn prune_sessions(&self, _before: SystemTime) -> StoreFuture<'_, u64> {
+        self.operate("prune_sessions", |_| 0)
+    }
+
     fn prune(&self, before: SystemTime) -> StoreFuture<'_, u64> {
         self.operate("prune", move |state| {
             state.ops.push(Op::Prune);

@@ -121,7 +121,8 @@ impl Orchestrator {
 
     /// Until `cancel` fires: takes over the tasks of replicas that stopped,
     /// shares call outcomes both ways, lets go of tasks the store says this
-    /// replica holds but it does not run, and prunes old results.
+    /// replica holds but it does not run, and prunes old results and
+    /// expired sessions.
     pub async fn tend_store(self: Arc<Self>, cancel: CancellationToken) {
         let Some(store) = self.store.clone() else {
             return;
@@ -153,6 +154,10 @@ impl Orchestrator {
                 let retention = self.scheduler.settings().result_retention;
                 if let Err(error) = store.prune(SystemTime::now() - retention).await {
                     tracing::warn!(%error, "old results were not pruned");
+                }
+                let idle = self.context.session_ttl();
+                if let Err(error) = store.prune_sessions(SystemTime::now() - idle).await {
+                    tracing::warn!(%error, "expired sessions were not pruned");
                 }
             }
         }
