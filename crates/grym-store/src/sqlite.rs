@@ -391,11 +391,8 @@ impl Backend for Sqlite {
 
     fn renew(&self) -> BoxFuture<'_, Result<Vec<Key>, Fault>> {
         Box::pin(async move {
-            sqlx::query("UPDATE tasks SET lease_until = ? WHERE owner = ? AND state <> 'final'")
-                .bind(now_ms().saturating_add(self.lease))
-                .bind(self.owner.as_str())
-                .execute(&self.pool)
-                .await?;
+            // Nothing to extend: the file's lock is this process's lease, and
+            // no other process claims from it.
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT tenant, id FROM tasks \
                  WHERE owner = ? AND state <> 'final' AND cancel_requested",
