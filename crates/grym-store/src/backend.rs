@@ -16,6 +16,13 @@ pub(crate) struct Key {
     pub(crate) id: String,
 }
 
+impl From<(String, String)> for Key {
+    /// A `(tenant, id)` row.
+    fn from((tenant, id): (String, String)) -> Self {
+        Self { tenant, id }
+    }
+}
+
 /// A newly accepted task.
 #[derive(Debug)]
 pub(crate) struct NewTask {

@@ -416,10 +416,7 @@ impl Backend for Postgres {
             .bind(self.owner.as_str())
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(tenant, id)| Key { tenant, id })
-                .collect())
+            Ok(rows.into_iter().map(Key::from).collect())
         })
     }
 
@@ -431,10 +428,7 @@ impl Backend for Postgres {
             .bind(self.owner.as_str())
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(tenant, id)| Key { tenant, id })
-                .collect())
+            Ok(rows.into_iter().map(Key::from).collect())
         })
     }
 

@@ -400,10 +400,7 @@ impl Backend for Sqlite {
             .bind(self.owner.as_str())
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(tenant, id)| Key { tenant, id })
-                .collect())
+            Ok(rows.into_iter().map(Key::from).collect())
         })
     }
 
@@ -414,10 +411,7 @@ impl Backend for Sqlite {
                     .bind(self.owner.as_str())
                     .fetch_all(&self.pool)
                     .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(tenant, id)| Key { tenant, id })
-                .collect())
+            Ok(rows.into_iter().map(Key::from).collect())
         })
     }
 

@@ -94,6 +94,19 @@ fn key_of(key: &TaskKey) -> Key {
     }
 }
 
+/// The core's keys of rows the backend listed.
+fn task_keys(keys: Vec<Key>) -> Result<Vec<TaskKey>, StoreError> {
+    keys.into_iter()
+        .map(|key| {
+            Ok(TaskKey {
+                tenant: codec::tenant(&key.tenant)?,
+                id: codec::task_id(&key.id)?,
+            })
+        })
+        .collect::<Result<_, Fault>>()
+        .map_err(StoreError::from)
+}
+
 fn session_key(tenant: &Tenant, id: &SessionId) -> Key {
     Key {
         tenant: tenant.as_str().to_owned(),
@@ -212,15 +225,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn held(&self) -> StoreFuture<'_, Vec<TaskKey>> {
         Box::pin(async move {
             let keys = bounded("listing held tasks", self.backend.held()).await?;
-            keys.into_iter()
-                .map(|key| {
-                    Ok(TaskKey {
-                        tenant: codec::tenant(&key.tenant)?,
-                        id: codec::task_id(&key.id)?,
-                    })
-                })
-                .collect::<Result<_, Fault>>()
-                .map_err(StoreError::from)
+            task_keys(keys)
         })
     }
 
@@ -231,15 +236,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn renew(&self) -> StoreFuture<'_, Vec<TaskKey>> {
         Box::pin(async move {
             let keys = bounded("renewing leases", self.backend.renew()).await?;
-            keys.into_iter()
-                .map(|key| {
-                    Ok(TaskKey {
-                        tenant: codec::tenant(&key.tenant)?,
-                        id: codec::task_id(&key.id)?,
-                    })
-                })
-                .collect::<Result<_, Fault>>()
-                .map_err(StoreError::from)
+            task_keys(keys)
         })
     }
 

@@ -44,9 +44,11 @@ impl Orchestrator {
     /// The store a task is written to: a submitted task's, when there is a
     /// store; an executed or streamed one's only with `durable_execute`.
     pub(super) fn store_for(&self, submitted: bool) -> Option<Arc<dyn Store>> {
+        // Not cloned for a task that is not written: ExecuteTask's way.
         self.store
-            .clone()
+            .as_ref()
             .filter(|_| submitted || self.durability.durable_execute)
+            .cloned()
     }
 
     /// Whether the store answered its last operation (true without one):
