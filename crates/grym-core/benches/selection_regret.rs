@@ -27,7 +27,7 @@
 //! probability `p`, latency `L` against the slowest model's; a hung model's
 //! `p` is 0 and its `L` the deadline), the objective the scoring formula's
 //! weights express; the oracle always picks the model of highest true
-//! utility. The figures, each the mean of 5 seeds:
+//! utility. The figures, each the mean of 50 seeds:
 //! - **regret**: the oracle's utility minus the chosen model's, summed over
 //!   the tasks before, then after, the change;
 //! - **tasks to follow**: the tasks after the change until the end of the
@@ -65,7 +65,7 @@ const TASKS: usize = 6_000;
 const CHANGE_AT: usize = 3_000;
 const ARRIVALS: [Duration; 2] = [Duration::from_millis(10), Duration::from_secs(1)];
 const DEADLINE: Duration = Duration::from_secs(1);
-const SEEDS: u64 = 5;
+const SEEDS: u64 = 50;
 const FOLLOW_WINDOW: usize = 100;
 const SHARE_BEFORE: usize = 500;
 const LOSS_WINDOW: usize = 20;
