@@ -407,9 +407,11 @@ impl Orchestrator {
             trail.models += 1;
         }
         tried.push(Arc::clone(&chosen.replica));
-        let call = match self.prepare(job, candidate).await {
+        let span = self.attempt_span(job, candidate, &chosen, false);
+        let call = match self.prepare(job, candidate, &span).await {
             Ok(call) => call,
             Err(end) => {
+                span.record("attempt.outcome", end.label());
                 let call = Call {
                     end,
                     latency: Duration::ZERO,
@@ -429,14 +431,14 @@ impl Orchestrator {
         match self.hedge_delay(job, candidate, &chosen) {
             None => {
                 let done = self
-                    .call(job, candidate, chosen, call, expected, false)
+                    .call(job, candidate, chosen, call, expected, (span, false))
                     .await;
                 self.conclude(job, candidate, done, trail).await
             }
             Some(delay) => {
                 let first = (Arc::clone(&chosen.replica), Instant::now());
                 let hedge = call.clone();
-                let call = self.call(job, candidate, chosen, call, expected, false);
+                let call = self.call(job, candidate, chosen, call, expected, (span, false));
                 self.hedged(
                     job, candidate, call, first, hedge, delay, expected, tried, trail,
                 )
@@ -507,7 +509,9 @@ impl Orchestrator {
         tried.push(Arc::clone(&chosen.replica));
         let second_replica = Arc::clone(&chosen.replica);
         let second_started = Instant::now();
-        let mut second = std::pin::pin!(self.call(job, candidate, chosen, call, expected, true));
+        let span = self.attempt_span(job, candidate, &chosen, true);
+        let mut second =
+            std::pin::pin!(self.call(job, candidate, chosen, call, expected, (span, true)));
         let (done, first_won) = tokio::select! {
             done = &mut first => (done, true),
             done = &mut second => (done, false),
@@ -648,12 +652,17 @@ impl Orchestrator {
 
     /// The call for a candidate, its context prepared for the model; the
     /// end to record instead when what grymd composed cannot be sent.
-    async fn prepare(&self, job: Job<'_>, candidate: &Candidate) -> Result<InferCall, CallEnd> {
+    async fn prepare(
+        &self,
+        job: Job<'_>,
+        candidate: &Candidate,
+        span: &tracing::Span,
+    ) -> Result<InferCall, CallEnd> {
         let task = job.task;
         let target_kind = candidate.model.description().kind.clone();
         let prepare_span = tracing::debug_span!(
+            parent: span,
             "prepare context",
-            model = %candidate.model.id(),
             target.kind = %target_kind,
             cache.hits = tracing::field::Empty,
             cache.misses = tracing::field::Empty,
@@ -714,8 +723,31 @@ impl Orchestrator {
         })
     }
 
+    /// The span of one call: the context's preparation (for a first call)
+    /// and the worker call run inside it.
+    fn attempt_span(
+        &self,
+        job: Job<'_>,
+        candidate: &Candidate,
+        chosen: &Chosen,
+        hedge: bool,
+    ) -> tracing::Span {
+        let model = candidate.model.id();
+        tracing::debug_span!(
+            "attempt",
+            model = %model,
+            endpoint = chosen.replica.endpoint(),
+            grym.task.r#type = %job.task.task_type,
+            gen_ai.request.model = %model,
+            grym.hedge = hedge,
+            grym.probe = chosen.probe,
+            attempt.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
     /// One call to one replica, within the caller's deadline and the
-    /// worker timeout.
+    /// worker timeout, in its span; `hedge` when it races an earlier call.
     async fn call(
         &self,
         job: Job<'_>,
@@ -723,9 +755,8 @@ impl Orchestrator {
         chosen: Chosen,
         mut call: InferCall,
         expected: Option<Duration>,
-        hedge: bool,
+        (span, hedge): (tracing::Span, bool),
     ) -> Call {
-        let task = job.task;
         let replica = Arc::clone(&chosen.replica);
         let worker_deadline = Instant::now() + self.worker_timeout;
         let (call_deadline, caller_bound) = match job.deadline.instant() {
@@ -734,17 +765,6 @@ impl Orchestrator {
         };
         call.deadline = call_deadline;
         let model = candidate.model.id();
-        let span = tracing::debug_span!(
-            "attempt",
-            model = %model,
-            endpoint = replica.endpoint(),
-            grym.task.r#type = %task.task_type,
-            gen_ai.request.model = %model,
-            grym.hedge = hedge,
-            grym.probe = chosen.probe,
-            attempt.outcome = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
         let in_flight = chosen.start_call();
         let started = Instant::now();
         // The client is called inside the span, so the call it makes (and
