@@ -346,9 +346,38 @@ impl Orchestrator {
         self.context.maintain(cancel).await;
     }
 
-    /// Begins shutdown: refuses new tasks and cancels every live one (each
-    /// still ends with its result). A task written to the store is let go
-    /// instead: it ends here, but not in the store, where the next start
+    /// Drains: refuses new tasks at once ([`Error::ShuttingDown`]), and
+    /// gives the running and queued ones up to `grace` to end on their own
+    /// and answer their callers; then ends what is left as
+    /// [`begin_shutdown`](Self::begin_shutdown) does, waits for it, and hands
+    /// the durable tasks it let go back to the store, still queued for the
+    /// next start or another replica. Whether every task ended on its own.
+    ///
+    /// The lease is the caller's to keep renewing meanwhile
+    /// ([`keep_lease`](Self::keep_lease)), so no other replica takes over a
+    /// task that is still running here.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.closing.store(true, Ordering::SeqCst);
+        self.tasks.close();
+        let ended = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        if !ended {
+            let live = self.history.live_tasks();
+            let durable = live.iter().filter(|task| task.durable).count();
+            tracing::warn!(
+                tasks = live.len(),
+                durable,
+                ?grace,
+                "the grace period ran out: the tasks still running or queued end now, durable ones \
+                 stay accepted in the store"
+            );
+        }
+        self.shutdown().await;
+        ended
+    }
+
+    /// Begins shutdown at once: refuses new tasks and cancels every live one
+    /// (each still ends with its result). A task written to the store is let
+    /// go instead: it ends here, but not in the store, where the next start
     /// or another replica takes it up.
     pub fn begin_shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -362,8 +391,8 @@ impl Orchestrator {
         }
     }
 
-    /// Shuts down and waits until every task has ended; then hands the
-    /// tasks it let go back to the store.
+    /// Shuts down at once and waits until every task has ended; then hands
+    /// the tasks it let go back to the store.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
         self.tasks.close();
@@ -372,5 +401,7 @@ impl Orchestrator {
     }
 }
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod tests;

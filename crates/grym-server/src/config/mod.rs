@@ -51,7 +51,12 @@ const ENV_KEYS: &[&str] = &[
     "connect_timeout",
     "max_message_bytes",
     "reflection",
+    "shutdown_grace",
 ];
+
+/// The default `shutdown_grace`: room for most calls in flight to end (a
+/// pod's `terminationGracePeriodSeconds` should exceed it by a few seconds).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Config {
@@ -92,6 +97,10 @@ pub struct RawConfig {
     pub max_message_bytes: usize,
     /// Whether server reflection is served (health always is).
     pub reflection: bool,
+    /// How long running and queued tasks may take to end after SIGTERM or
+    /// SIGINT, before what is left is ended.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// What one request may carry.
     pub limits: Limits,
     /// How models are chosen.
@@ -137,6 +146,7 @@ impl Default for RawConfig {
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
             reflection: true,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             limits: Limits::default(),
             selection: SelectionSettings::default(),
             scheduler: SchedulerSettings::default(),
@@ -192,6 +202,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Whether server reflection is served (health always is).
     pub reflection: bool,
+    /// How long running and queued tasks may take to end after SIGTERM or
+    /// SIGINT (zero: they are ended at once).
+    pub shutdown_grace: Duration,
     /// The model workers to use.
     pub workers: Vec<WorkerConfig>,
     /// TLS to `https://` workers, its files read; read again on SIGHUP.
@@ -293,6 +306,7 @@ impl RawConfig {
             connect_timeout: self.connect_timeout,
             max_message_bytes: self.max_message_bytes,
             reflection: self.reflection,
+            shutdown_grace: self.shutdown_grace,
             workers,
             worker_tls,
             source: None,
