@@ -26,6 +26,7 @@ mod attempt;
 mod composite;
 mod durable;
 mod handle;
+mod hedge;
 mod job;
 mod lifecycle;
 mod observe;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::handle::TaskHandle;
+pub use self::hedge::HedgingSettings;
 pub use self::observe::{CapabilityView, ModelView, ReplicaView};
 use crate::context::{ContextManager, ContextSettings};
 use crate::deadline::Deadline;
@@ -58,7 +60,7 @@ use crate::plan::recipe::Recipes;
 use crate::plan::selection::{SelectionSettings, Selector};
 use crate::plan::view::CompositePlan;
 use crate::plan::{Planned, Planner};
-use crate::registry::Registry;
+use crate::registry::{EjectionSettings, Registry, RetrySettings};
 use crate::schedule::{Scheduler, SchedulerSettings};
 use crate::store::{DurabilitySettings, Outcome, Store, TaskKey};
 use crate::task::{Routing, Task, TaskEvent, TaskResult};
@@ -85,6 +87,13 @@ pub struct OrchestratorSettings {
     pub limits: Limits,
     /// How accepted work is kept, when there is a store.
     pub durability: DurabilitySettings,
+    /// When a replica whose calls fail is taken out of rotation.
+    pub ejection: EjectionSettings,
+    /// How failed calls are retried, and how many retries failures may
+    /// cause.
+    pub retries: RetrySettings,
+    /// Which task types send a second call when the first is slow.
+    pub hedging: HedgingSettings,
     /// Whether metrics are recorded: off when they go nowhere, so requests
     /// do not pay for them.
     pub metrics: bool,
@@ -101,6 +110,9 @@ impl Default for OrchestratorSettings {
             bottlenecks: BottleneckSettings::default(),
             limits: Limits::default(),
             durability: DurabilitySettings::default(),
+            ejection: EjectionSettings::default(),
+            retries: RetrySettings::default(),
+            hedging: HedgingSettings::default(),
             metrics: true,
         }
     }
@@ -128,6 +140,9 @@ pub struct Orchestrator {
     /// Where accepted work is written, if anywhere.
     store: Option<Arc<dyn Store>>,
     durability: DurabilitySettings,
+    ejection: EjectionSettings,
+    retries: RetrySettings,
+    hedging: HedgingSettings,
     /// Whether the store answered its last operation.
     store_serving: AtomicBool,
     /// Worker calls' outcomes not yet published to the other replicas.
@@ -167,6 +182,9 @@ impl Orchestrator {
             failure_names: FailureKind::as_str,
             store: None,
             durability: settings.durability,
+            ejection: settings.ejection,
+            retries: settings.retries,
+            hedging: settings.hedging,
             store_serving: AtomicBool::new(true),
             outcomes: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),

@@ -4,7 +4,8 @@
 //! errors name the key at fault.
 //!
 //! The tables of the core's settings (`[selection]`, `[scheduler]`,
-//! `[context]`, `[bottlenecks]`) are read straight into the core's own
+//! `[context]`, `[bottlenecks]`, `[ejection]`, `[retries]`, `[hedging]`)
+//! are read straight into the core's own
 //! settings types, whose defaults and checks live beside them; this module
 //! holds only what is grymd's: the listener, the workers, the tokens.
 //!
@@ -27,8 +28,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
 use grym_core::{
-    BottleneckSettings, ContextSettings, Limits, OrchestratorSettings, Recipes, SchedulerSettings,
-    SelectionSettings, SettingError, Tenant,
+    BottleneckSettings, ContextSettings, EjectionSettings, HedgingSettings, Limits,
+    OrchestratorSettings, Recipes, RetrySettings, SchedulerSettings, SelectionSettings,
+    SettingError, Tenant,
 };
 use serde::Deserialize;
 
@@ -115,6 +117,12 @@ pub struct RawConfig {
     pub worker_tls: RawWorkerTls,
     /// Where accepted work is kept.
     pub store: RawStore,
+    /// When a replica whose calls fail is taken out of rotation.
+    pub ejection: EjectionSettings,
+    /// How failed calls are retried, within a budget.
+    pub retries: RetrySettings,
+    /// Which task types hedge slow calls.
+    pub hedging: HedgingSettings,
 }
 
 impl Default for RawConfig {
@@ -141,6 +149,9 @@ impl Default for RawConfig {
             workers: Vec::new(),
             worker_tls: RawWorkerTls::default(),
             store: RawStore::default(),
+            ejection: EjectionSettings::default(),
+            retries: RetrySettings::default(),
+            hedging: HedgingSettings::default(),
         }
     }
 }
@@ -255,6 +266,8 @@ impl RawConfig {
         self.bottlenecks
             .validate()
             .map_err(setting("bottlenecks"))?;
+        self.ejection.validate().map_err(setting("ejection"))?;
+        self.retries.validate().map_err(setting("retries"))?;
         Ok(Config {
             listen,
             builtin_workers: self.builtin_workers,
@@ -267,6 +280,9 @@ impl RawConfig {
                 bottlenecks: self.bottlenecks,
                 limits: self.limits,
                 durability: store.durability.clone(),
+                ejection: self.ejection,
+                retries: self.retries,
+                hedging: self.hedging,
                 // Set by grymd once telemetry says whether metrics go out.
                 metrics: true,
             },
