@@ -1,6 +1,7 @@
 //! Shared fixtures of the end-to-end tests: build and start the real
 //! binaries on free loopback ports, wait until they serve, kill them on drop
-//! (printing their logs when a test failed), and fetch the real `grpcurl`.
+//! (printing their logs when a test failed), and fetch the real `grpcurl`;
+//! [`load`] drives `ExecuteTask` under faults and keeps every answer.
 //!
 //! Every wait is bounded, so a broken server fails a test instead of hanging
 //! it.
@@ -12,6 +13,7 @@
 )]
 
 pub mod certs;
+pub mod load;
 pub mod otlp;
 pub mod postgres;
 
