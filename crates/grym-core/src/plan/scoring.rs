@@ -11,11 +11,14 @@
 //! ```
 //!
 //! where `samples` is the number of the model's outcomes, faded while it is
-//! idle (see [`registry::stats`](crate::registry)), and the rates follow its last
-//! seconds.
+//! idle, and the rates follow its last outcomes (at most 50, fewer right
+//! after a change; see [`registry::stats`](crate::registry)).
 //!
-//! **Expected latency** is the measured mean latency of answers (the
-//! declared estimate while there are none) times a load factor
+//! **Expected latency** is the measured mean latency (of answers, and of
+//! timeouts counted as at least the time they ran; see
+//! [`registry::stats`](crate::registry); while there is no answer, the
+//! declared estimate or the timeouts' mean, whichever is longer) times a
+//! load factor
 //! `1 + in_flight / capacity`, where `capacity` is the declared concurrency
 //! of the model's replicas that are not down, added up: a model with as
 //! many calls in flight as it runs at once is expected to take twice as
@@ -117,10 +120,13 @@ pub(crate) fn score_all(settings: &ScoringSettings, inputs: &[ScoreInput]) -> Ve
 }
 
 fn expected_latency(input: &ScoreInput) -> Duration {
-    let base = if input.stats.successes > 0.0 {
-        input.stats.mean_latency
+    let stats = &input.stats;
+    // Timeouts only bound a latency from below: without an answer the
+    // declared estimate stands, unless they already exceed it.
+    let base = if stats.successes > 0.0 {
+        stats.mean_latency
     } else {
-        input.estimated_latency
+        input.estimated_latency.max(stats.mean_latency)
     };
     match input.capacity {
         Some(capacity) => {
@@ -207,6 +213,21 @@ mod tests {
         assert_eq!(scores[0].expected_latency, Duration::from_millis(200));
         assert!(close(scores[1].normalized_latency, 0.5));
         assert!(scores[1].score > scores[0].score);
+    }
+
+    #[test]
+    fn timeouts_alone_raise_the_expected_latency_above_the_estimate_only() {
+        let timed_out = |mean_ms| StatsSnapshot {
+            failures: 0.0,
+            timeouts: 3.0,
+            ..stats(3.0, 0.0, mean_ms)
+        };
+        // The declared 100 ms stand against timeouts after 40 ms ...
+        let early = score_all(&ScoringSettings::default(), &[input(0.8, timed_out(40))]);
+        assert_eq!(early[0].expected_latency, Duration::from_millis(100));
+        // ... but a model cut after 1 s took at least that.
+        let hung = score_all(&ScoringSettings::default(), &[input(0.8, timed_out(1_000))]);
+        assert_eq!(hung[0].expected_latency, Duration::from_secs(1));
     }
 
     fn arb_stats() -> impl Strategy<Value = StatsSnapshot> {
