@@ -1,6 +1,7 @@
 //! Shared fixtures of the end-to-end tests: build and start the real
 //! binaries on free loopback ports, wait until they serve, kill them on drop
-//! (printing their logs when a test failed), and fetch the real `grpcurl`.
+//! (printing their logs when a test failed), and fetch the real `grpcurl`;
+//! [`load`] drives `ExecuteTask` under faults and keeps every answer.
 //!
 //! Every wait is bounded, so a broken server fails a test instead of hanging
 //! it.
@@ -12,6 +13,7 @@
 )]
 
 pub mod certs;
+pub mod load;
 pub mod otlp;
 pub mod postgres;
 
@@ -197,6 +199,28 @@ impl Process {
     pub async fn kill(&mut self) {
         self.child.kill().await.ok();
     }
+
+    /// Sends it SIGTERM, as an orchestrator stopping a pod would, and
+    /// returns at once.
+    pub async fn sigterm(&self) {
+        if let Some(pid) = self.child.id() {
+            let status = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "kill -TERM failed");
+        }
+    }
+
+    /// Waits at most `limit` for it to exit: its exit status, or `None`
+    /// while it still runs.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
 }
 
 impl Drop for Process {
@@ -245,13 +269,12 @@ impl Grymd {
             .unwrap_or_else(|error| panic!("{error:#}"))
     }
 
+    /// Waits until its health service answers, `SERVING` or not: grymd
+    /// serves only once it has taken up its stored work and probed every
+    /// worker, and reports `NOT_SERVING` while no model serves.
     async fn try_start(config: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let grymd = Self::spawn(config, env).await?;
-        wait_serving(
-            &grymd.process.endpoint(),
-            "grym.orchestrator.v1.Orchestrator",
-        )
-        .await?;
+        wait_answering(&grymd.process.endpoint()).await?;
         Ok(grymd)
     }
 
@@ -303,6 +326,17 @@ impl Grymd {
                 .await;
         }
         let _ = tokio::time::timeout(START_TIMEOUT, self.process.child.wait()).await;
+    }
+
+    /// Sends it SIGTERM and returns at once.
+    pub async fn sigterm(&self) {
+        self.process.sigterm().await;
+    }
+
+    /// Waits at most `limit` for it to exit: its exit status, or `None`
+    /// while it still runs.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.process.exited_within(limit).await
     }
 
     /// What its `grpc.health.v1` check answers for `service` now.
@@ -412,6 +446,50 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|error| panic!("no free port: {error}"))
+}
+
+/// A `grpc.health.v1` Watch of `service` on `endpoint`, open until the
+/// server ends it (or the test drops it).
+pub async fn watch_health(
+    endpoint: &str,
+    service: &str,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = Channel::from_shared(endpoint.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("connecting to {endpoint} failed: {error}"));
+    HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("Watch of {service:?} refused: {status}"))
+        .into_inner()
+}
+
+/// Polls grpc.health.v1 until it answers a check of `""`, whatever its
+/// status.
+async fn wait_answering(endpoint: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = Channel::from_shared(endpoint.to_owned())?;
+    let poll = async {
+        loop {
+            if let Ok(channel) = endpoint.connect().await
+                && HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(READY_TIMEOUT, poll)
+        .await
+        .with_context(|| format!("{} did not answer health checks in time", endpoint.uri()))
 }
 
 /// Polls grpc.health.v1 until `service` is SERVING.

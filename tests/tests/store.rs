@@ -242,6 +242,8 @@ fn result(task: &Task, status: TaskStatus) -> TaskResult {
                 latency: Duration::from_millis(40),
                 error: Some(TaskError::new(FailureKind::Exhausted, "queue full")),
                 step: Some(StepId::new("detect").unwrap()),
+                endpoint: "http://127.0.0.1:7002".to_owned(),
+                hedge: true,
             }],
         },
         routing: routing.clone(),

@@ -14,12 +14,16 @@
 //! - `grym-bench durable` measures `SubmitTask` and `ExecuteTask` on each
 //!   store (memory, SQLite, PostgreSQL) side by side, and the time a
 //!   restart takes to take up queued tasks.
+//! - `grym-bench chaos` kills, fails and hangs workers behind grymd under
+//!   open-loop load and counts what callers see: calls failed by code,
+//!   unanswered, retries used, where first attempts went.
 //! - `grym-bench sink` takes OTLP traces and metrics and discards them, to
 //!   measure grymd with export on against off.
 //!
 //! Load only ever goes to loopback addresses. Progress goes to standard
 //! error; results to standard output.
 
+mod chaos;
 mod compare;
 mod durable;
 mod load;
@@ -62,6 +66,9 @@ enum Command {
     /// Measure SubmitTask and ExecuteTask on each store side by side, and
     /// the recovery of queued tasks after a kill.
     Durable(DurableArgs),
+    /// Kill, fail and hang workers behind grymd under open-loop load, and
+    /// count what callers see.
+    Chaos(ChaosArgs),
     /// Take OTLP/gRPC traces and metrics and discard them, counting them.
     Sink {
         /// Address to listen on; loopback.
@@ -149,6 +156,41 @@ struct DurableArgs {
     /// restart that takes them up.
     #[arg(long)]
     recover: Option<usize>,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// The cases to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [chaos::Case::Kill, chaos::Case::Flaky, chaos::Case::Hung])]
+    cases: Vec<chaos::Case>,
+    /// Calls per second of the kill case, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [500.0, 1000.0])]
+    kill_rates: Vec<f64>,
+    /// Calls per second of the flaky case.
+    #[arg(long, default_value_t = 500.0)]
+    flaky_rate: f64,
+    /// Calls per second of the hung case.
+    #[arg(long, default_value_t = 10.0)]
+    hung_rate: f64,
+    /// Length of each run.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    duration: Duration,
+    /// Every call's deadline (`grpc-timeout`) in the kill and flaky cases.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    deadline: Duration,
+    /// Every call's deadline in the hung case.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    hung_deadline: Duration,
+    /// How long past its deadline a call is waited for before it counts as
+    /// unanswered.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    grace: Duration,
+    /// The healthy sims' latency per call.
+    #[arg(long, default_value = "5ms", value_parser = duration)]
+    latency: Duration,
+    /// HTTP/2 connections to grymd.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
 }
 
 #[derive(Args)]
@@ -253,6 +295,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compare(args) => compare(args).await,
         Command::Overload(args) => overload(args).await,
         Command::Durable(args) => durable(args).await,
+        Command::Chaos(args) => chaos(args).await,
         Command::Sink { listen, every } => {
             if !listen.ip().is_loopback() {
                 bail!("the sink listens on loopback only, not {listen}");
@@ -398,6 +441,46 @@ async fn durable(args: DurableArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot write {}", json_out.display()))?;
     eprintln!("durable: every run is in {}", json_out.display());
     print!("{}", durable::table(&rows, recovery.as_ref()));
+    Ok(())
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
+    let rates = args
+        .kill_rates
+        .iter()
+        .chain([&args.flaky_rate, &args.hung_rate]);
+    if rates
+        .into_iter()
+        .any(|rate| !rate.is_finite() || *rate <= 0.0)
+    {
+        bail!("rates must be positive");
+    }
+    let binaries = procs::Binaries::beside_current_exe()?;
+    let settings = chaos::Settings {
+        cases: args.cases,
+        kill_rates: args.kill_rates,
+        flaky_rate: args.flaky_rate,
+        hung_rate: args.hung_rate,
+        duration: args.duration,
+        deadline: args.deadline,
+        hung_deadline: args.hung_deadline,
+        grace: args.grace,
+        latency: args.latency,
+        connections: usize::try_from(args.connections)?,
+    };
+    let rows = chaos::run(&settings, &binaries).await?;
+    let json_out = std::env::current_exe()?
+        .parent()
+        .and_then(|release| release.parent())
+        .context("cannot find the target directory")?
+        .join("grym-bench/chaos.json");
+    if let Some(dir) = json_out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&json_out, serde_json::to_string_pretty(&rows)?)
+        .with_context(|| format!("cannot write {}", json_out.display()))?;
+    eprintln!("chaos: every run is in {}", json_out.display());
+    print!("{}", chaos::table(&rows));
     Ok(())
 }
 

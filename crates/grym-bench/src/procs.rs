@@ -58,13 +58,13 @@ impl Process {
         })
     }
 
-    /// Its process id, while it runs.
     /// Kills it with SIGKILL, as a crash would, and waits until it is gone.
     pub(crate) async fn kill_now(mut self) -> anyhow::Result<()> {
         self.graceful = None;
         self.child.kill().await.context("cannot kill the process")
     }
 
+    /// Its process id, while it runs.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -76,8 +76,8 @@ impl Process {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Fails when it has already exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
+    /// Fails, with the end of its log, when it has already exited.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "{} exited ({status}); its log ends:\n{}",
@@ -229,14 +229,46 @@ pub(crate) async fn start_worker_with(
     options: &[&str],
     scratch: &Path,
 ) -> anyhow::Result<(Process, SocketAddr)> {
+    let sim = Sim {
+        model_id: "sim",
+        capability: task_type,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        options,
+        log: scratch.join("worker.log"),
+    };
+    start_sim(binary, &sim).await
+}
+
+/// One `grym-worker sim` to start.
+pub(crate) struct Sim<'a> {
+    /// The model id it reports.
+    pub(crate) model_id: &'a str,
+    /// What it serves, as `TYPE[:CONFIDENCE]`.
+    pub(crate) capability: &'a str,
+    /// Where it listens; port 0 picks a free one, a fixed port lets a
+    /// killed sim come back at the same address.
+    pub(crate) listen: SocketAddr,
+    /// Its other options (latency, failure rate, slots).
+    pub(crate) options: &'a [&'a str],
+    /// Its log file.
+    pub(crate) log: PathBuf,
+}
+
+/// Starts `sim` and waits until it reports serving.
+pub(crate) async fn start_sim(
+    binary: &Path,
+    sim: &Sim<'_>,
+) -> anyhow::Result<(Process, SocketAddr)> {
     let mut command = Command::new(binary);
     command
-        .args(["sim", "--listen", "127.0.0.1:0", "--model-id", "sim"])
-        .args(["--kind", "simulated", "--capability", task_type])
-        .args(options)
+        .arg("sim")
+        .arg("--listen")
+        .arg(sim.listen.to_string())
+        .args(["--model-id", sim.model_id])
+        .args(["--kind", "simulated", "--capability", sim.capability])
+        .args(sim.options)
         .env("RUST_LOG", "warn");
-    let (process, address) =
-        spawn_listening("grym-worker sim", command, &scratch.join("worker.log")).await?;
+    let (process, address) = spawn_listening("grym-worker sim", command, &sim.log).await?;
     wait_serving(address, "").await?;
     Ok((process, address))
 }
@@ -400,7 +432,7 @@ pub(crate) async fn start_nginx(
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
     Ok(listener.local_addr()?.port())
 }

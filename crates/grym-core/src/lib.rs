@@ -49,7 +49,8 @@ pub use context::{CacheStats, ContextSettings, SessionEntry, SessionSnapshot, Te
 pub use deadline::Deadline;
 pub use error::{Error, ErrorKind, FailureKind, SettingError, Shed};
 pub use exec::{
-    CapabilityView, ModelView, Orchestrator, OrchestratorSettings, ReplicaView, TaskHandle,
+    CapabilityView, HedgingSettings, ModelView, Orchestrator, OrchestratorSettings, ReplicaView,
+    TaskHandle,
 };
 pub use ids::{
     ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
@@ -60,7 +61,10 @@ pub use plan::analysis::{Modality, Requirements};
 pub use plan::recipe::Recipes;
 pub use plan::selection::{Route, SelectionSettings};
 pub use plan::view::{CompositePlan, StepPlan};
-pub use registry::{CallOutcome, ModelEntry, Registry, Replica, StatsSnapshot, probe};
+pub use registry::{
+    BudgetUse, CallOutcome, Chosen, EjectionSettings, ModelEntry, Registry, Replica, RetrySettings,
+    StatsSnapshot, probe,
+};
 pub use schedule::SchedulerSettings;
 pub use store::{
     DurabilitySettings, Outcome, Store, StoreError, StoreFuture, StoredSession, TaskKey, TaskRecord,

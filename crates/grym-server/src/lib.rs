@@ -3,11 +3,17 @@
 //! [`serve`] builds the registry from the [`Config`] (starting the built-in
 //! reference workers when asked), probes every worker once, then serves
 //! `grym.orchestrator.v1.Orchestrator`, `grpc.health.v1.Health` and server
-//! reflection until its shutdown future completes, over plain HTTP/2 or TLS
-//! (`[tls]`), on connections bounded by `[connections]`. On SIGHUP it reads
-//! the configuration file again and applies its worker list, and reads the
-//! TLS certificate files again. Everything it spawns is stopped before it
-//! returns.
+//! reflection over plain HTTP/2 or TLS (`[tls]`), on connections bounded by
+//! `[connections]`. On SIGHUP it reads the configuration file again and
+//! applies its worker list, and reads the TLS certificate files again.
+//!
+//! When its shutdown future completes it drains: health turns
+//! `NOT_SERVING` for every name at once, new tasks are refused with
+//! `UNAVAILABLE`, and running and queued tasks get `shutdown_grace` to end
+//! and answer their callers; what is left then ends (a durable task stays
+//! queued in the store); every health `Watch` is ended and the connections
+//! closed. It returns within the grace period plus a second, everything it
+//! spawned stopped.
 //!
 //! - [`config`]: the configuration, read into the core's settings;
 //! - `api`: the orchestrator service, its conversions and the one mapping
@@ -16,11 +22,13 @@
 //! - `listen`: accepting callers' connections, bounded in number and time;
 //! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
 //! - `hangup`: the one SIGHUP loop both reloads run in;
+//! - `health`: `grpc.health.v1`, overall and per model, and its drain;
 //! - `worker`: the workers' clients, conversions, built-ins and reload.
 //!
-//! The arrows point one way: `lib` uses them all; `worker` -> `api` (for
-//! status code names), `layers` (to bound messages), `config`, `error`;
-//! `api` -> `layers`; `layers` -> `listen` (for what a connection tells);
+//! The arrows point one way: `lib` uses them all (`health` uses none);
+//! `worker` -> `api` (for status code names), `layers` (to bound messages),
+//! `config`, `error`; `api` -> `layers`; `layers` -> `listen` (for what a
+//! connection tells);
 //! `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
 //! `worker` -> `hangup`; `config` -> `error`.
 
@@ -28,6 +36,7 @@ mod api;
 pub mod config;
 mod error;
 mod hangup;
+mod health;
 mod layers;
 mod listen;
 mod tls;
@@ -35,11 +44,13 @@ mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use grym_core::probe;
 use grym_core::{Orchestrator, Registry};
 use grym_proto::orchestrator::v1::orchestrator_server::OrchestratorServer;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
@@ -65,7 +76,12 @@ pub async fn serve(
     let result = run(config, listener, shutdown, &tasks, &cancel).await;
     cancel.cancel();
     tasks.close();
-    tasks.wait().await;
+    if tokio::time::timeout(STOP_WITHIN, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some of grymd's own loops had not stopped; leaving them");
+    }
     result
 }
 
@@ -148,7 +164,6 @@ async fn run(
         );
     }
 
-    let draining = Arc::clone(&orchestrator);
     let resolver = match &config.tls {
         Some(tls) if tls.tenant_from_certificate => tenant::Resolver::from_certificate(),
         _ => tenant::Resolver::new(config.auth_tokens.clone()),
@@ -159,13 +174,11 @@ async fn run(
     )))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<OrchestratorServer<api::service::OrchestratorService>>()
-        .await;
-    tasks.spawn(report_store_health(
-        reporter,
+    let health = health::Health::new(&orchestrator);
+    tasks.spawn(health::report(
+        health.clone(),
         Arc::clone(&orchestrator),
+        config.probe.interval,
         cancel.child_token(),
     ));
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
@@ -177,9 +190,19 @@ async fn run(
         (None, None)
     };
 
+    // Fires once the drain is over: no connection is accepted after it, and
+    // those open are closed.
+    let closing = cancel.child_token();
     let connections = &config.connections;
-    let incoming = listen::incoming(listener, connections, acceptor, tasks, cancel.child_token());
-    tonic::transport::Server::builder()
+    let incoming = listen::incoming(listener, connections, acceptor, tasks, closing.clone());
+    let drained = drain(
+        shutdown,
+        config.shutdown_grace,
+        health.clone(),
+        Arc::clone(&orchestrator),
+        closing.clone(),
+    );
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(connections.max_concurrent_streams)
         .http2_max_header_list_size(connections.max_header_list_bytes)
         .http2_keepalive_interval(Some(connections.keepalive_interval))
@@ -202,7 +225,7 @@ async fn run(
         .layer(tower::util::MapResponseLayer::new(
             framing::restate::<tonic::body::Body>,
         ))
-        .add_service(health)
+        .add_service(health.service())
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         // The orchestrator service behind its two layers, outermost first.
@@ -216,50 +239,77 @@ async fn run(
             deadline::interceptor,
         ))
         // grymd's own accept loop (`listen`): bounded connections, TLS
-        // handshakes beside it, idle connections closed.
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            // At once, not after connections close: callers waiting on
-            // queued tasks get their cancelled results and let go.
-            draining.begin_shutdown();
-        })
-        .await?;
-    // Every task has ended, each with its result.
-    orchestrator.shutdown().await;
+        // handshakes beside it, idle connections closed. tonic stops and
+        // closes its connections once the drain is over.
+        .serve_with_incoming_shutdown(incoming, drained);
+    tokio::pin!(server);
+    // A stream that would outlive the drain (a `WatchTask` of a task
+    // another replica runs, say) does not hold grymd beyond `CLOSE_WITHIN`.
+    let close_deadline = async {
+        closing.cancelled().await;
+        tokio::time::sleep(CLOSE_WITHIN).await;
+    };
+    tokio::select! {
+        served = &mut server => served?,
+        () = close_deadline => {
+            tracing::warn!(within = ?CLOSE_WITHIN, "calls still open after the drain were cut");
+        }
+    }
+    // After a drain this finds nothing left; when serving failed, it ends
+    // every task at once.
+    if tokio::time::timeout(CUT_WITHIN, orchestrator.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks had not ended when grymd stopped");
+    }
     Ok(())
 }
 
-/// How often the store's health is looked at for `grpc.health.v1`.
-const STORE_HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// After the grace period, the longest the tasks left may take to end and
+/// the ones let go to be handed back to the store.
+const CUT_WITHIN: Duration = Duration::from_millis(500);
 
-/// Reports grymd `NOT_SERVING` (overall and for the orchestrator service)
-/// while its store does not answer: it cannot accept work then.
-async fn report_store_health(
-    reporter: tonic_health::server::HealthReporter,
+/// After the drain, the longest connections may take to send their last
+/// answers and close.
+const CLOSE_WITHIN: Duration = Duration::from_millis(300);
+
+/// After the connections, the longest grymd's own loops and built-in
+/// workers may take to stop.
+const STOP_WITHIN: Duration = Duration::from_millis(150);
+
+/// From `shutdown` on: health `NOT_SERVING` at once, new tasks refused,
+/// `grace` for the others to end on their own, then the rest ended; then
+/// every `Watch` ended and `closing` fired. Takes at most `grace` plus
+/// [`CUT_WITHIN`].
+async fn drain(
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    health: health::Health,
     orchestrator: Arc<Orchestrator>,
-    cancel: CancellationToken,
+    closing: CancellationToken,
 ) {
-    const SERVICE: &str = grym_proto::orchestrator::v1::orchestrator_server::SERVICE_NAME;
-    let mut serving = true;
-    let mut ticker = tokio::time::interval(STORE_HEALTH_EVERY);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+    shutdown.await;
+    let began = Instant::now();
+    // A Watch on a name hears NOT_SERVING now: balancers stop sending here
+    // while what runs finishes.
+    health.drain();
+    tracing::info!(
+        ?grace,
+        queued = orchestrator.queued(),
+        "draining: new tasks are refused, running and queued ones may end"
+    );
+    match tokio::time::timeout(grace + CUT_WITHIN, orchestrator.drain(grace)).await {
+        Ok(true) => {
+            tracing::info!(took = ?began.elapsed(), "every task ended within the grace period")
         }
-        let now = orchestrator.store_serving();
-        if now == serving {
-            continue;
+        Ok(false) => {
+            tracing::info!(took = ?began.elapsed(), "the tasks left at the end of the grace period were ended")
         }
-        serving = now;
-        let status = if serving {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
-        reporter.set_service_status("", status).await;
-        reporter.set_service_status(SERVICE, status).await;
+        Err(_) => tracing::warn!("tasks were still ending after the grace period; stopping anyway"),
     }
+    health.end();
+    closing.cancel();
 }
 
 /// This process's name among the replicas that share a store: the host

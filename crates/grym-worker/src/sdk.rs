@@ -9,19 +9,27 @@
 //! a queued call waits no longer than its own gRPC deadline.
 //! With [`Worker::tls`] it serves TLS only, and with a client CA it requires
 //! and verifies its callers' certificates (mTLS).
+//!
+//! When its shutdown future completes the worker drains: health turns
+//! `NOT_SERVING` at once (overall and for the service), new calls are
+//! refused with `UNAVAILABLE` (the orchestrator takes them elsewhere), and
+//! running and queued calls get [`Worker::shutdown_grace`] to end and answer;
+//! a call still running then ends `UNAVAILABLE`. Open health `Watch` streams
+//! are ended, so none keeps the worker from exiting, and `serve` returns
+//! within the grace period plus a second.
 //! Failures are gRPC statuses: a refusal of the input (`INVALID_ARGUMENT`
 //! and its kin) tells the orchestrator no model will do better; any other
 //! failure makes it try the next model.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use grym_proto::worker::v1 as pb;
 use pb::model_worker_server::{ModelWorker, ModelWorkerServer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -34,6 +42,18 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The longest a TLS handshake with a caller may take.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time running and queued calls get to end once shutdown
+/// begins.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// After the grace period, the longest the calls left may take to end once
+/// told to.
+const CUT_WITHIN: Duration = Duration::from_millis(300);
+
+/// After the drain, the longest connections may take to send their last
+/// answers and close.
+const CLOSE_WITHIN: Duration = Duration::from_millis(300);
 
 /// A model that a worker serves.
 pub trait Model: Send + Sync + 'static {
@@ -88,6 +108,7 @@ pub struct Worker<M> {
     max_queue: Option<usize>,
     max_message_bytes: usize,
     tls: Option<ServerTlsConfig>,
+    shutdown_grace: Duration,
 }
 
 impl<M: Model> Worker<M> {
@@ -99,7 +120,15 @@ impl<M: Model> Worker<M> {
             max_queue: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tls: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
+    }
+
+    /// Gives running and queued calls `grace` to end once shutdown begins
+    /// (default [`DEFAULT_SHUTDOWN_GRACE`]; zero ends them at once).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
     }
 
     /// Runs at most `limit` calls at once; later ones wait their turn.
@@ -143,8 +172,8 @@ impl<M: Model> Worker<M> {
         Ok(self)
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains calls in
-    /// flight.
+    /// Serves on `listener` until `shutdown` completes, then drains: see the
+    /// module's documentation.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -156,6 +185,7 @@ impl<M: Model> Worker<M> {
             .await;
         let (reflection_v1, reflection_v1alpha) =
             grym_proto::reflection_services(&[pb::model_worker_server::SERVICE_NAME])?;
+        let calls = Arc::new(Calls::default());
         let service = Service {
             model: self.model,
             limit: self.max_concurrency.map(|running| Limit {
@@ -163,12 +193,15 @@ impl<M: Model> Worker<M> {
                 waiting: AtomicUsize::new(0),
                 max_waiting: self.max_queue.unwrap_or(running * 4),
             }),
+            calls: Arc::clone(&calls),
         };
+        let (closed, mut on_close) = watch::channel(false);
+        let drained = drain(shutdown, self.shutdown_grace, reporter, calls, closed);
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
             server = server.tls_config(tls)?;
         }
-        server
+        let server = server
             // Outermost: each call runs in a span that continues the
             // caller's `traceparent`, so the model's work joins its trace.
             .layer(grym_telemetry::ServerTraceLayer)
@@ -184,16 +217,140 @@ impl<M: Model> Worker<M> {
             // `tcp_nodelay` does not reach a listener passed in.
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await?;
+                drained,
+            );
+        tokio::pin!(server);
+        let close_deadline = async {
+            // An error means the drain is gone: the server ended first.
+            let _ = on_close.wait_for(|closed| *closed).await;
+            tokio::time::sleep(CLOSE_WITHIN).await;
+        };
+        tokio::select! {
+            served = &mut server => served?,
+            () = close_deadline => {
+                tracing::warn!(within = ?CLOSE_WITHIN, "connections still open after the drain were cut");
+            }
+        }
         Ok(())
+    }
+}
+
+/// From `shutdown` on: health `NOT_SERVING`, new calls refused, `grace`
+/// for the others, then the rest ended; then every health `Watch` ended
+/// and `closed` set.
+async fn drain(
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    mut reporter: tonic_health::server::HealthReporter,
+    calls: Arc<Calls>,
+    closed: watch::Sender<bool>,
+) {
+    const SERVICE: &str = pb::model_worker_server::SERVICE_NAME;
+    shutdown.await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status(SERVICE, tonic_health::ServingStatus::NotServing)
+        .await;
+    let running = calls.close();
+    tracing::info!(
+        ?grace,
+        calls = running,
+        "draining: new calls are refused, those running may end"
+    );
+    if tokio::time::timeout(grace, calls.idle()).await.is_err() {
+        tracing::warn!(
+            calls = calls.count(),
+            "the grace period ran out; the calls still running end UNAVAILABLE"
+        );
+        calls.cut();
+        let _ = tokio::time::timeout(CUT_WITHIN, calls.idle()).await;
+    }
+    // A name's status gone ends the Watch streams that follow it.
+    reporter.clear_service_status("").await;
+    reporter.clear_service_status(SERVICE).await;
+    closed.send_replace(true);
+}
+
+/// The calls a worker runs or queues, and whether it still takes new ones.
+/// A call's way in and out touches two atomics only: the hot path pays
+/// nothing for the drain.
+#[derive(Default)]
+struct Calls {
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+    /// Woken when the last call in flight ends once closed.
+    idle: Notify,
+    /// Set when the calls in flight are to end now.
+    cut: watch::Sender<bool>,
+}
+
+impl Calls {
+    /// Counts a new call until the guard is dropped; `None` once closed.
+    fn enter(self: &Arc<Self>) -> Option<CallGuard> {
+        // Counted first, then checked: a drain that closes meanwhile either
+        // is seen here or sees this call in its count.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = CallGuard(Arc::clone(self));
+        (!self.closed.load(Ordering::SeqCst)).then_some(guard)
+    }
+
+    /// Refuses new calls; how many are in flight.
+    fn close(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        self.count()
+    }
+
+    fn count(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Tells the calls in flight to end now.
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Completes when no call is in flight.
+    async fn idle(&self) {
+        loop {
+            let woken = self.idle.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Completes once the calls in flight are told to end.
+    async fn cut_off(&self) {
+        let mut cut = self.cut.subscribe();
+        // An error cannot happen: `self` holds the sender.
+        let _ = cut.wait_for(|cut| *cut).await;
+    }
+}
+
+/// One call counted in flight; dropping it, however the call ends, ends
+/// the count.
+struct CallGuard(Arc<Calls>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let calls = &self.0;
+        if calls.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && calls.closed.load(Ordering::SeqCst)
+        {
+            calls.idle.notify_waiters();
+        }
     }
 }
 
 struct Service<M> {
     model: Arc<M>,
     limit: Option<Limit>,
+    calls: Arc<Calls>,
 }
 
 /// The concurrency limit and its bounded queue.
@@ -246,13 +403,28 @@ impl<M: Model> ModelWorker for Service<M> {
         &self,
         request: Request<pb::InferRequest>,
     ) -> Result<Response<pb::InferResponse>, Status> {
+        let Some(_call) = self.calls.enter() else {
+            return Err(Status::unavailable(
+                "the worker is shutting down; call another replica",
+            ));
+        };
         let request = request.into_inner();
         tracing::debug!(task.id = %request.task_id, task.r#type = %request.task_type, "infer");
-        let _turn = match &self.limit {
-            Some(limit) => Some(limit.turn().await?),
-            None => None,
+        let run = async {
+            let _turn = match &self.limit {
+                Some(limit) => Some(limit.turn().await?),
+                None => None,
+            };
+            self.model.infer(request).await
         };
-        let output = self.model.infer(request).await?;
+        let output = tokio::select! {
+            output = run => output?,
+            () = self.calls.cut_off() => {
+                return Err(Status::unavailable(
+                    "the worker stopped before the call ended (its shutdown grace ran out)",
+                ));
+            }
+        };
         Ok(Response::new(pb::InferResponse {
             output: Some(output),
         }))

@@ -26,6 +26,7 @@ mod attempt;
 mod composite;
 mod durable;
 mod handle;
+mod hedge;
 mod job;
 mod lifecycle;
 mod observe;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::handle::TaskHandle;
+pub use self::hedge::HedgingSettings;
 pub use self::observe::{CapabilityView, ModelView, ReplicaView};
 use crate::context::{ContextManager, ContextSettings};
 use crate::deadline::Deadline;
@@ -58,7 +60,7 @@ use crate::plan::recipe::Recipes;
 use crate::plan::selection::{SelectionSettings, Selector};
 use crate::plan::view::CompositePlan;
 use crate::plan::{Planned, Planner};
-use crate::registry::Registry;
+use crate::registry::{EjectionSettings, Registry, RetrySettings};
 use crate::schedule::{Scheduler, SchedulerSettings};
 use crate::store::{DurabilitySettings, Outcome, Store, TaskKey};
 use crate::task::{Routing, Task, TaskEvent, TaskResult};
@@ -85,6 +87,13 @@ pub struct OrchestratorSettings {
     pub limits: Limits,
     /// How accepted work is kept, when there is a store.
     pub durability: DurabilitySettings,
+    /// When a replica whose calls fail is taken out of rotation.
+    pub ejection: EjectionSettings,
+    /// How failed calls are retried, and how many retries failures may
+    /// cause.
+    pub retries: RetrySettings,
+    /// Which task types send a second call when the first is slow.
+    pub hedging: HedgingSettings,
     /// Whether metrics are recorded: off when they go nowhere, so requests
     /// do not pay for them.
     pub metrics: bool,
@@ -101,6 +110,9 @@ impl Default for OrchestratorSettings {
             bottlenecks: BottleneckSettings::default(),
             limits: Limits::default(),
             durability: DurabilitySettings::default(),
+            ejection: EjectionSettings::default(),
+            retries: RetrySettings::default(),
+            hedging: HedgingSettings::default(),
             metrics: true,
         }
     }
@@ -128,6 +140,9 @@ pub struct Orchestrator {
     /// Where accepted work is written, if anywhere.
     store: Option<Arc<dyn Store>>,
     durability: DurabilitySettings,
+    ejection: EjectionSettings,
+    retries: RetrySettings,
+    hedging: HedgingSettings,
     /// Whether the store answered its last operation.
     store_serving: AtomicBool,
     /// Worker calls' outcomes not yet published to the other replicas.
@@ -167,6 +182,9 @@ impl Orchestrator {
             failure_names: FailureKind::as_str,
             store: None,
             durability: settings.durability,
+            ejection: settings.ejection,
+            retries: settings.retries,
+            hedging: settings.hedging,
             store_serving: AtomicBool::new(true),
             outcomes: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
@@ -328,9 +346,38 @@ impl Orchestrator {
         self.context.maintain(cancel).await;
     }
 
-    /// Begins shutdown: refuses new tasks and cancels every live one (each
-    /// still ends with its result). A task written to the store is let go
-    /// instead: it ends here, but not in the store, where the next start
+    /// Drains: refuses new tasks at once ([`Error::ShuttingDown`]), and
+    /// gives the running and queued ones up to `grace` to end on their own
+    /// and answer their callers; then ends what is left as
+    /// [`begin_shutdown`](Self::begin_shutdown) does, waits for it, and hands
+    /// the durable tasks it let go back to the store, still queued for the
+    /// next start or another replica. Whether every task ended on its own.
+    ///
+    /// The lease is the caller's to keep renewing meanwhile
+    /// ([`keep_lease`](Self::keep_lease)), so no other replica takes over a
+    /// task that is still running here.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.closing.store(true, Ordering::SeqCst);
+        self.tasks.close();
+        let ended = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        if !ended {
+            let live = self.history.live_tasks();
+            let durable = live.iter().filter(|task| task.durable).count();
+            tracing::warn!(
+                tasks = live.len(),
+                durable,
+                ?grace,
+                "the grace period ran out: the tasks still running or queued end now, durable ones \
+                 stay accepted in the store"
+            );
+        }
+        self.shutdown().await;
+        ended
+    }
+
+    /// Begins shutdown at once: refuses new tasks and cancels every live one
+    /// (each still ends with its result). A task written to the store is let
+    /// go instead: it ends here, but not in the store, where the next start
     /// or another replica takes it up.
     pub fn begin_shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -344,8 +391,8 @@ impl Orchestrator {
         }
     }
 
-    /// Shuts down and waits until every task has ended; then hands the
-    /// tasks it let go back to the store.
+    /// Shuts down at once and waits until every task has ended; then hands
+    /// the tasks it let go back to the store.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
         self.tasks.close();
@@ -354,5 +401,7 @@ impl Orchestrator {
     }
 }
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod tests;

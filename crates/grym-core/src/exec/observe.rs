@@ -42,6 +42,8 @@ pub struct ReplicaView {
     pub health: Health,
     /// Calls running on it now.
     pub in_flight: u32,
+    /// Whether outlier ejection keeps it out of rotation.
+    pub ejected: bool,
 }
 
 /// A capability of a model, with the model's recent performance on it.
@@ -75,6 +77,7 @@ impl Orchestrator {
                             endpoint: r.endpoint().to_owned(),
                             health: r.health(),
                             in_flight: r.in_flight(),
+                            ejected: r.is_ejected(),
                         })
                         .collect(),
                     source: description.source,

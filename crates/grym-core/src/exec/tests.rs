@@ -1,3 +1,5 @@
+mod resilience;
+
 use super::*;
 use crate::client::WorkerError;
 use crate::error::{ErrorKind, FailureKind};

@@ -16,8 +16,13 @@
 //!
 //! - [`probe`] keeps every model described and health-checked;
 //! - [`stats`] holds the decayed statistics of each (model, task type); the
-//!   selector, which owns their half-life, records into and reads them.
+//!   selector, which owns their half-life, records into and reads them;
+//! - [`outlier`] ejects a replica whose calls fail, on the evidence of the
+//!   calls themselves, and lets it back in through one probe call;
+//! - [`budget`] bounds the retries a model's failures may cause.
 
+pub(crate) mod budget;
+pub(crate) mod outlier;
 pub mod probe;
 pub(crate) mod stats;
 
@@ -29,6 +34,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use self::budget::RetryBudget;
+pub use self::budget::{BudgetUse, RetrySettings};
+pub use self::outlier::EjectionSettings;
+use self::outlier::{Admission, Cause, Evidence, Verdict};
 use self::stats::PerformanceStats;
 pub use self::stats::{CallOutcome, StatsSnapshot};
 use crate::client::ModelClient;
@@ -42,6 +51,9 @@ pub struct Replica {
     client: Arc<dyn ModelClient>,
     health: AtomicU8,
     in_flight: AtomicU32,
+    /// Whether it is ejected or half-open: the one read calls pay for.
+    out: AtomicBool,
+    evidence: Mutex<Evidence>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -50,6 +62,7 @@ impl std::fmt::Debug for Replica {
             .field("endpoint", &self.endpoint)
             .field("health", &self.health())
             .field("in_flight", &self.in_flight())
+            .field("ejected", &self.is_ejected())
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +75,8 @@ impl Replica {
             client,
             health: AtomicU8::new(Health::Unknown as u8),
             in_flight: AtomicU32::new(0),
+            out: AtomicBool::new(false),
+            evidence: Mutex::new(Evidence::default()),
         }
     }
 
@@ -80,9 +95,47 @@ impl Replica {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
-    /// Records a health check's answer.
+    /// Records a health check's answer. A replica that was down and
+    /// answers again (restarted, say) is half-open at once if it was
+    /// ejected: its next call is the probe that takes it back.
     pub fn set_health(&self, health: Health) {
-        self.health.store(health as u8, Ordering::Relaxed);
+        let was = Health::from_u8(self.health.swap(health as u8, Ordering::Relaxed));
+        if was == Health::NotServing && health == Health::Serving && self.is_ejected() {
+            self.evidence().readmit();
+        }
+    }
+
+    /// Whether outlier ejection keeps it out (ejected, or half-open and
+    /// waiting for its probe to answer).
+    pub fn is_ejected(&self) -> bool {
+        self.out.load(Ordering::Acquire)
+    }
+
+    fn evidence(&self) -> std::sync::MutexGuard<'_, Evidence> {
+        self.evidence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a call may go to it now, and as what; a probe that is due is
+    /// claimed by the caller that is told so.
+    fn admit(&self, now: Instant) -> Admission {
+        if self.health() == Health::NotServing {
+            return Admission::Closed;
+        }
+        if !self.is_ejected() {
+            return Admission::Open;
+        }
+        let mut evidence = self.evidence();
+        let admission = evidence.admission(now);
+        if admission == Admission::Probe {
+            evidence.start_probe();
+        }
+        admission
+    }
+
+    /// Whether it could take a call now, leaving any probe unclaimed.
+    fn may_serve(&self, now: Instant) -> bool {
+        self.health() != Health::NotServing
+            && (!self.is_ejected() || self.evidence().clone().admission(now) != Admission::Closed)
     }
 
     /// Calls running on it now.
@@ -94,18 +147,56 @@ impl Replica {
     /// call is cancelled.
     pub fn start_call(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight {
+            replica: Arc::clone(self),
+            probe: false,
+        }
     }
 }
 
-/// A call in flight on a replica; dropping it ends the count.
+/// A call in flight on a replica; dropping it ends the count, and frees
+/// the replica's probe if the call was one that ended without a verdict.
 #[derive(Debug)]
-pub struct InFlight(Arc<Replica>);
+pub struct InFlight {
+    replica: Arc<Replica>,
+    probe: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe {
+            self.replica.evidence().abandon_probe();
+        }
     }
+}
+
+/// A replica chosen for a call.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    /// The replica.
+    pub replica: Arc<Replica>,
+    /// Whether the call is the probe of a half-open replica.
+    pub probe: bool,
+}
+
+impl Chosen {
+    /// Counts the call as in flight until the guard is dropped; a probe
+    /// dropped before its verdict lets the next call probe instead.
+    pub fn start_call(&self) -> InFlight {
+        let mut call = self.replica.start_call();
+        call.probe = self.probe;
+        call
+    }
+}
+
+/// An ejection, as it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ejection {
+    /// Why.
+    pub(crate) cause: Cause,
+    /// For how long.
+    pub(crate) time: Duration,
 }
 
 type StatsCell = Arc<Mutex<PerformanceStats>>;
@@ -123,6 +214,11 @@ pub struct ModelEntry {
     /// Whether the worker's own description was learnt, or is not needed.
     described: AtomicBool,
     stats: RwLock<HashMap<TaskType, StatsCell>>,
+    /// Retries its failures may cause.
+    budget: RetryBudget,
+    /// Held while an ejection is decided, so two replicas failing at once
+    /// cannot both leave when only one may.
+    ejecting: Mutex<()>,
 }
 
 impl std::fmt::Debug for ModelEntry {
@@ -163,6 +259,8 @@ impl ModelEntry {
             pinned_capabilities: false,
             described: AtomicBool::new(false),
             stats: RwLock::new(HashMap::new()),
+            budget: RetryBudget::default(),
+            ejecting: Mutex::new(()),
         }
     }
 
@@ -277,15 +375,113 @@ impl ModelEntry {
         self.replicas.iter().map(|r| r.in_flight()).sum()
     }
 
-    /// The replica for the next call: among those not known to be down, the
-    /// one with the fewest calls in flight, ties taken in turn.
-    pub fn pick_replica(&self) -> Option<&Arc<Replica>> {
+    /// The replica for the next call: among those not known to be down, not
+    /// ejected and not in `skip`, the one with the fewest calls in flight,
+    /// ties taken in turn. A half-open replica due its probe comes first,
+    /// so an ejected replica that recovered is found out.
+    pub fn choose_replica(&self, now: Instant, skip: &[Arc<Replica>]) -> Option<Chosen> {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let count = self.replicas.len();
-        (0..count)
-            .map(|i| &self.replicas[(start + i) % count])
-            .filter(|replica| replica.health() != Health::NotServing)
-            .min_by_key(|replica| replica.in_flight())
+        let mut best: Option<&Arc<Replica>> = None;
+        for replica in (0..count).map(|i| &self.replicas[(start + i) % count]) {
+            if skip.iter().any(|skipped| Arc::ptr_eq(skipped, replica)) {
+                continue;
+            }
+            match replica.admit(now) {
+                Admission::Probe => {
+                    return Some(Chosen {
+                        replica: Arc::clone(replica),
+                        probe: true,
+                    });
+                }
+                Admission::Open
+                    if best.is_none_or(|best| replica.in_flight() < best.in_flight()) =>
+                {
+                    best = Some(replica);
+                }
+                Admission::Open | Admission::Closed => {}
+            }
+        }
+        best.map(|replica| Chosen {
+            replica: Arc::clone(replica),
+            probe: false,
+        })
+    }
+
+    /// Whether a replica not in `skip` could take a call now.
+    pub fn can_serve(&self, now: Instant, skip: &[Arc<Replica>]) -> bool {
+        self.replicas.iter().any(|replica| {
+            !skip.iter().any(|skipped| Arc::ptr_eq(skipped, replica)) && replica.may_serve(now)
+        })
+    }
+
+    /// [`choose_replica`](Self::choose_replica) now, with nothing skipped.
+    pub fn pick_replica(&self) -> Option<Arc<Replica>> {
+        self.choose_replica(Instant::now(), &[])
+            .map(|chosen| chosen.replica)
+    }
+
+    /// Records what a call said of `replica`, and ejects it when that
+    /// evidence says to and the model can spare it: no more than
+    /// `max_share` of its replicas out, and never the last one that can
+    /// serve. Returns the ejection, if there was one.
+    pub(crate) fn judge(
+        &self,
+        replica: &Replica,
+        verdict: Verdict,
+        now: Instant,
+        settings: &EjectionSettings,
+    ) -> Option<Ejection> {
+        // An answer from a replica that is in needs no decision.
+        if verdict == Verdict::Answered && !replica.is_ejected() {
+            replica.evidence().record(verdict, now, settings);
+            return None;
+        }
+        let _deciding = self.ejecting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut evidence = replica.evidence();
+        let Some(cause) = evidence.record(verdict, now, settings) else {
+            if !evidence.is_out() {
+                replica.out.store(false, Ordering::Release);
+            }
+            return None;
+        };
+        let others_serving = self.replicas.iter().any(|other| {
+            !std::ptr::eq(Arc::as_ptr(other), replica)
+                && other.health() != Health::NotServing
+                && !other.is_ejected()
+        });
+        let out = self.replicas.iter().filter(|r| r.is_ejected()).count();
+        // A replica on trial is counted among those out already.
+        let room = if replica.is_ejected() {
+            true
+        } else {
+            out < settings.most_ejected(self.replicas.len())
+        };
+        if !others_serving && replica.is_ejected() {
+            // Its probe failed, but it is all the model has: it is let
+            // back in rather than leave the model with no replica.
+            evidence.come_back(now);
+            replica.out.store(false, Ordering::Release);
+            return None;
+        }
+        if !(others_serving && room) {
+            // It stays in, its evidence starting over.
+            evidence.start_over();
+            return None;
+        }
+        let time = evidence.eject(now, settings);
+        replica.out.store(true, Ordering::Release);
+        Some(Ejection { cause, time })
+    }
+
+    /// The model's retry budget.
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// How much of its retry budget the model used in the last window.
+    pub fn budget_used(&self, now: Instant) -> BudgetUse {
+        self.budget.used(now)
     }
 
     fn stats_cell(&self, task_type: &TaskType) -> StatsCell {

@@ -79,6 +79,9 @@ pub enum AttemptOutcome {
     Failed,
     /// The call ran out of time.
     TimedOut,
+    /// Another call of the same task (a hedge, or the call it hedged)
+    /// answered first, and this one was cancelled.
+    Abandoned,
 }
 
 /// One call to a model worker.
@@ -94,6 +97,13 @@ pub struct Attempt {
     pub error: Option<TaskError>,
     /// The composite step it was made for.
     pub step: Option<StepId>,
+    /// The replica called.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Whether the call was a hedge: sent while an earlier call of the same
+    /// task was still running past the model's usual time.
+    #[serde(default)]
+    pub hedge: bool,
 }
 
 /// The outcome of one step of a composite.
@@ -222,6 +232,8 @@ mod tests {
             latency: Duration::ZERO,
             error: None,
             step: None,
+            endpoint: String::new(),
+            hedge: false,
         };
         let metrics = Metrics {
             attempts: vec![attempt("gama"), attempt("wav2vec2"), attempt("gama")],

@@ -41,6 +41,47 @@ pub(crate) fn orchestrator(
     ))
 }
 
+/// An orchestrator over `entries` with `settings`, selection's draws made
+/// repeatable.
+pub(crate) fn orchestrator_of(
+    entries: Vec<ModelEntry>,
+    settings: OrchestratorSettings,
+) -> Arc<Orchestrator> {
+    let registry = Registry::new(entries).unwrap();
+    Arc::new(Orchestrator::new(
+        Arc::new(registry),
+        OrchestratorSettings {
+            selection: SelectionSettings {
+                seed: Some(3),
+                ..settings.selection
+            },
+            ..settings
+        },
+    ))
+}
+
+/// One model served by `replicas` (fakes sharing the first one's id and
+/// description), described and serving, at `fake://0`, `fake://1`, ...
+pub(crate) fn replicated(replicas: &[&FakeModel]) -> ModelEntry {
+    let first = replicas[0];
+    let entry = ModelEntry::new(
+        first.id.clone(),
+        replicas
+            .iter()
+            .enumerate()
+            .map(|(i, fake)| {
+                crate::registry::Replica::new(format!("fake://{i}"), Arc::new((*fake).clone()))
+            })
+            .collect(),
+    )
+    .unwrap();
+    entry.learn_description(first.description());
+    for replica in entry.replicas() {
+        replica.set_health(Health::Serving);
+    }
+    entry
+}
+
 /// The object of a JSON value; panics on anything else.
 pub(crate) fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     match value {

@@ -10,6 +10,9 @@
 //! | `grym.model.in_flight`, `grym.model.queued` | gauge | `{call}` | `model` |
 //! | `grym.selection.count` | counter | `{selection}` | `model`, `task_type` |
 //! | `grym.fallback.count` | counter | `{fallback}` | `from_model`, `to_model`, `reason` |
+//! | `grym.retry.count` | counter | `{retry}` | `model`, `kind` |
+//! | `grym.retry.refused` | counter | `{retry}` | `model` |
+//! | `grym.replica.ejections` | counter | `{ejection}` | `model`, `endpoint` |
 //! | `grym.context.cache.hits`, `.misses`, `.evictions` | counter | `{lookup}`, `{entry}` | |
 //! | `grym.context.cache.bytes` | gauge | By | |
 //! | `grym.task.rejected` | counter | `{task}` | `reason` |
@@ -19,7 +22,10 @@
 //! Statuses and priorities are lowercase (`succeeded`, `deadline_exceeded`;
 //! `normal`); an outcome is `success`, `failure`, `timeout` or `rejected`;
 //! a fallback's `reason` is its failure as the orchestrator names failures
-//! (`UNAVAILABLE` in grymd).
+//! (`UNAVAILABLE` in grymd). A retry's `kind` is `replica` (another
+//! replica of the model that failed), `model` (the next model) or `hedge`;
+//! its `model` is the one whose failure (or slowness) it answers, whose
+//! budget it takes from. A refused retry is one the budget had no room for.
 //! A composite's `task_type` is `composite` (its type is the caller's free
 //! text), or the task type a recipe stood in for.
 
@@ -49,6 +55,9 @@ pub(crate) struct Instruments {
     worker_call: Histogram<f64>,
     selections: Counter<u64>,
     fallbacks: Counter<u64>,
+    retries: Counter<u64>,
+    retries_refused: Counter<u64>,
+    ejections: Counter<u64>,
     rejected: Counter<u64>,
     auth_failed: Counter<u64>,
 }
@@ -84,6 +93,21 @@ impl Instruments {
                 .u64_counter("grym.fallback.count")
                 .with_unit("{fallback}")
                 .with_description("Moves from a failed model to the next")
+                .build(),
+            retries: meter
+                .u64_counter("grym.retry.count")
+                .with_unit("{retry}")
+                .with_description("Calls made again after a failure, or hedged after a slow answer")
+                .build(),
+            retries_refused: meter
+                .u64_counter("grym.retry.refused")
+                .with_unit("{retry}")
+                .with_description("Retries not made because the model's retry budget was spent")
+                .build(),
+            ejections: meter
+                .u64_counter("grym.replica.ejections")
+                .with_unit("{ejection}")
+                .with_description("Replicas taken out of rotation on the evidence of their calls")
                 .build(),
             rejected: meter
                 .u64_counter("grym.task.rejected")
@@ -175,6 +199,40 @@ impl Instruments {
                 KeyValue::new("from_model", from.as_str().to_owned()),
                 KeyValue::new("to_model", to.as_str().to_owned()),
                 KeyValue::new("reason", reason),
+            ],
+        );
+    }
+
+    pub(crate) fn retried(&self, model: &ModelId, kind: &'static str) {
+        if !self.enabled {
+            return;
+        }
+        self.retries.add(
+            1,
+            &[
+                KeyValue::new("model", model.as_str().to_owned()),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+
+    pub(crate) fn retry_refused(&self, model: &ModelId) {
+        if !self.enabled {
+            return;
+        }
+        self.retries_refused
+            .add(1, &[KeyValue::new("model", model.as_str().to_owned())]);
+    }
+
+    pub(crate) fn ejected(&self, model: &ModelId, endpoint: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.ejections.add(
+            1,
+            &[
+                KeyValue::new("model", model.as_str().to_owned()),
+                KeyValue::new("endpoint", endpoint.to_owned()),
             ],
         );
     }

@@ -300,6 +300,7 @@ fn attempt_to_api(attempt: Attempt) -> api::Attempt {
             AttemptOutcome::Succeeded => api::AttemptOutcome::Succeeded,
             AttemptOutcome::Failed => api::AttemptOutcome::Failed,
             AttemptOutcome::TimedOut => api::AttemptOutcome::TimedOut,
+            AttemptOutcome::Abandoned => api::AttemptOutcome::Abandoned,
         } as i32,
         latency: duration(attempt.latency),
         error: attempt.error.map(api_error),
@@ -307,6 +308,8 @@ fn attempt_to_api(attempt: Attempt) -> api::Attempt {
             .step
             .map(|step| step.to_string())
             .unwrap_or_default(),
+        endpoint: attempt.endpoint,
+        hedge: attempt.hedge,
     }
 }
 
@@ -407,6 +410,7 @@ fn model_to_api(model: ModelView) -> api::Model {
                 endpoint: replica.endpoint,
                 health: health_to_api(replica.health) as i32,
                 in_flight: replica.in_flight,
+                ejected: replica.ejected,
             })
             .collect(),
         in_flight: model.in_flight,

@@ -4,7 +4,8 @@
 //! errors name the key at fault.
 //!
 //! The tables of the core's settings (`[selection]`, `[scheduler]`,
-//! `[context]`, `[bottlenecks]`) are read straight into the core's own
+//! `[context]`, `[bottlenecks]`, `[ejection]`, `[retries]`, `[hedging]`)
+//! are read straight into the core's own
 //! settings types, whose defaults and checks live beside them; this module
 //! holds only what is grymd's: the listener, the workers, the tokens.
 //!
@@ -27,8 +28,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
 use grym_core::{
-    BottleneckSettings, ContextSettings, Limits, OrchestratorSettings, Recipes, SchedulerSettings,
-    SelectionSettings, SettingError, Tenant,
+    BottleneckSettings, ContextSettings, EjectionSettings, HedgingSettings, Limits,
+    OrchestratorSettings, Recipes, RetrySettings, SchedulerSettings, SelectionSettings,
+    SettingError, Tenant,
 };
 use serde::Deserialize;
 
@@ -49,7 +51,12 @@ const ENV_KEYS: &[&str] = &[
     "connect_timeout",
     "max_message_bytes",
     "reflection",
+    "shutdown_grace",
 ];
+
+/// The default `shutdown_grace`: room for most calls in flight to end (a
+/// pod's `terminationGracePeriodSeconds` should exceed it by a few seconds).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Config {
@@ -90,6 +97,10 @@ pub struct RawConfig {
     pub max_message_bytes: usize,
     /// Whether server reflection is served (health always is).
     pub reflection: bool,
+    /// How long running and queued tasks may take to end after SIGTERM or
+    /// SIGINT, before what is left is ended.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// What one request may carry.
     pub limits: Limits,
     /// How models are chosen.
@@ -115,6 +126,12 @@ pub struct RawConfig {
     pub worker_tls: RawWorkerTls,
     /// Where accepted work is kept.
     pub store: RawStore,
+    /// When a replica whose calls fail is taken out of rotation.
+    pub ejection: EjectionSettings,
+    /// How failed calls are retried, within a budget.
+    pub retries: RetrySettings,
+    /// Which task types hedge slow calls.
+    pub hedging: HedgingSettings,
 }
 
 impl Default for RawConfig {
@@ -129,6 +146,7 @@ impl Default for RawConfig {
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: grym_worker::sdk::DEFAULT_MAX_MESSAGE_BYTES,
             reflection: true,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             limits: Limits::default(),
             selection: SelectionSettings::default(),
             scheduler: SchedulerSettings::default(),
@@ -141,6 +159,9 @@ impl Default for RawConfig {
             workers: Vec::new(),
             worker_tls: RawWorkerTls::default(),
             store: RawStore::default(),
+            ejection: EjectionSettings::default(),
+            retries: RetrySettings::default(),
+            hedging: HedgingSettings::default(),
         }
     }
 }
@@ -181,6 +202,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Whether server reflection is served (health always is).
     pub reflection: bool,
+    /// How long running and queued tasks may take to end after SIGTERM or
+    /// SIGINT (zero: they are ended at once).
+    pub shutdown_grace: Duration,
     /// The model workers to use.
     pub workers: Vec<WorkerConfig>,
     /// TLS to `https://` workers, its files read; read again on SIGHUP.
@@ -255,6 +279,8 @@ impl RawConfig {
         self.bottlenecks
             .validate()
             .map_err(setting("bottlenecks"))?;
+        self.ejection.validate().map_err(setting("ejection"))?;
+        self.retries.validate().map_err(setting("retries"))?;
         Ok(Config {
             listen,
             builtin_workers: self.builtin_workers,
@@ -267,6 +293,9 @@ impl RawConfig {
                 bottlenecks: self.bottlenecks,
                 limits: self.limits,
                 durability: store.durability.clone(),
+                ejection: self.ejection,
+                retries: self.retries,
+                hedging: self.hedging,
                 // Set by grymd once telemetry says whether metrics go out.
                 metrics: true,
             },
@@ -277,6 +306,7 @@ impl RawConfig {
             connect_timeout: self.connect_timeout,
             max_message_bytes: self.max_message_bytes,
             reflection: self.reflection,
+            shutdown_grace: self.shutdown_grace,
             workers,
             worker_tls,
             source: None,

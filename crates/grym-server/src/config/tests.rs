@@ -222,3 +222,47 @@ fn a_model_listed_twice_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn resilience_tables_are_read_and_checked() {
+    let config = from_toml(
+        r#"
+        [ejection]
+        consecutive_failures = 3
+        max_time = "1m"
+        [retries]
+        budget_ratio = 0.1
+        backoff = "5ms"
+        [hedging]
+        task_types = ["audio_analysis"]
+        min_delay = "20ms"
+        "#,
+    )
+    .unwrap();
+    let settings = &config.orchestrator;
+    assert_eq!(settings.ejection.consecutive_failures, 3);
+    assert_eq!(settings.ejection.max_time, Duration::from_secs(60));
+    assert_eq!(settings.retries.budget_ratio, 0.1);
+    assert_eq!(settings.retries.backoff, Duration::from_millis(5));
+    assert_eq!(settings.hedging.task_types.len(), 1);
+    assert_eq!(settings.hedging.min_delay, Duration::from_millis(20));
+
+    for (text, key) in [
+        ("[ejection]\nfailure_rate = 0", "ejection.failure_rate"),
+        ("[ejection]\nmax_share = 2.0", "ejection.max_share"),
+        (
+            "[ejection]\nbase_time = \"1m\"\nmax_time = \"10s\"",
+            "ejection.max_time",
+        ),
+        ("[retries]\nbudget_ratio = 1.5", "retries.budget_ratio"),
+        (
+            "[retries]\nbackoff = \"1s\"\nmax_backoff = \"10ms\"",
+            "retries.max_backoff",
+        ),
+    ] {
+        match from_toml(text) {
+            Err(Error::Config { key: named, .. }) => assert_eq!(named, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
