@@ -427,7 +427,7 @@ impl Orchestrator {
         if trail.calls == 0 {
             candidate.model.budget().deposit(now);
         }
-        let expected = self.expected_latency(&candidate.model, &job.task.task_type, now);
+        let expected = self.usual_latency(&candidate.model, &job.task.task_type, now);
         match self.hedge_delay(job, candidate, &chosen) {
             None => {
                 let done = self

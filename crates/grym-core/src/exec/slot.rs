@@ -62,8 +62,10 @@ impl Orchestrator {
     }
 
     /// How long one call of `model` for `task_type` is expected to take:
-    /// its recent mean latency, or before any answer its declared estimate;
-    /// `None` when neither is known.
+    /// its recent mean latency; before any answer, its declared estimate or
+    /// what its timeouts lasted, whichever is longer (the rule scoring
+    /// uses), so a model that has only ever hung is not sent calls that
+    /// cannot wait that long; `None` when nothing is known.
     pub(super) fn expected_latency(
         &self,
         model: &ModelEntry,
@@ -74,12 +76,35 @@ impl Orchestrator {
         let expected = if stats.successes > 0.0 {
             stats.mean_latency
         } else {
+            let declared = model
+                .description()
+                .capability(task_type)
+                .map(|capability| capability.estimated_latency);
+            declared.unwrap_or_default().max(stats.mean_latency)
+        };
+        (!expected.is_zero()).then_some(expected)
+    }
+
+    /// How long an answer of `model` for `task_type` usually takes: its
+    /// recent mean latency, or before any answer its declared estimate,
+    /// never what its timeouts lasted. A call the caller's deadline cut
+    /// after this long is blamed on the model.
+    pub(super) fn usual_latency(
+        &self,
+        model: &ModelEntry,
+        task_type: &TaskType,
+        now: Instant,
+    ) -> Option<Duration> {
+        let stats = self.planner.selector.rates(model, task_type, now);
+        let usual = if stats.successes > 0.0 {
+            stats.mean_latency
+        } else {
             model
                 .description()
                 .capability(task_type)
                 .map(|capability| capability.estimated_latency)?
         };
-        (!expected.is_zero()).then_some(expected)
+        (!usual.is_zero()).then_some(usual)
     }
 
     /// Plans `task_type` (or takes the plan made at submission) and waits
