@@ -25,8 +25,8 @@
 //! selection reads them, and the replica's record, which may eject it
 //! ([`outlier`](crate::registry::outlier)). A refusal of the input says
 //! nothing of the model; nor does a call the caller's deadline cut short
-//! before it had run the model's expected latency. One cut after that
-//! counts as a timeout that took at least as long as it ran, so a model
+//! before it had run as long as the model's slowest usual answers
+//! ([`usual_latency`](Self::usual_latency)). One cut after that counts as a timeout that took at least as long as it ran, so a model
 //! that hangs or turns slow loses traffic although each of its callers
 //! gave up first.
 //!
@@ -69,7 +69,7 @@ enum CallEnd {
 
 impl CallEnd {
     /// What the call says of the model, if anything; `overran` when the
-    /// caller's deadline cut it after the model's expected latency.
+    /// caller's deadline cut it after the model's usual latency.
     fn feedback(&self, overran: bool) -> Option<CallOutcome> {
         match self {
             Self::Answered(_) => Some(CallOutcome::Success),
@@ -128,7 +128,7 @@ struct Call {
     end: CallEnd,
     /// The call's own time, without the context's preparation.
     latency: Duration,
-    /// Cut by the caller's deadline after the model's expected latency.
+    /// Cut by the caller's deadline after the model's usual latency.
     overran: bool,
     replica: Arc<Replica>,
     hedge: bool,
@@ -427,22 +427,17 @@ impl Orchestrator {
         if trail.calls == 0 {
             candidate.model.budget().deposit(now);
         }
-        let expected = self.usual_latency(&candidate.model, &job.task.task_type, now);
         match self.hedge_delay(job, candidate, &chosen) {
             None => {
-                let done = self
-                    .call(job, candidate, chosen, call, expected, (span, false))
-                    .await;
+                let done = self.call(job, candidate, chosen, call, (span, false)).await;
                 self.conclude(job, candidate, done, trail).await
             }
             Some(delay) => {
                 let first = (Arc::clone(&chosen.replica), Instant::now());
                 let hedge = call.clone();
-                let call = self.call(job, candidate, chosen, call, expected, (span, false));
-                self.hedged(
-                    job, candidate, call, first, hedge, delay, expected, tried, trail,
-                )
-                .await
+                let call = self.call(job, candidate, chosen, call, (span, false));
+                self.hedged(job, candidate, call, first, hedge, delay, tried, trail)
+                    .await
             }
         }
     }
@@ -485,7 +480,6 @@ impl Orchestrator {
         (first_replica, first_started): (Arc<Replica>, Instant),
         call: InferCall,
         delay: Duration,
-        expected: Option<Duration>,
         tried: &mut Vec<Arc<Replica>>,
         trail: &mut Trail<'p>,
     ) -> Next {
@@ -510,8 +504,7 @@ impl Orchestrator {
         let second_replica = Arc::clone(&chosen.replica);
         let second_started = Instant::now();
         let span = self.attempt_span(job, candidate, &chosen, true);
-        let mut second =
-            std::pin::pin!(self.call(job, candidate, chosen, call, expected, (span, true)));
+        let mut second = std::pin::pin!(self.call(job, candidate, chosen, call, (span, true)));
         let (done, first_won) = tokio::select! {
             done = &mut first => (done, true),
             done = &mut second => (done, false),
@@ -754,7 +747,6 @@ impl Orchestrator {
         candidate: &Candidate,
         chosen: Chosen,
         mut call: InferCall,
-        expected: Option<Duration>,
         (span, hedge): (tracing::Span, bool),
     ) -> Call {
         let replica = Arc::clone(&chosen.replica);
@@ -793,8 +785,10 @@ impl Orchestrator {
             Err(_) => timed_out,
         };
         let latency = started.elapsed();
-        let overran =
-            matches!(end, CallEnd::CallerDeadline) && expected.is_some_and(|usual| latency > usual);
+        let overran = matches!(end, CallEnd::CallerDeadline)
+            && self
+                .usual_latency(&candidate.model, &job.task.task_type, Instant::now())
+                .is_some_and(|usual| latency > usual);
         let outcome = end.label();
         span.record("attempt.outcome", outcome);
         if !matches!(end, CallEnd::Answered(_)) {

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Orchestrator;
+use super::hedge::MEASURED_ANSWERS;
 use super::job::Ending;
 use crate::deadline::Deadline;
 use crate::error::{Error, FailureKind};
@@ -85,24 +86,29 @@ impl Orchestrator {
         (!expected.is_zero()).then_some(expected)
     }
 
-    /// How long an answer of `model` for `task_type` usually takes: its
-    /// recent mean latency, or before any answer its declared estimate,
-    /// never what its timeouts lasted. A call the caller's deadline cut
-    /// after this long is blamed on the model.
+    /// How long an answer of `model` for `task_type` can take and still be
+    /// usual: the 99th percentile of its recent answers once it has
+    /// [`MEASURED_ANSWERS`] of them; before that, the longer of the slowest
+    /// of them and its declared estimate; never what its timeouts lasted. A call
+    /// the caller's deadline cut after this long is blamed on the model;
+    /// one cut sooner, as a normal answer near the mean would be by a
+    /// tight deadline, says nothing of it.
     pub(super) fn usual_latency(
         &self,
         model: &ModelEntry,
         task_type: &TaskType,
         now: Instant,
     ) -> Option<Duration> {
-        let stats = self.planner.selector.rates(model, task_type, now);
-        let usual = if stats.successes > 0.0 {
-            stats.mean_latency
+        let stats = self.planner.selector.stats(model, task_type, now);
+        let usual = if stats.successes >= MEASURED_ANSWERS {
+            stats.p99
         } else {
-            model
+            let declared = model
                 .description()
                 .capability(task_type)
-                .map(|capability| capability.estimated_latency)?
+                .map(|capability| capability.estimated_latency);
+            let answered = (stats.successes > 0.0).then_some(stats.p99);
+            declared.max(answered)?
         };
         (!usual.is_zero()).then_some(usual)
     }
