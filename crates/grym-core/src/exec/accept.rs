@@ -303,9 +303,10 @@ impl Orchestrator {
 }
 
 /// The root of a task's trace: analysis and planning in it, the rest in the
-/// task it spawns.
+/// task it spawns. At debug level: exported with traces, and free without
+/// them.
 fn task_span(task: &Task) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "task",
         task.id = %task.id,
         task.r#type = %task.task_type,
