@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Audio payloads are carried as `Bytes`, so passing them on copies nothing.
         .bytes(".")
+        // Smaller per-call buffers than tonic's 8 KiB (src/codec.rs).
+        .codec_path("crate::codec::GrymCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -46,6 +46,27 @@ pub fn json_to_value(json: serde_json::Value) -> Value {
     Value { kind: Some(kind) }
 }
 
+/// [`json_to_value`] of a borrowed value: what a kept result's output costs
+/// to answer with, without copying the result first.
+pub fn json_ref_to_value(json: &serde_json::Value) -> Value {
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_ref_to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_ref_to_value(v)))
+                .collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
 /// Converts a JSON object into a protobuf `Struct`.
 pub fn json_to_struct(map: Map<String, serde_json::Value>) -> Struct {
     Struct {

@@ -6,6 +6,7 @@
 //! on either side of the contracts needs, and the reflection services built
 //! from that descriptor set.
 
+pub mod codec;
 pub mod json;
 
 /// `grym.orchestrator.v1`: the API agents call.
