@@ -252,11 +252,24 @@ impl Orchestrator {
         deadline: Deadline,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskResult, Error> {
+        self.execute_shared(task, deadline, events)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`execute`](Self::execute), answering with the result the history
+    /// keeps rather than a copy of it: for a caller that only reads it.
+    pub async fn execute_shared(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<Arc<TaskResult>, Error> {
         let handle = self.enter(task, deadline, events, false).await?;
         let cancel_on_drop = handle.cancellation().drop_guard();
         let result = handle.result().await;
         cancel_on_drop.disarm();
-        Ok(Arc::unwrap_or_clone(result))
+        Ok(result)
     }
 
     /// Accepts a task that its caller follows (`StreamTask`) and returns at

@@ -9,7 +9,7 @@ use grym_core::{
     StepId, StepResult, TaskError, TaskEvent, TaskId, TaskResult, TaskStatus,
 };
 use grym_core::{FailurePolicy, Reason, RecipeUse, Routing, Strategy};
-use grym_proto::json::{json_to_struct, json_to_value};
+use grym_proto::json::{json_ref_to_value, json_to_struct};
 use grym_proto::orchestrator::v1 as api;
 
 use super::status::failure_code;
@@ -80,21 +80,21 @@ pub(crate) fn submit_response(id: &TaskId) -> api::SubmitTaskResponse {
 /// The response of `GetTask`.
 pub(crate) fn get_response(result: TaskResult) -> api::GetTaskResponse {
     api::GetTaskResponse {
-        result: Some(result_to_api(result)),
+        result: Some(result_to_api(&result)),
     }
 }
 
 /// One change of a task followed by `WatchTask`.
 pub(crate) fn watch_response(result: TaskResult) -> api::WatchTaskResponse {
     api::WatchTaskResponse {
-        result: Some(result_to_api(result)),
+        result: Some(result_to_api(&result)),
     }
 }
 
 /// The response of `CancelTask`.
 pub(crate) fn cancel_response(result: TaskResult) -> api::CancelTaskResponse {
     api::CancelTaskResponse {
-        result: Some(result_to_api(result)),
+        result: Some(result_to_api(&result)),
     }
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn stream_event(id: &TaskId, event: TaskEvent) -> api::StreamTaskResp
             TaskEvent::Queued => Event::Queued(api::TaskQueued {}),
             TaskEvent::ModelChosen(routing) => Event::ModelChosen(routing_to_api(&routing)),
             TaskEvent::Started => Event::Started(api::TaskStarted {}),
-            TaskEvent::AttemptFinished(attempt) => Event::AttemptFinished(attempt_to_api(attempt)),
+            TaskEvent::AttemptFinished(attempt) => Event::AttemptFinished(attempt_to_api(&attempt)),
             TaskEvent::StepStarted {
                 step,
                 routing,
@@ -117,23 +117,23 @@ pub(crate) fn stream_event(id: &TaskId, event: TaskEvent) -> api::StreamTaskResp
                 routing: Some(routing_to_api(&routing)),
                 budget: budget.and_then(duration),
             }),
-            TaskEvent::StepFinished(step) => Event::StepFinished(step_result_to_api(*step)),
-            TaskEvent::Finished(result) => Event::Result(result_to_api(*result)),
+            TaskEvent::StepFinished(step) => Event::StepFinished(step_result_to_api(&step)),
+            TaskEvent::Finished(result) => Event::Result(result_to_api(&result)),
         }),
     }
 }
 
 // ---- core -> orchestrator API ----
 
-fn api_error(error: TaskError) -> api::TaskError {
+fn api_error(error: &TaskError) -> api::TaskError {
     api::TaskError {
         code: failure_code(error.kind).to_owned(),
-        message: error.message,
+        message: error.message.clone(),
     }
 }
 
-/// The response of `ExecuteTask`.
-pub(crate) fn execute_response(result: TaskResult) -> api::ExecuteTaskResponse {
+/// The response of `ExecuteTask`, from the result as the history keeps it.
+pub(crate) fn execute_response(result: &TaskResult) -> api::ExecuteTaskResponse {
     api::ExecuteTaskResponse {
         result: Some(result_to_api(result)),
     }
@@ -167,11 +167,11 @@ fn failure_policy_to_api(policy: FailurePolicy) -> api::FailurePolicy {
     }
 }
 
-fn recipe_to_api(recipe: RecipeUse) -> api::Recipe {
+fn recipe_to_api(recipe: &RecipeUse) -> api::Recipe {
     api::Recipe {
         task_type: recipe.task_type.to_string(),
         chain: recipe.chain.iter().map(ToString::to_string).collect(),
-        reason: recipe.reason,
+        reason: recipe.reason.clone(),
     }
 }
 
@@ -206,7 +206,7 @@ fn composite_plan_to_api(plan: CompositePlan) -> api::CompositePlan {
             .output_step
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        recipe: plan.recipe.map(recipe_to_api),
+        recipe: plan.recipe.as_ref().map(recipe_to_api),
     }
 }
 
@@ -219,7 +219,7 @@ pub(crate) fn list_models_response(models: Vec<ModelView>) -> api::ListModelsRes
 }
 
 /// A task's result as the API returns it.
-fn result_to_api(result: TaskResult) -> api::TaskResult {
+fn result_to_api(result: &TaskResult) -> api::TaskResult {
     let models_used = result
         .metrics
         .models_used()
@@ -229,14 +229,18 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
     api::TaskResult {
         task_id: result.task_id.to_string(),
         status: status_to_api(result.status) as i32,
-        steps: result.steps.into_iter().map(step_result_to_api).collect(),
-        recipe: result.recipe.map(recipe_to_api),
+        steps: result.steps.iter().map(step_result_to_api).collect(),
+        recipe: result.recipe.as_ref().map(recipe_to_api),
         queued_at: Some(timestamp(result.queued_at)),
         started_at: result.started_at.map(timestamp),
         finished_at: result.finished_at.map(timestamp),
-        model_id: result.model_id.map(|m| m.to_string()).unwrap_or_default(),
-        output: result.output.map(output_to_api),
-        error: result.error.map(api_error),
+        model_id: result
+            .model_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        output: result.output.as_ref().map(output_to_api),
+        error: result.error.as_ref().map(api_error),
         routing: Some(routing_to_api(&result.routing)),
         metrics: Some(api::OrchestrationMetrics {
             total_latency: duration(result.metrics.total_latency),
@@ -245,12 +249,7 @@ fn result_to_api(result: TaskResult) -> api::TaskResult {
             context_cache_misses: result.metrics.context_cache_misses,
             worker_latency: duration(result.metrics.worker_latency),
             models_used,
-            attempts: result
-                .metrics
-                .attempts
-                .into_iter()
-                .map(attempt_to_api)
-                .collect(),
+            attempts: result.metrics.attempts.iter().map(attempt_to_api).collect(),
         }),
     }
 }
@@ -268,23 +267,27 @@ fn status_to_api(status: TaskStatus) -> api::TaskStatus {
     }
 }
 
-fn output_to_api(output: Output) -> api::TaskOutput {
+fn output_to_api(output: &Output) -> api::TaskOutput {
     api::TaskOutput {
-        text: output.text,
-        json: output.json.map(json_to_value),
-        data: output.data,
-        data_mime_type: output.data_mime_type,
+        text: output.text.clone(),
+        json: output.json.as_ref().map(json_ref_to_value),
+        data: output.data.clone(),
+        data_mime_type: output.data_mime_type.clone(),
     }
 }
 
-fn step_result_to_api(step: StepResult) -> api::StepResult {
+fn step_result_to_api(step: &StepResult) -> api::StepResult {
     api::StepResult {
         step_id: step.step.to_string(),
         r#type: step.task_type.to_string(),
         status: status_to_api(step.status) as i32,
-        model_id: step.model_id.map(|m| m.to_string()).unwrap_or_default(),
-        output: step.output.map(output_to_api),
-        error: step.error.map(api_error),
+        model_id: step
+            .model_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        output: step.output.as_ref().map(output_to_api),
+        error: step.error.as_ref().map(api_error),
         latency: duration(step.latency),
         queue_wait: duration(step.queue_wait),
         attempts: step.attempts,
@@ -293,7 +296,7 @@ fn step_result_to_api(step: StepResult) -> api::StepResult {
     }
 }
 
-fn attempt_to_api(attempt: Attempt) -> api::Attempt {
+fn attempt_to_api(attempt: &Attempt) -> api::Attempt {
     api::Attempt {
         model_id: attempt.model_id.to_string(),
         outcome: match attempt.outcome {
@@ -303,12 +306,13 @@ fn attempt_to_api(attempt: Attempt) -> api::Attempt {
             AttemptOutcome::Abandoned => api::AttemptOutcome::Abandoned,
         } as i32,
         latency: duration(attempt.latency),
-        error: attempt.error.map(api_error),
+        error: attempt.error.as_ref().map(api_error),
         step_id: attempt
             .step
-            .map(|step| step.to_string())
+            .as_ref()
+            .map(ToString::to_string)
             .unwrap_or_default(),
-        endpoint: attempt.endpoint,
+        endpoint: attempt.endpoint.clone(),
         hedge: attempt.hedge,
     }
 }

@@ -47,10 +47,10 @@ impl api::orchestrator_server::Orchestrator for OrchestratorService {
         let task = self.task(request.into_inner().task, tenant)?;
         let result = self
             .orchestrator
-            .execute(task, deadline, None)
+            .execute_shared(task, deadline, None)
             .await
             .map_err(from_core)?;
-        Ok(Response::new(results::execute_response(result)))
+        Ok(Response::new(results::execute_response(&result)))
     }
 
     async fn submit_task(
