@@ -259,11 +259,10 @@ impl Orchestrator {
     fn launch(self: &Arc<Self>, accepted: Accepted, span: &tracing::Span) -> TaskHandle {
         emit(accepted.events.as_ref(), || TaskEvent::Queued);
         let handle = TaskHandle::of(accepted.task.id.clone(), &accepted.live);
-        self.tasks.spawn(
-            Arc::clone(self)
-                .lifecycle(accepted)
-                .instrument(span.clone()),
-        );
+        // Boxed where it is made: the lifecycle's state is large, and
+        // the tracker, the span and the runtime's task cell each moved it.
+        let lifecycle = Box::pin(Arc::clone(self).lifecycle(accepted));
+        self.tasks.spawn(lifecycle.instrument(span.clone()));
         handle
     }
 
