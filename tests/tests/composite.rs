@@ -497,6 +497,7 @@ async fn stream_task_reports_each_step_as_it_starts_and_ends() {
             Event::AttemptFinished(a) => format!("attempt {}", a.step_id),
             Event::StepStarted(s) => format!("start {}", s.step_id),
             Event::StepFinished(s) => format!("end {} {:?}", s.step_id, s.status()),
+            Event::OutputChunk(c) => format!("chunk {}", c.step_id),
             Event::Result(r) => format!("result {:?}", r.status()),
         });
     }

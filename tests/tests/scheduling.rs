@@ -388,6 +388,7 @@ async fn stream_task_reports_the_way_of_a_task_in_order() {
                 "attempt finished"
             }
             Event::StepStarted(_) | Event::StepFinished(_) => "step",
+            Event::OutputChunk(_) => "chunk",
             Event::Result(result) => {
                 assert_eq!(result.status(), api::TaskStatus::Succeeded);
                 assert!(result.metrics.unwrap().queue_wait.is_some());

@@ -271,6 +271,7 @@ fn result(task: &Task, status: TaskStatus) -> TaskResult {
             task_type: task.task_type.clone(),
             chain: vec![TaskType::new("vad").unwrap()],
             reason: "no model serves audio_analysis".to_owned(),
+            then: None,
         }),
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::error::FailureKind;
 use crate::ids::{TaskId, TaskType, Tenant};
 use crate::model::{Description, Health};
-use crate::task::{Output, TaskInput};
+use crate::task::{Output, OutputChunk, TaskInput};
 
 /// One inference call.
 #[derive(Debug, Clone)]
@@ -56,10 +56,27 @@ impl WorkerError {
     }
 }
 
+/// Where a streaming call hands each chunk of output, in the order the
+/// worker sent them, before its final output.
+pub type ChunkSink = Box<dyn FnMut(OutputChunk) + Send>;
+
 /// A way to reach one model's worker.
 pub trait ModelClient: Send + Sync + 'static {
     /// Runs the model once.
     fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>>;
+
+    /// Runs the model once, handing `chunks` each piece of output the
+    /// worker sends before its final one; the answer is the final output,
+    /// as [`infer`](Self::infer) gives it. By default a plain `infer`,
+    /// which sends no chunks.
+    fn infer_streaming(
+        &self,
+        call: InferCall,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'static, Result<Output, WorkerError>> {
+        drop(chunks);
+        self.infer(call)
+    }
 
     /// Asks the worker what it is and serves.
     fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>>;

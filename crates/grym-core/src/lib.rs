@@ -44,7 +44,7 @@ mod task;
 mod testing;
 mod watch;
 
-pub use client::{InferCall, ModelClient, WorkerError};
+pub use client::{ChunkSink, InferCall, ModelClient, WorkerError};
 pub use context::{CacheStats, ContextSettings, SessionEntry, SessionSnapshot, TemplateSpec};
 pub use deadline::Deadline;
 pub use error::{Error, ErrorKind, FailureKind, SettingError, Shed};
@@ -58,7 +58,7 @@ pub use ids::{
 pub use limits::Limits;
 pub use model::{Capability, CapabilitySource, Description, Health};
 pub use plan::analysis::{Modality, Requirements};
-pub use plan::recipe::Recipes;
+pub use plan::recipe::{FanOutSpec, RecipeSpec, Recipes};
 pub use plan::selection::{Route, SelectionSettings};
 pub use plan::view::{CompositePlan, StepPlan};
 pub use registry::{
@@ -71,8 +71,8 @@ pub use store::{
 };
 pub use task::{
     Attempt, AttemptOutcome, Audio, CandidateScore, CompositeSpec, FailurePolicy, Metrics, Output,
-    Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult, StepSpec, StepTask, Strategy,
-    Task, TaskError, TaskEvent, TaskInput, TaskResult, TaskStatus,
+    OutputChunk, Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult, StepSpec,
+    StepTask, Strategy, Task, TaskError, TaskEvent, TaskInput, TaskResult, TaskStatus,
 };
 pub use watch::detector::{BottleneckSettings, Finding};
 

@@ -403,12 +403,43 @@ impl<M: Model> ModelWorker for Service<M> {
         &self,
         request: Request<pb::InferRequest>,
     ) -> Result<Response<pb::InferResponse>, Status> {
+        let output = self.run(request.into_inner()).await?;
+        Ok(Response::new(pb::InferResponse {
+            output: Some(output),
+        }))
+    }
+
+    type InferStreamStream = tokio_stream::Once<Result<pb::InferStreamResponse, Status>>;
+
+    /// The whole output as the stream's one message: a Rust model sends no
+    /// chunks.
+    async fn infer_stream(
+        &self,
+        request: Request<pb::InferStreamRequest>,
+    ) -> Result<Response<Self::InferStreamStream>, Status> {
+        let Some(call) = request.into_inner().request else {
+            return Err(Status::invalid_argument(
+                "invalid request: InferStreamRequest.request is required",
+            ));
+        };
+        let output = self.run(call).await?;
+        Ok(Response::new(tokio_stream::once(Ok(
+            pb::InferStreamResponse {
+                event: Some(pb::infer_stream_response::Event::Output(output)),
+            },
+        ))))
+    }
+}
+
+impl<M: Model> Service<M> {
+    /// One call: counted in flight, queued for a turn under the limit, run,
+    /// and cut when the drain's grace runs out.
+    async fn run(&self, request: pb::InferRequest) -> Result<pb::Output, Status> {
         let Some(_call) = self.calls.enter() else {
             return Err(Status::unavailable(
                 "the worker is shutting down; call another replica",
             ));
         };
-        let request = request.into_inner();
         tracing::debug!(task.id = %request.task_id, task.r#type = %request.task_type, "infer");
         let run = async {
             let _turn = match &self.limit {
@@ -417,17 +448,12 @@ impl<M: Model> ModelWorker for Service<M> {
             };
             self.model.infer(request).await
         };
-        let output = tokio::select! {
-            output = run => output?,
-            () = self.calls.cut_off() => {
-                return Err(Status::unavailable(
-                    "the worker stopped before the call ended (its shutdown grace ran out)",
-                ));
-            }
-        };
-        Ok(Response::new(pb::InferResponse {
-            output: Some(output),
-        }))
+        tokio::select! {
+            output = run => output,
+            () = self.calls.cut_off() => Err(Status::unavailable(
+                "the worker stopped before the call ended (its shutdown grace ran out)",
+            )),
+        }
     }
 }
 

@@ -761,10 +761,17 @@ impl Orchestrator {
         let started = Instant::now();
         // The client is called inside the span, so the call it makes (and
         // the `traceparent` it sends) is the attempt's child.
+        // A follower sees the output as it comes, unless a hedge may race
+        // this call: two calls' chunks would interleave.
+        let chunks = (!hedge && !self.hedging.hedges(&job.task.task_type))
+            .then(|| job.chunk_sink(model))
+            .flatten();
         let answer = async {
-            Deadline::at(call_deadline)
-                .bound(replica.client().infer(call))
-                .await
+            let request = match chunks {
+                Some(chunks) => replica.client().infer_streaming(call, chunks),
+                None => replica.client().infer(call),
+            };
+            Deadline::at(call_deadline).bound(request).await
         }
         .instrument(span.clone())
         .await;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::client::ChunkSink;
 use crate::context::{ContentHash, Upstream};
 use crate::deadline::Deadline;
 use crate::error::FailureKind;
@@ -38,6 +39,22 @@ impl Job<'_> {
     /// Sends an event to whoever follows the task, if anyone does.
     pub(crate) fn emit(&self, event: impl FnOnce() -> TaskEvent) {
         emit(self.events, event);
+    }
+
+    /// Where a call's output chunks go: to whoever follows the task, as
+    /// events of `model` (and of the job's step); `None` when nobody
+    /// follows, so the call need not stream.
+    pub(crate) fn chunk_sink(&self, model: &ModelId) -> Option<ChunkSink> {
+        let events = self.events?.clone();
+        let step = self.step.cloned();
+        let model = model.clone();
+        Some(Box::new(move |chunk| {
+            let _ = events.send(TaskEvent::OutputChunk {
+                step: step.clone(),
+                model: model.clone(),
+                chunk,
+            });
+        }))
     }
 
     /// Marks the task running, for its snapshot and whoever follows it.

@@ -811,6 +811,7 @@ async fn events_tell_the_way_of_a_task_in_order() {
             TaskEvent::Started => "started",
             TaskEvent::AttemptFinished(_) => "attempt finished",
             TaskEvent::StepStarted { .. } | TaskEvent::StepFinished(_) => "step",
+            TaskEvent::OutputChunk { .. } => "chunk",
             TaskEvent::Finished(finished) => {
                 assert_eq!(*finished, result);
                 "finished"
@@ -827,6 +828,42 @@ async fn events_tell_the_way_of_a_task_in_order() {
             "finished"
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_followed_task_hears_its_models_chunks_in_order_before_the_attempt_ends() {
+    let model = FakeModel::serving("only", "transcription", 0.9);
+    let chunk = |text: &str| crate::task::OutputChunk {
+        text: Some(text.to_owned()),
+        json: None,
+    };
+    model.stream(vec![chunk("one"), chunk("two")]);
+    let orchestrator = orchestrator(&[&model]);
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let result = orchestrator
+        .execute(task("transcription"), Deadline::NONE, Some(sender))
+        .await
+        .unwrap();
+    assert_eq!(result.status, TaskStatus::Succeeded);
+    let mut seen = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        match event {
+            TaskEvent::OutputChunk { step, model, chunk } => {
+                assert_eq!((step, model.as_str()), (None, "only"));
+                seen.push(chunk.text.unwrap());
+            }
+            TaskEvent::AttemptFinished(_) => seen.push("attempt finished".to_owned()),
+            TaskEvent::Finished(_) => seen.push("finished".to_owned()),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["one", "two", "attempt finished", "finished"]);
+    // Unfollowed, the same model is called without streaming.
+    let quiet = orchestrator
+        .execute(task("transcription"), Deadline::NONE, None)
+        .await
+        .unwrap();
+    assert_eq!(quiet.status, TaskStatus::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]

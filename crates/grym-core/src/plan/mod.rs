@@ -72,16 +72,7 @@ impl CompositeRun {
                 task_type.clone(),
                 Reason::Recipe,
                 estimate,
-                format!(
-                    "{}; the recipe {} stands in",
-                    recipe.reason,
-                    recipe
-                        .chain
-                        .iter()
-                        .map(TaskType::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" -> ")
-                ),
+                format!("{}; the recipe {} stands in", recipe.reason, recipe.shape()),
             ),
             None => Routing::composite(
                 task_type.clone(),
@@ -142,10 +133,10 @@ impl Planner {
         match self.selector.plan(&task.task_type, registry, now) {
             Ok(plan) => Ok(Planned::Single(plan)),
             Err(error @ (Error::NoModelForTaskType { .. } | Error::NoHealthyModel { .. })) => {
-                let Some(chain) = self.recipes.get(&task.task_type) else {
+                let Some(found) = self.recipes.get(&task.task_type) else {
                     return Err(error);
                 };
-                let spec = recipe::composite(chain)
+                let spec = recipe::composite(found)
                     .map_err(|error| Error::invalid_name("task.composite.steps.id", error))?;
                 let graph = Graph::build(spec, &self.limits)?;
                 // A chain that cannot run either leaves the direct error,
@@ -158,8 +149,9 @@ impl Planner {
                     estimates,
                     recipe: Some(RecipeUse {
                         task_type: task.task_type.clone(),
-                        chain: chain.to_vec(),
+                        chain: found.types(),
                         reason: error.to_string(),
+                        then: found.then().cloned(),
                     }),
                 })))
             }

@@ -100,4 +100,25 @@ pub struct RecipeUse {
     pub chain: Vec<TaskType>,
     /// Why it was used.
     pub reason: String,
+    /// For a fan-out, the type that merged the others (the last of
+    /// `chain`); `None` for a chain.
+    #[serde(default)]
+    pub then: Option<TaskType>,
+}
+
+impl RecipeUse {
+    /// The recipe as a reader would write it: `a -> b` for a chain,
+    /// `a + b -> merge` for a fan-out.
+    pub fn shape(&self) -> String {
+        fn names(types: &[TaskType]) -> Vec<&str> {
+            types.iter().map(TaskType::as_str).collect()
+        }
+        match &self.then {
+            Some(then) => {
+                let parallel = self.chain.split_last().map_or(&[][..], |(_, rest)| rest);
+                format!("{} -> {then}", names(parallel).join(" + "))
+            }
+            None => names(&self.chain).join(" -> "),
+        }
+    }
 }

@@ -92,6 +92,16 @@ impl Task {
     }
 }
 
+/// A piece of a model's output that its worker sent before the call ended:
+/// a segment found, the next words of a transcript.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutputChunk {
+    /// Text.
+    pub text: Option<String>,
+    /// Structured.
+    pub json: Option<Value>,
+}
+
 /// What a model produced.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {

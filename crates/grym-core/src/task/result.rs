@@ -216,6 +216,16 @@ pub enum TaskEvent {
     },
     /// A step of a composite ended.
     StepFinished(Box<StepResult>),
+    /// A piece of output a worker sent before its call ended; chunks come
+    /// in the order it sent them, before that call's `AttemptFinished`.
+    OutputChunk {
+        /// The step whose model sent it, in a composite.
+        step: Option<StepId>,
+        /// The model that sent it.
+        model: ModelId,
+        /// The piece.
+        chunk: crate::task::OutputChunk,
+    },
     /// The task ended; the last event.
     Finished(Box<TaskResult>),
 }

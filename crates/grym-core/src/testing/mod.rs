@@ -10,14 +10,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::client::{InferCall, ModelClient, WorkerError};
+use crate::client::{ChunkSink, InferCall, ModelClient, WorkerError};
 use crate::exec::{Orchestrator, OrchestratorSettings};
 use crate::ids::{ModelId, ModelKind, TaskType};
 use crate::model::{Capability, CapabilitySource, Description, Health};
 use crate::plan::selection::SelectionSettings;
 use crate::registry::{ModelEntry, Registry};
 use crate::schedule::SchedulerSettings;
-use crate::task::Output;
+use crate::task::{Output, OutputChunk};
 
 pub(crate) use self::store::{FakeStore, Holder, Op};
 
@@ -111,6 +111,8 @@ struct State {
     behaviour: Behaviour,
     describe_calls: usize,
     calls: Vec<InferCall>,
+    /// What a streaming call sends before its answer.
+    chunks: Vec<OutputChunk>,
 }
 
 /// A fake model; clones share one state.
@@ -141,6 +143,7 @@ impl FakeModel {
                 behaviour: Behaviour::Answer(Duration::ZERO),
                 describe_calls: 0,
                 calls: Vec::new(),
+                chunks: Vec::new(),
             })),
         }
     }
@@ -181,6 +184,11 @@ impl FakeModel {
 
     pub(crate) fn behave(&self, behaviour: Behaviour) {
         self.state().behaviour = behaviour;
+    }
+
+    /// Sends `chunks` before its answer when called to stream.
+    pub(crate) fn stream(&self, chunks: Vec<OutputChunk>) {
+        self.state().chunks = chunks;
     }
 
     pub(crate) fn describe_calls(&self) -> usize {
@@ -239,6 +247,17 @@ impl ModelClient for FakeModel {
             }
         }
         .boxed()
+    }
+
+    fn infer_streaming(
+        &self,
+        call: InferCall,
+        mut chunks: ChunkSink,
+    ) -> BoxFuture<'static, Result<Output, WorkerError>> {
+        for chunk in self.state().chunks.clone() {
+            chunks(chunk);
+        }
+        self.infer(call)
     }
 
     fn describe(&self) -> BoxFuture<'static, Result<Description, WorkerError>> {

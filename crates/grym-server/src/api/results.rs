@@ -118,6 +118,12 @@ pub(crate) fn stream_event(id: &TaskId, event: TaskEvent) -> api::StreamTaskResp
                 budget: budget.and_then(duration),
             }),
             TaskEvent::StepFinished(step) => Event::StepFinished(step_result_to_api(&step)),
+            TaskEvent::OutputChunk { step, model, chunk } => Event::OutputChunk(api::OutputChunk {
+                step_id: step.map(|step| step.to_string()).unwrap_or_default(),
+                model_id: model.to_string(),
+                text: chunk.text,
+                json: chunk.json.as_ref().map(json_ref_to_value),
+            }),
             TaskEvent::Finished(result) => Event::Result(result_to_api(&result)),
         }),
     }
@@ -172,6 +178,11 @@ fn recipe_to_api(recipe: &RecipeUse) -> api::Recipe {
         task_type: recipe.task_type.to_string(),
         chain: recipe.chain.iter().map(ToString::to_string).collect(),
         reason: recipe.reason.clone(),
+        then: recipe
+            .then
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 

@@ -29,7 +29,7 @@ use figment::providers::{Env, Format, Toml};
 use grym_core::probe::ProbeSettings;
 use grym_core::{
     BottleneckSettings, ContextSettings, EjectionSettings, HedgingSettings, Limits,
-    OrchestratorSettings, Recipes, RetrySettings, SchedulerSettings, SelectionSettings,
+    OrchestratorSettings, RecipeSpec, Recipes, RetrySettings, SchedulerSettings, SelectionSettings,
     SettingError, Tenant,
 };
 use serde::Deserialize;
@@ -117,7 +117,7 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// Chains of task types that stand in for a type no healthy model
     /// serves, over the built-in ones; an empty chain removes one.
-    pub recipes: HashMap<String, Vec<String>>,
+    pub recipes: HashMap<String, RecipeSpec>,
     /// When a finding is a bottleneck.
     pub bottlenecks: BottleneckSettings,
     /// The model workers to use.

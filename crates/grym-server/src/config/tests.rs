@@ -5,7 +5,7 @@ use std::io::Write;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use grym_core::Policy;
-use grym_core::{ModelKind, Route};
+use grym_core::{FanOutSpec, ModelKind, Route};
 
 use super::*;
 
@@ -36,21 +36,32 @@ fn recipes_over_the_built_in_ones_are_read_and_a_bad_one_is_named() {
         [recipes]
         audio_summary = ["transcription", "summarization"]
         audio_question_answering = []
+        audio_analysis = { parallel = ["voice_activity", "audio_features"], then = "analysis_merge" }
         "#,
     )
     .unwrap();
+    let chain = |types: &[&str]| RecipeSpec::Chain(types.iter().map(|t| (*t).to_owned()).collect());
     let expected = Recipes::configured(HashMap::from([
         (
             "audio_summary".to_owned(),
-            vec!["transcription".to_owned(), "summarization".to_owned()],
+            chain(&["transcription", "summarization"]),
         ),
-        ("audio_question_answering".to_owned(), Vec::new()),
+        ("audio_question_answering".to_owned(), chain(&[])),
+        (
+            "audio_analysis".to_owned(),
+            RecipeSpec::FanOut(FanOutSpec {
+                parallel: vec!["voice_activity".to_owned(), "audio_features".to_owned()],
+                then: "analysis_merge".to_owned(),
+            }),
+        ),
     ]))
     .unwrap();
     assert_eq!(config.orchestrator.recipes, expected);
     assert_ne!(config.orchestrator.recipes, Recipes::with_defaults());
     let err = from_toml("[recipes]\nloop = [\"loop\"]\n").unwrap_err();
     assert!(err.to_string().contains("recipes.loop"), "{err}");
+    let err = from_toml("[recipes]\nx = { parallel = [\"a\"], than = \"b\" }\n").unwrap_err();
+    assert!(err.to_string().contains("recipes"), "{err}");
 }
 
 #[test]

@@ -14,13 +14,15 @@
 //! per model and per task, where the deadline and the priority are known.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use grym_core::{
-    Description, FailureKind, Health, InferCall, ModelClient, ModelId, Output, WorkerError,
+    ChunkSink, Description, FailureKind, Health, InferCall, ModelClient, ModelId, Output,
+    WorkerError,
 };
 use grym_proto::worker::v1 as wire;
 use grym_telemetry::{ClientPropagation, ClientPropagationLayer};
@@ -67,7 +69,17 @@ pub(crate) struct GrpcModelClient {
     max_message_bytes: usize,
     stubs: ArcSwap<Stubs>,
     outcomes: Arc<Outcomes>,
+    /// Whether the worker implements `InferStream`: [`UNKNOWN`] until a
+    /// streaming call has told.
+    streams: Arc<AtomicU8>,
 }
+
+/// Not known yet whether the worker implements `InferStream`.
+const UNKNOWN: u8 = 0;
+/// It does.
+const STREAMS: u8 = 1;
+/// It answered `UNIMPLEMENTED`: streaming calls are plain `Infer` calls.
+const NO_STREAMS: u8 = 2;
 
 /// What the end of a call tells of its replica.
 struct Outcomes {
@@ -133,6 +145,7 @@ impl GrpcModelClient {
             endpoint,
             max_message_bytes: settings.max_message_bytes,
             stubs: ArcSwap::from_pointee(stubs),
+            streams: Arc::new(AtomicU8::new(UNKNOWN)),
         })
     }
 
@@ -256,6 +269,43 @@ impl Stubs {
     }
 }
 
+impl GrpcModelClient {
+    /// The client span of one call of `Infer` or `InferStream`.
+    fn call_span(&self, stream: bool) -> tracing::Span {
+        macro_rules! span {
+            ($name:literal, $method:literal) => {
+                tracing::debug_span!(
+                    $name,
+                    otel.kind = "client",
+                    rpc.system = "grpc",
+                    rpc.service = "grym.worker.v1.ModelWorker",
+                    rpc.method = $method,
+                    server.address = %self.host,
+                    server.port = self.port,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    error.r#type = tracing::field::Empty,
+                )
+            };
+        }
+        if stream {
+            span!("grym.worker.v1.ModelWorker/InferStream", "InferStream")
+        } else {
+            span!("grym.worker.v1.ModelWorker/Infer", "Infer")
+        }
+    }
+}
+
+/// Records a call's gRPC code on the current span.
+fn record_code(code: tonic::Code) {
+    let span = tracing::Span::current();
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", format!("{code:?}").as_str());
+    }
+}
+
 impl ModelClient for GrpcModelClient {
     fn infer(&self, call: InferCall) -> BoxFuture<'static, Result<Output, WorkerError>> {
         let mut worker = self.stubs().worker.clone();
@@ -263,30 +313,12 @@ impl ModelClient for GrpcModelClient {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let mut request = tonic::Request::new(convert::infer_request(call));
         request.set_timeout(remaining);
-        let span = tracing::debug_span!(
-            "grym.worker.v1.ModelWorker/Infer",
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = "grym.worker.v1.ModelWorker",
-            rpc.method = "Infer",
-            server.address = %self.host,
-            server.port = self.port,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            error.r#type = tracing::field::Empty,
-        );
         async move {
             let answer = worker.infer(request).await;
-            let code = match &answer {
+            record_code(match &answer {
                 Ok(_) => tonic::Code::Ok,
                 Err(status) => status.code(),
-            };
-            let span = tracing::Span::current();
-            span.record("rpc.grpc.status_code", code as i32);
-            if code != tonic::Code::Ok {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", format!("{code:?}").as_str());
-            }
+            });
             match answer {
                 Ok(response) => {
                     outcomes.succeeded();
@@ -295,7 +327,104 @@ impl ModelClient for GrpcModelClient {
                 Err(status) => Err(outcomes.failed(&status).await),
             }
         }
-        .instrument(span)
+        .instrument(self.call_span(false))
+        .boxed()
+    }
+
+    /// Calls `InferStream`, handing on each chunk as it arrives; a worker
+    /// that answers `UNIMPLEMENTED` is called with `Infer` instead, then
+    /// and from then on.
+    fn infer_streaming(
+        &self,
+        call: InferCall,
+        mut chunks: ChunkSink,
+    ) -> BoxFuture<'static, Result<Output, WorkerError>> {
+        let known = self.streams.load(Ordering::Relaxed);
+        if known == NO_STREAMS {
+            return self.infer(call);
+        }
+        let mut worker = self.stubs().worker.clone();
+        let outcomes = Arc::clone(&self.outcomes);
+        let streams = Arc::clone(&self.streams);
+        let deadline = call.deadline;
+        let inner = convert::infer_request(call);
+        // Kept only while it is not known whether the worker streams.
+        let fallback = (known == UNKNOWN).then(|| inner.clone());
+        let mut request = tonic::Request::new(wire::InferStreamRequest {
+            request: Some(inner),
+        });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let infer_span = self.call_span(false);
+        async move {
+            let mut stream = match worker.infer_stream(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    if let Some(plain) = fallback {
+                        streams.store(NO_STREAMS, Ordering::Relaxed);
+                        record_code(status.code());
+                        let mut request = tonic::Request::new(plain);
+                        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                        let answer = worker.infer(request).instrument(infer_span).await;
+                        return match answer {
+                            Ok(response) => {
+                                outcomes.succeeded();
+                                Ok(convert::output_from_worker(response.into_inner().output))
+                            }
+                            Err(status) => Err(outcomes.failed(&status).await),
+                        };
+                    }
+                    record_code(status.code());
+                    return Err(outcomes.failed(&status).await);
+                }
+                Err(status) => {
+                    record_code(status.code());
+                    return Err(outcomes.failed(&status).await);
+                }
+            };
+            streams.store(STREAMS, Ordering::Relaxed);
+            let mut output = None;
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => match (message.event, &output) {
+                        (_, Some(_)) => {
+                            record_code(tonic::Code::Internal);
+                            return Err(WorkerError::new(
+                                FailureKind::Internal,
+                                format!(
+                                    "the worker of `{}` sent more after its final output",
+                                    outcomes.model
+                                ),
+                            ));
+                        }
+                        (Some(wire::infer_stream_response::Event::Chunk(chunk)), None) => {
+                            chunks(convert::chunk_from_worker(chunk));
+                        }
+                        (Some(wire::infer_stream_response::Event::Output(last)), None) => {
+                            output = Some(last);
+                        }
+                        (None, None) => {}
+                    },
+                    Ok(None) => break,
+                    Err(status) => {
+                        record_code(status.code());
+                        return Err(outcomes.failed(&status).await);
+                    }
+                }
+            }
+            record_code(tonic::Code::Ok);
+            outcomes.succeeded();
+            match output {
+                Some(output) => Ok(convert::output_from_worker(Some(output))),
+                None => Err(WorkerError::new(
+                    FailureKind::Internal,
+                    format!(
+                        "the worker of `{}` ended its InferStream without a final output",
+                        outcomes.model
+                    ),
+                )),
+            }
+        }
+        .instrument(self.call_span(true))
         .boxed()
     }
 

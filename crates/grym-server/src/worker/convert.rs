@@ -3,7 +3,7 @@
 
 use grym_core::{
     Capability, CapabilitySource, Description, FailureKind, InferCall, ModelId, ModelKind, Output,
-    TaskInput, TaskType, WorkerError,
+    OutputChunk, TaskInput, TaskType, WorkerError,
 };
 use grym_proto::json::{json_to_struct, json_to_value, value_to_json};
 use grym_proto::worker::v1 as wire;
@@ -47,6 +47,14 @@ pub(crate) fn output_from_worker(output: Option<wire::Output>) -> Output {
         json: output.json.map(value_to_json),
         data: output.data,
         data_mime_type: output.data_mime_type,
+    }
+}
+
+/// A chunk a worker streamed.
+pub(crate) fn chunk_from_worker(chunk: wire::OutputChunk) -> OutputChunk {
+    OutputChunk {
+        text: chunk.text,
+        json: chunk.json.map(value_to_json),
     }
 }
 
