@@ -25,6 +25,15 @@ RUN groupadd --system --gid 10001 grym \
     && useradd --system --uid 10001 --gid grym --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin grym
 COPY --from=build /out/grymd /out/grym-worker /usr/local/bin/
+# The Python workers (workers/python): the SDK with onnxruntime in a venv,
+# and the bundled models' packages without torch or TensorFlow.
+COPY workers/python /opt/grym-py-src
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/grym-py \
+    && /opt/grym-py/bin/pip install --no-cache-dir "/opt/grym-py-src[onnx]" \
+    && /opt/grym-py/bin/pip install --no-cache-dir --no-deps silero-vad==6.2.3 basic-pitch==0.4.0 \
+    && ln -s /opt/grym-py/bin/grym-py-worker /usr/local/bin/grym-py-worker
 # grymd keeps accepted work here (its SQLite store); mount a volume on it,
 # or point GRYM_STORE_URL at PostgreSQL.
 RUN mkdir -p /var/lib/grym && chown grym:grym /var/lib/grym

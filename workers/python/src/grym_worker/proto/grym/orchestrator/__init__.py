@@ -1,0 +1,1 @@
+"""Generated from proto/ by generate_protos.py: do not edit."""
