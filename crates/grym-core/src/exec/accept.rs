@@ -5,13 +5,18 @@
 //! a tokio task of its own, whose life [`lifecycle`](super::lifecycle)
 //! follows. A task claimed again from the store enters the same way.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TrackedFuture;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::Orchestrator;
 use super::handle::TaskHandle;
@@ -23,6 +28,58 @@ use crate::history::LiveTask;
 use crate::plan::{Planned, analysis};
 use crate::schedule::deps;
 use crate::task::{Task, TaskEvent, TaskResult, TaskStatus};
+
+/// A task accepted by [`Orchestrator::take_in`].
+pub(super) enum Entered {
+    /// Written to the store and running on its own.
+    Running(TaskHandle),
+    /// Accepted, to be started by the caller (in the task's span).
+    Accepted(Box<Accepted>, tracing::Span),
+}
+
+/// An accepted task's life run on its caller's task; see
+/// [`Orchestrator::attached`].
+pub(super) struct Attached<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    /// `None` once it has ended.
+    life: Option<TrackedFuture<F>>,
+    cancel: CancellationToken,
+}
+
+impl<F> Future for Attached<F>
+where
+    F: Future + Send + Unpin + 'static,
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Polled again after its end, it has nothing more to give.
+        let Some(life) = self.life.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(Pin::new(life).poll(cx));
+        self.life = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Attached<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(life) = self.life.take() {
+            self.cancel.cancel();
+            // Without a runtime there is nothing left to tell the end to.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(life);
+            }
+        }
+    }
+}
 
 /// How a task enters: new from a caller, or claimed again from the store.
 pub(super) enum Entry {
@@ -65,6 +122,24 @@ impl Orchestrator {
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
         submitted: bool,
     ) -> Result<TaskHandle, Error> {
+        Ok(
+            match self.take_in(task, deadline, events, submitted).await? {
+                Entered::Running(handle) => handle,
+                Entered::Accepted(accepted, span) => self.launch(accepted, &span),
+            },
+        )
+    }
+
+    /// Accepts a task, written to the store first when it is `submitted`
+    /// (or with `durable_execute`): then already running on its own;
+    /// otherwise left to the caller to start.
+    pub(super) async fn take_in(
+        self: &Arc<Self>,
+        task: Task,
+        deadline: Deadline,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+        submitted: bool,
+    ) -> Result<Entered, Error> {
         let span = task_span(&task);
         let store = self.store_for(submitted);
         let entry = Entry::New {
@@ -77,7 +152,7 @@ impl Orchestrator {
             self.load_dependencies(&task).await?;
             let accepted = span.in_scope(|| self.accept(task, deadline, events, entry))?;
             let Some(store) = store else {
-                return Ok(self.launch(accepted, &span));
+                return Ok(Entered::Accepted(Box::new(accepted), span.clone()));
             };
             // Once the write has begun, the submission completes in a task
             // of its own, whether or not its caller still waits: a task
@@ -91,6 +166,7 @@ impl Orchestrator {
                         reason: "the write of the task did not finish".into(),
                     })
                 })
+                .map(Entered::Running)
         }
         .await;
         if let Err(error) = &entered {
@@ -256,14 +332,43 @@ impl Orchestrator {
     }
 
     /// Starts an accepted task's life in a tokio task of its own.
-    fn launch(self: &Arc<Self>, accepted: Accepted, span: &tracing::Span) -> TaskHandle {
-        emit(accepted.events.as_ref(), || TaskEvent::Queued);
+    fn launch(
+        self: &Arc<Self>,
+        accepted: impl Into<Box<Accepted>>,
+        span: &tracing::Span,
+    ) -> TaskHandle {
+        let accepted = accepted.into();
         let handle = TaskHandle::of(accepted.task.id.clone(), &accepted.live);
-        // Boxed where it is made: the lifecycle's state is large, and
-        // the tracker, the span and the runtime's task cell each moved it.
-        let lifecycle = Box::pin(Arc::clone(self).lifecycle(accepted));
-        self.tasks.spawn(lifecycle.instrument(span.clone()));
+        self.tasks.spawn(self.life(accepted, span));
         handle
+    }
+
+    /// An accepted task's life, to run on the caller's task: if the caller
+    /// goes before it ends, the task is cancelled and ends on a task of its
+    /// own, so it still has exactly one result. Spares a task that needs
+    /// no caller but its own one spawn and the wake-up of its result.
+    pub(super) fn attached(
+        self: &Arc<Self>,
+        accepted: Box<Accepted>,
+        span: &tracing::Span,
+    ) -> Attached<impl Future<Output = Arc<TaskResult>> + Send + 'static> {
+        let cancel = accepted.live.cancel.clone();
+        Attached {
+            life: Some(self.tasks.track_future(self.life(accepted, span))),
+            cancel,
+        }
+    }
+
+    /// The future of an accepted task's life, in its span. Boxed where it
+    /// is made: its state is large, and the tracker, the span and the
+    /// runtime's task cell each moved it.
+    fn life(
+        self: &Arc<Self>,
+        accepted: Box<Accepted>,
+        span: &tracing::Span,
+    ) -> Instrumented<Pin<Box<impl Future<Output = Arc<TaskResult>> + Send + 'static>>> {
+        emit(accepted.events.as_ref(), || TaskEvent::Queued);
+        Box::pin(Arc::clone(self).lifecycle(*accepted)).instrument(span.clone())
     }
 
     /// Plans `task` in a `plan` span that records the choice.

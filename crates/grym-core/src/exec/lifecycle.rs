@@ -46,7 +46,7 @@ pub(crate) struct Accepted {
 impl Orchestrator {
     /// A task's life after acceptance: it always ends with
     /// `history.finish`.
-    pub(super) async fn lifecycle(self: Arc<Self>, accepted: Accepted) {
+    pub(super) async fn lifecycle(self: Arc<Self>, accepted: Accepted) -> Arc<TaskResult> {
         let (task, live, events) = (&accepted.task, &accepted.live, accepted.events.as_ref());
         let cancel = live.cancel.clone();
         let composite = match &accepted.plan {
@@ -125,6 +125,7 @@ impl Orchestrator {
         self.write_final(task, live, &result, left).await;
         let result = self.history.finish(&task.tenant, &task.id, result);
         emit(events, || TaskEvent::Finished(Box::new((*result).clone())));
+        result
     }
 
     /// What a task's end says: on its span, in its metrics, and for a

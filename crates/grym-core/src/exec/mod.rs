@@ -265,11 +265,15 @@ impl Orchestrator {
         deadline: Deadline,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<Arc<TaskResult>, Error> {
-        let handle = self.enter(task, deadline, events, false).await?;
-        let cancel_on_drop = handle.cancellation().drop_guard();
-        let result = handle.result().await;
-        cancel_on_drop.disarm();
-        Ok(result)
+        Ok(match self.take_in(task, deadline, events, false).await? {
+            accept::Entered::Accepted(accepted, span) => self.attached(accepted, &span).await,
+            accept::Entered::Running(handle) => {
+                let cancel_on_drop = handle.cancellation().drop_guard();
+                let result = handle.result().await;
+                cancel_on_drop.disarm();
+                result
+            }
+        })
     }
 
     /// Accepts a task that its caller follows (`StreamTask`) and returns at
