@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     }
     config.orchestrator.metrics = telemetry.exports_metrics();
     if let Some(listen) = cli.listen {
-        config.listen = listen;
+        config.override_listen(listen);
     }
     let listener = TcpListener::bind(config.listen)
         .await

@@ -219,6 +219,9 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Where accepted work is kept.
     pub store: StoreConfig,
+    /// The `--listen` flag, which stands over the file's `listen` at start
+    /// and on every reload.
+    pub listen_flag: Option<SocketAddr>,
 }
 
 impl Config {
@@ -241,6 +244,50 @@ impl Config {
         let mut config = raw.validate()?;
         config.source = file.map(Path::to_path_buf);
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Listens on `listen` whatever the file says (the `--listen` flag).
+    pub fn override_listen(&mut self, listen: SocketAddr) {
+        self.listen = listen;
+        self.listen_flag = Some(listen);
+    }
+
+    /// The settings read only at start-up that `next` changes, by their
+    /// names in the file: everything but `[[workers]]` and `[worker_tls]`,
+    /// which reload.
+    pub fn changed_at_restart(&self, next: &Config) -> Vec<&'static str> {
+        let listen = next.listen_flag.or(self.listen_flag).unwrap_or(next.listen);
+        [
+            ("listen", self.listen != listen),
+            (
+                "builtin_workers",
+                self.builtin_workers != next.builtin_workers,
+            ),
+            (
+                "the orchestrator's settings",
+                self.orchestrator != next.orchestrator,
+            ),
+            ("health_interval/health_timeout", self.probe != next.probe),
+            (
+                "connect_timeout",
+                self.connect_timeout != next.connect_timeout,
+            ),
+            (
+                "max_message_bytes",
+                self.max_message_bytes != next.max_message_bytes,
+            ),
+            ("reflection", self.reflection != next.reflection),
+            ("shutdown_grace", self.shutdown_grace != next.shutdown_grace),
+            ("[auth]", self.auth_tokens != next.auth_tokens),
+            ("[connections]", self.connections != next.connections),
+            ("[tls]", self.tls != next.tls),
+            ("[store]", self.store != next.store),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
@@ -314,6 +361,7 @@ impl RawConfig {
             connections: self.connections,
             tls,
             store,
+            listen_flag: None,
         })
     }
 }

@@ -28,6 +28,34 @@ fn no_configuration_means_loopback_and_builtin_workers() {
 }
 
 #[test]
+fn a_reload_names_only_the_start_up_settings_that_changed() {
+    let file = "listen = \"127.0.0.1:7000\"\n[[workers]]\nid = \"llm\"\nendpoint = \"http://127.0.0.1:7201\"\n";
+    let mut running = from_toml(file).unwrap();
+    // The flag stands over the file on every reload: no change to report.
+    running.override_listen("127.0.0.1:0".parse().unwrap());
+    assert_eq!(
+        running.changed_at_restart(&from_toml(file).unwrap()),
+        Vec::<&str>::new()
+    );
+    // Workers reload: not reported either.
+    let workers = file.replace("7201", "7202");
+    assert!(
+        running
+            .changed_at_restart(&from_toml(&workers).unwrap())
+            .is_empty()
+    );
+
+    let changed = format!("reflection = false\nshutdown_grace = \"1s\"\n{file}");
+    assert_eq!(
+        running.changed_at_restart(&from_toml(&changed).unwrap()),
+        ["reflection", "shutdown_grace"]
+    );
+    let unflagged = from_toml(file).unwrap();
+    let moved = from_toml(&file.replace("7000", "7001")).unwrap();
+    assert_eq!(unflagged.changed_at_restart(&moved), ["listen"]);
+}
+
+#[test]
 fn recipes_over_the_built_in_ones_are_read_and_a_bad_one_is_named() {
     // What the recipes mean is the core's (`Recipes::configured`); here, that
     // the table reaches it and its errors name the key.

@@ -103,10 +103,11 @@ pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
     let broken_connection = std::error::Error::source(status)
         .is_some_and(|source| source.is::<tonic::transport::Error>());
     if broken_connection {
-        return WorkerError::new(
-            FailureKind::Unavailable,
-            format!("the connection to the worker of `{model}` broke: {status}"),
-        );
+        // The transport's own account (addresses, OS error codes, nested
+        // connector types) is for the log and the span; the caller reads a
+        // sentence.
+        tracing::info!(grym.model = %model, error = ?status, "a worker call failed on its connection");
+        return WorkerError::new(FailureKind::Unavailable, connection_failure(model, status));
     }
     if exceeds_a_size_limit(status) {
         return WorkerError::new(
@@ -143,6 +144,37 @@ pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
         bounded(status.message().to_owned())
     };
     WorkerError::new(kind, message)
+}
+
+/// What a broken or refused connection to a worker was, in a sentence:
+/// from the OS error under the transport's, when there is one.
+fn connection_failure(model: &ModelId, status: &Status) -> String {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(status);
+    let mut io = None;
+    while let Some(error) = source {
+        if let Some(found) = error.downcast_ref::<std::io::Error>() {
+            io = Some(found.kind());
+        }
+        source = error.source();
+    }
+    let never_reached = |why: &str| format!("the worker of `{model}` could not be reached: {why}");
+    match io {
+        Some(ErrorKind::ConnectionRefused) => {
+            never_reached("connection refused (nothing listens at its endpoint)")
+        }
+        Some(ErrorKind::TimedOut) => never_reached("connecting timed out"),
+        Some(
+            ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::AddrNotAvailable
+            | ErrorKind::NetworkDown,
+        ) => never_reached("its address is unreachable from grymd"),
+        Some(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof) => {
+            format!("the connection to the worker of `{model}` was closed during the call")
+        }
+        _ => format!("the connection to the worker of `{model}` failed"),
+    }
 }
 
 /// Whether a call failed on a message size limit: tonic's own (on either
@@ -193,6 +225,22 @@ mod tests {
         // A worker's long message is cut.
         let long = worker_error(&model, &Status::internal("x".repeat(100_000)));
         assert!(long.message.len() <= crate::layers::framing::MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_sentence_without_the_transport_dump() {
+        let model = ModelId::new("llm").unwrap();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let status = Status::from_error(Box::new(refused));
+        // Only a transport error in the chain marks a broken connection;
+        // the sentence itself reads the OS error wherever it sits.
+        let message = connection_failure(&model, &status);
+        assert_eq!(
+            message,
+            "the worker of `llm` could not be reached: connection refused (nothing listens at \
+             its endpoint)"
+        );
+        assert!(!message.contains("Os {"), "{message}");
     }
 
     #[test]

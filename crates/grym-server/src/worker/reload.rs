@@ -55,15 +55,11 @@ async fn reload(
     };
     // Whether metrics are recorded is the telemetry's, not the file's.
     next.orchestrator.metrics = initial.orchestrator.metrics;
-    if next.listen != initial.listen
-        || next.builtin_workers != initial.builtin_workers
-        || next.orchestrator != initial.orchestrator
-        || next.probe != initial.probe
-        || next.connect_timeout != initial.connect_timeout
-        || next.max_message_bytes != initial.max_message_bytes
-    {
+    let unapplied = initial.changed_at_restart(&next);
+    if !unapplied.is_empty() {
         tracing::warn!(
-            "SIGHUP: only [[workers]] and [worker_tls] reload; other changed settings apply at the next restart"
+            changed = ?unapplied,
+            "SIGHUP: only [[workers]] and [worker_tls] reload; these changed settings apply at the next restart"
         );
     }
     // New channels are built with the new TLS settings, so an endpoint
