@@ -53,8 +53,9 @@ pub enum Error {
         /// The ids on the cycle, starting and ending with the new task.
         path: Vec<TaskId>,
     },
-    /// A live task has the same id.
-    #[error("task `{id}` already exists and has not finished")]
+    /// A task of the same tenant has the same id: live, or ended and its
+    /// result still kept.
+    #[error("task `{id}` already exists: GetTask answers where it stands or how it ended")]
     AlreadyExists {
         /// The id.
         id: TaskId,

@@ -117,7 +117,7 @@ impl std::fmt::Debug for TaskStore {
     }
 }
 
-/// A live task with that id exists already.
+/// A task with that id exists already, live or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AlreadyLive;
 
@@ -136,9 +136,9 @@ impl TaskStore {
         }
     }
 
-    /// Adds a live task; refused while another live task has its id.
-    /// Adds a live task of `tenant`; refused when that tenant has a live
-    /// task of the same id.
+    /// Adds a live task of `tenant`; refused when that tenant has a task
+    /// of the same id, live or ended with its result still kept: an id
+    /// names one task for as long as its result is kept.
     pub(crate) fn insert(
         &self,
         tenant: &Tenant,
@@ -147,6 +147,9 @@ impl TaskStore {
     ) -> Result<(), AlreadyLive> {
         match self.live.entry(key(tenant, id)) {
             Entry::Occupied(_) => Err(AlreadyLive),
+            // `finish` keeps the result before the live task goes, so a
+            // task that ended is found on one side or the other.
+            Entry::Vacant(vacant) if self.finished.contains_key(vacant.key()) => Err(AlreadyLive),
             Entry::Vacant(vacant) => {
                 vacant.insert(task);
                 Ok(())

@@ -634,7 +634,7 @@ async fn another_tenants_tasks_cannot_be_seen_cancelled_or_depended_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
+async fn a_finished_id_is_not_reused_so_it_closes_no_cycle() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     let orchestrator = orchestrator(&[&model]);
     orchestrator
@@ -646,35 +646,46 @@ async fn a_reused_id_is_a_new_task_and_closes_no_cycle() {
         ..with_id("transcription", "x")
     };
     orchestrator.submit(x, Deadline::NONE, None).await.unwrap();
-    // `x` waits for the finished `a`; a new `a` waiting for `x` is no cycle.
+    // `x` waits for the finished `a`; `a` cannot come again waiting for `x`.
     let again = Task {
         depends_on: vec![TaskId::new("x").unwrap()],
         ..with_id("transcription", "a")
     };
-    let result = orchestrator
+    let error = orchestrator
         .submit(again, Deadline::NONE, None)
         .await
-        .unwrap()
-        .result()
-        .await;
-    assert_eq!(result.status, TaskStatus::Succeeded);
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_second_live_task_with_the_same_id_is_refused_and_the_id_is_free_after() {
+async fn an_id_names_one_task_while_it_runs_and_while_its_result_is_kept() {
     let model = FakeModel::serving("only", "transcription", 0.9);
     model.behave(Behaviour::Answer(Duration::from_millis(100)));
     let orchestrator = orchestrator(&[&model]);
     let first = submit(&orchestrator, "same").await;
-    let error = orchestrator
-        .submit(with_id("transcription", "same"), Deadline::NONE, None)
-        .await
-        .unwrap_err();
+    let again = || orchestrator.submit(with_id("transcription", "same"), Deadline::NONE, None);
+    assert_eq!(again().await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    let ended = first.result().await;
+
+    // A retry after the end runs nothing again: the first result stands.
+    let error = again().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::AlreadyExists);
-    first.result().await;
+    assert!(error.to_string().contains("GetTask"), "{error}");
+    let kept = orchestrator
+        .get(&TaskId::new("same").unwrap(), &Tenant::anonymous())
+        .await
+        .unwrap();
+    assert_eq!(kept, *ended);
+    assert_eq!(called_ids(&model), ["same"]);
+    // Another tenant's id is its own.
+    let other = Task {
+        tenant: Tenant::new("other").unwrap(),
+        ..with_id("transcription", "same")
+    };
     assert!(
         orchestrator
-            .submit(with_id("transcription", "same"), Deadline::NONE, None)
+            .submit(other, Deadline::NONE, None)
             .await
             .is_ok()
     );
