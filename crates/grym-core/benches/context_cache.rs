@@ -49,6 +49,17 @@ fn cache(c: &mut Criterion) {
                 black_box(found)
             });
         });
+        // A session entry's hash is computed once, when it is recorded:
+        // a request that reads it pays the key, the lookup and the handing on.
+        let hash = ContentHash::of(&warm);
+        group.bench_function(BenchmarkId::new("hit, hash known", &label), |b| {
+            b.iter(|| {
+                let key = black_box(hash).key("tenant", "audio-language", "text-generation");
+                let found =
+                    futures::executor::block_on(cache.get_or_compute(key, || unreachable!()));
+                black_box(found)
+            });
+        });
         let mut n = 0;
         group.bench_function(BenchmarkId::new("miss", &label), |b| {
             b.iter_batched(

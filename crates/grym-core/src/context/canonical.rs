@@ -100,7 +100,14 @@ fn write_str(hasher: &mut Encoder, s: &str) {
 fn write_object(hasher: &mut Encoder, object: &Map<String, Value>) {
     hasher.update(b"o");
     write_len(hasher, object.len());
-    let sorted = object.keys().zip(object.keys().skip(1)).all(|(a, b)| a < b);
+    let mut keys = object.keys();
+    let sorted = keys.next().is_none_or(|mut previous| {
+        keys.all(|key| {
+            let ascending = previous < key;
+            previous = key;
+            ascending
+        })
+    });
     if sorted {
         // serde_json's map iterates in key order unless a dependency turns on
         // its insertion order: then the keys are sorted here.
