@@ -3,6 +3,8 @@
 //! The server implements it over gRPC; tests implement it with fakes. The
 //! core never sees a transport type.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -23,8 +25,9 @@ pub struct InferCall {
     pub input: TaskInput,
     /// Model parameters.
     pub parameters: Map<String, Value>,
-    /// Context prepared for this model.
-    pub context: Map<String, Value>,
+    /// Context prepared for this model, shared with the transform cache
+    /// when it was found there: read it, or clone what must change.
+    pub context: Arc<Map<String, Value>>,
     /// When the call must have ended; the client passes it on to the worker.
     pub deadline: Instant,
     /// Which run of the task the call belongs to, from 1: a task runs again

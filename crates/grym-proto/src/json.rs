@@ -57,14 +57,20 @@ pub fn json_ref_to_value(json: &serde_json::Value) -> Value {
         serde_json::Value::Array(items) => Kind::ListValue(ListValue {
             values: items.iter().map(json_ref_to_value).collect(),
         }),
-        serde_json::Value::Object(map) => Kind::StructValue(Struct {
-            fields: map
-                .iter()
-                .map(|(k, v)| (k.clone(), json_ref_to_value(v)))
-                .collect(),
-        }),
+        serde_json::Value::Object(map) => Kind::StructValue(json_ref_to_struct(map)),
     };
     Value { kind: Some(kind) }
+}
+
+/// [`json_to_struct`] of a borrowed object: what a context shared with a
+/// cache costs to send, without copying it first.
+pub fn json_ref_to_struct(map: &Map<String, serde_json::Value>) -> Struct {
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_ref_to_value(v)))
+            .collect(),
+    }
 }
 
 /// Converts a JSON object into a protobuf `Struct`.

@@ -153,8 +153,10 @@ impl ContextSettings {
 /// The context for one call, and how it was made.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Prepared {
-    /// What the model receives.
-    pub context: Map<String, Value>,
+    /// What the model receives: when it is one reshaped part alone (the
+    /// agent's context, the common case), the cache's own copy, handed on
+    /// without a copy up to the conversion into the worker's request.
+    pub context: Arc<Map<String, Value>>,
     /// Parts found already transformed in the cache.
     pub cache_hits: u32,
     /// Parts transformed for this call.
@@ -249,15 +251,23 @@ impl ContextManager {
                 Some((Cow::Owned(merged), hash))
             }
         };
-        if let Some((context, hash)) = agent {
-            let part = self
-                .reshape(tenant, AGENT, target, &context, hash, &mut prepared)
-                .await;
-            prepared.context.extend(part);
+        let agent = match agent {
+            Some((context, hash)) => Some(
+                self.reshape(tenant, AGENT, target, &context, hash, &mut prepared)
+                    .await,
+            ),
+            None => None,
+        };
+        let history = session.as_ref().filter(|s| !s.entries.is_empty());
+        if history.is_none() && upstream.is_empty() {
+            // Nothing to compose around it: the reshaped part goes as it is.
+            if let Some(agent) = agent {
+                prepared.context = agent;
+            }
+            return prepared;
         }
-        if let Some(session) = &session
-            && !session.entries.is_empty()
-        {
+        let mut context = agent.map(Arc::unwrap_or_clone).unwrap_or_default();
+        if let Some(session) = history {
             let mut history = Vec::with_capacity(session.entries.len());
             for entry in &session.entries {
                 let part = self
@@ -270,11 +280,9 @@ impl ContextManager {
                         &mut prepared,
                     )
                     .await;
-                history.push(Value::Object(part));
+                history.push(Value::Object(Arc::unwrap_or_clone(part)));
             }
-            prepared
-                .context
-                .insert(HISTORY.to_owned(), Value::Array(history));
+            context.insert(HISTORY.to_owned(), Value::Array(history));
         }
         if !upstream.is_empty() {
             let mut steps = Map::with_capacity(upstream.len());
@@ -289,17 +297,20 @@ impl ContextManager {
                         &mut prepared,
                     )
                     .await;
-                steps.insert(part.step.clone(), Value::Object(reshaped));
+                steps.insert(
+                    part.step.clone(),
+                    Value::Object(Arc::unwrap_or_clone(reshaped)),
+                );
             }
-            prepared
-                .context
-                .insert(STEPS.to_owned(), Value::Object(steps));
+            context.insert(STEPS.to_owned(), Value::Object(steps));
         }
+        prepared.context = Arc::new(context);
         prepared
     }
 
     /// One part reshaped from `source` to `target`, through the cache when
-    /// a transformer changes it; unchanged when a template fails on it.
+    /// a transformer changes it; unchanged when a template fails on it. A
+    /// part found in the cache is the cache's, shared.
     async fn reshape(
         &self,
         tenant: &str,
@@ -308,10 +319,10 @@ impl ContextManager {
         context: &Map<String, Value>,
         hash: ContentHash,
         prepared: &mut Prepared,
-    ) -> Map<String, Value> {
+    ) -> Arc<Map<String, Value>> {
         let transformers = &self.transformers;
         if !transformers.changes(source, target) {
-            return context.clone();
+            return Arc::new(context.clone());
         }
         let found = self
             .cache
@@ -322,15 +333,15 @@ impl ContextManager {
         match found {
             Some((part, true)) => {
                 prepared.cache_hits += 1;
-                (*part).clone()
+                part
             }
             Some((part, false)) => {
                 prepared.cache_misses += 1;
-                (*part).clone()
+                part
             }
             None => {
                 prepared.cache_misses += 1;
-                context.clone()
+                Arc::new(context.clone())
             }
         }
     }
@@ -550,7 +561,7 @@ mod tests {
             )
             .await;
         assert_eq!(
-            Value::Object(prepared.context),
+            Value::Object((*prepared.context).clone()),
             json!({"language": "en", "topic": "birds", "history": [{"transcript": "bonjour"}]})
         );
     }
@@ -590,6 +601,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hit_on_the_agents_context_alone_hands_on_the_cached_copy() {
+        let settings = ContextSettings {
+            templates: vec![TemplateSpec {
+                source: AGENT.into(),
+                target: "text-generation".into(),
+                template: "Answer in {{ language }}.".into(),
+                key: "system".into(),
+            }],
+            ..ContextSettings::default()
+        };
+        let manager = ContextManager::new(settings);
+        let inline = object(json!({"language": "Welsh"}));
+        let (tenant, target) = (tenant("t"), kind("text-generation"));
+        let prepare = || {
+            manager.prepare(
+                &tenant,
+                Some((&inline, ContentHash::of(&inline))),
+                None,
+                &[],
+                &target,
+            )
+        };
+        let first = prepare().await;
+        let second = prepare().await;
+        assert_eq!((second.cache_hits, second.cache_misses), (1, 0));
+        assert_eq!(second.context["system"], "Answer in Welsh.");
+        assert!(Arc::ptr_eq(&first.context, &second.context));
+    }
+
+    #[tokio::test]
     async fn earlier_steps_reach_a_step_reshaped_under_their_ids() {
         let manager = ContextManager::new(ContextSettings::default());
         let transcript = Upstream::new(
@@ -607,7 +648,7 @@ mod tests {
             )
             .await;
         assert_eq!(
-            Value::Object(prepared.context),
+            Value::Object((*prepared.context).clone()),
             json!({"steps": {"transcribe": {"transcript": "is it raining"}}})
         );
         assert_eq!((prepared.cache_hits, prepared.cache_misses), (0, 1));

@@ -79,44 +79,61 @@ pub(crate) struct ScoreInput {
     pub in_flight: u32,
 }
 
-/// Scores every candidate for one task.
+/// Scores every candidate for one task, as selection does in two passes.
+#[cfg(test)]
 pub(crate) fn score_all(settings: &ScoringSettings, inputs: &[ScoreInput]) -> Vec<ScoreBreakdown> {
-    let expected: Vec<Duration> = inputs.iter().map(expected_latency).collect();
-    let slowest = expected.iter().max().copied().unwrap_or_default();
-    inputs
+    let mut breakdowns: Vec<ScoreBreakdown> = inputs
         .iter()
-        .zip(expected)
-        .map(|(input, expected_latency)| {
-            let normalized_latency = if slowest.is_zero() {
-                0.0
-            } else {
-                expected_latency.as_secs_f64() / slowest.as_secs_f64()
-            };
-            let stats = &input.stats;
-            let success_rate = stats.success_rate();
-            let error_rate = stats.error_rate();
-            let performance = settings.success_weight * success_rate
-                + settings.latency_weight * (1.0 - normalized_latency)
-                + settings.error_weight * (1.0 - error_rate);
-            let performance_weight = settings
-                .max_performance_weight
-                .min(stats.samples / settings.full_weight_samples)
-                .max(0.0);
-            let mut breakdown = ScoreBreakdown {
-                confidence: 0.0,
-                success_rate,
-                error_rate,
-                samples: stats.samples,
-                expected_latency,
-                normalized_latency,
-                performance,
-                performance_weight,
-                score: 0.0,
-            };
-            breakdown.set_confidence(input.confidence);
-            breakdown
-        })
-        .collect()
+        .map(|input| measure(settings, input))
+        .collect();
+    let slowest = breakdowns
+        .iter()
+        .map(|breakdown| breakdown.expected_latency)
+        .max()
+        .unwrap_or_default();
+    for breakdown in &mut breakdowns {
+        finish(settings, breakdown, slowest);
+    }
+    breakdowns
+}
+
+/// The parts of a candidate's score that need no other candidate: all but
+/// the normalised latency, the performance and the score, which
+/// [`finish`] adds. The confidence is kept as declared until then.
+pub(crate) fn measure(settings: &ScoringSettings, input: &ScoreInput) -> ScoreBreakdown {
+    let stats = &input.stats;
+    ScoreBreakdown {
+        confidence: input.confidence,
+        success_rate: stats.success_rate(),
+        error_rate: stats.error_rate(),
+        samples: stats.samples,
+        expected_latency: expected_latency(input),
+        normalized_latency: 0.0,
+        performance: 0.0,
+        performance_weight: settings
+            .max_performance_weight
+            .min(stats.samples / settings.full_weight_samples)
+            .max(0.0),
+        score: 0.0,
+    }
+}
+
+/// Completes a [`measure`]d breakdown once `slowest`, the largest expected
+/// latency among the task's candidates, is known.
+pub(crate) fn finish(
+    settings: &ScoringSettings,
+    breakdown: &mut ScoreBreakdown,
+    slowest: Duration,
+) {
+    breakdown.normalized_latency = if slowest.is_zero() {
+        0.0
+    } else {
+        breakdown.expected_latency.as_secs_f64() / slowest.as_secs_f64()
+    };
+    breakdown.performance = settings.success_weight * breakdown.success_rate
+        + settings.latency_weight * (1.0 - breakdown.normalized_latency)
+        + settings.error_weight * (1.0 - breakdown.error_rate);
+    breakdown.set_confidence(breakdown.confidence);
 }
 
 fn expected_latency(input: &ScoreInput) -> Duration {

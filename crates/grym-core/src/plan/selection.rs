@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::error::{Error, SettingError};
 use crate::ids::{ModelId, TaskType};
 use crate::model::Health;
-use crate::plan::scoring::{ScoreInput, ScoringSettings, score_all};
+use crate::plan::scoring::{ScoreInput, ScoringSettings, finish, measure};
 use crate::registry::{CallOutcome, ModelEntry, Registry, StatsSnapshot};
 use crate::task::{CandidateScore, Policy, Reason, Routing, ScoreBreakdown};
 
@@ -252,16 +252,26 @@ impl Selector {
     }
 
     /// Plans a task of `task_type` over `registry` as it stands at `now`.
+    ///
+    /// One pass reads each candidate's statistics and scores what needs no
+    /// other candidate (and, under Thompson sampling, draws its success
+    /// probability, in registry order); a second completes the scores
+    /// against the slowest candidate; the candidates are then ranked in
+    /// place by an index sort, so no candidate is moved more than once.
     pub fn plan(
         &self,
         task_type: &TaskType,
         registry: &Registry,
         now: Instant,
     ) -> Result<Plan, Error> {
-        let mut capable = Vec::new();
+        let scoring = &self.settings.scoring;
+        // Room for the usual handful of candidates, not for every model.
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(registry.models().len().min(16));
         let mut down = Vec::new();
+        let mut rng = None;
+        let mut slowest = Duration::ZERO;
         for model in registry.models() {
-            let description = model.description();
+            let description = model.description_guard();
             let Some(capability) = description.capability(task_type) else {
                 continue;
             };
@@ -285,9 +295,24 @@ impl Selector {
                 stats: model.rates(task_type, now, self.settings.half_life),
                 in_flight,
             };
-            capable.push((Arc::clone(model), health, in_flight, input));
+            drop(description);
+            let breakdown = measure(scoring, &input);
+            slowest = slowest.max(breakdown.expected_latency);
+            let sample = match self.settings.policy {
+                Policy::Scored => None,
+                Policy::Thompson => {
+                    Some(self.success_draw(rng.get_or_insert_with(|| self.rng()), &input))
+                }
+            };
+            candidates.push(Candidate {
+                model: Arc::clone(model),
+                health,
+                in_flight,
+                breakdown,
+                sample,
+            });
         }
-        if capable.is_empty() {
+        if candidates.is_empty() {
             let undescribed: Vec<ModelId> = registry
                 .models()
                 .filter(|model| model.needs_description())
@@ -310,32 +335,14 @@ impl Selector {
             });
         }
 
-        let inputs: Vec<ScoreInput> = capable.iter().map(|c| c.3).collect();
-        let breakdowns = score_all(&self.settings.scoring, &inputs);
-        let samples = match self.settings.policy {
-            Policy::Scored => None,
-            Policy::Thompson => Some(self.draw(&inputs, &breakdowns)),
-        };
-        let mut candidates: Vec<Candidate> = capable
-            .into_iter()
-            .zip(breakdowns)
-            .enumerate()
-            .map(
-                |(i, ((model, health, in_flight, _), breakdown))| Candidate {
-                    model,
-                    health,
-                    in_flight,
-                    breakdown,
-                    sample: samples.as_ref().map(|s| s[i]),
-                },
-            )
-            .collect();
-        candidates.sort_by(|a, b| {
-            let key = |c: &Candidate| c.sample.unwrap_or(c.breakdown.score);
-            key(b)
-                .total_cmp(&key(a))
-                .then_with(|| a.model.id().cmp(b.model.id()))
-        });
+        for candidate in &mut candidates {
+            finish(scoring, &mut candidate.breakdown, slowest);
+            if let Some(p) = &mut candidate.sample {
+                *p = (scoring.success_weight + scoring.error_weight) * *p
+                    + scoring.latency_weight * (1.0 - candidate.breakdown.normalized_latency);
+            }
+        }
+        rank(&mut candidates);
 
         let (reason, estimated_latency) = match self.apply_route(task_type, &mut candidates) {
             Some(route) => (Reason::Route, route.estimated_latency),
@@ -380,25 +387,60 @@ impl Selector {
         Some(route)
     }
 
-    /// One Thompson draw per candidate.
-    fn draw(&self, inputs: &[ScoreInput], breakdowns: &[ScoreBreakdown]) -> Vec<f64> {
+    /// The randomness of one plan's draws.
+    fn rng(&self) -> SmallRng {
         let draw = self.draws.fetch_add(1, Ordering::Relaxed);
-        let mut rng = SmallRng::seed_from_u64(self.seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let scoring = &self.settings.scoring;
+        SmallRng::seed_from_u64(self.seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// A candidate's success probability for Thompson sampling, drawn from
+    /// its Beta posterior; its draw weighs it with its normalised latency
+    /// once every candidate is scored.
+    fn success_draw(&self, rng: &mut SmallRng, input: &ScoreInput) -> f64 {
         let k = self.settings.prior_strength.max(0.0);
-        inputs
-            .iter()
-            .zip(breakdowns)
-            .map(|(input, breakdown)| {
-                let c = input.confidence.clamp(0.0, 1.0);
-                let stats = &input.stats;
-                let alpha = c * k + stats.successes + 1e-3;
-                let beta = (1.0 - c) * k + stats.failures + stats.timeouts + 1e-3;
-                let p = Beta::new(alpha, beta).map_or(c, |beta| beta.sample(&mut rng));
-                (scoring.success_weight + scoring.error_weight) * p
-                    + scoring.latency_weight * (1.0 - breakdown.normalized_latency)
-            })
-            .collect()
+        let c = input.confidence.clamp(0.0, 1.0);
+        let stats = &input.stats;
+        let alpha = c * k + stats.successes + 1e-3;
+        let beta = (1.0 - c) * k + stats.failures + stats.timeouts + 1e-3;
+        Beta::new(alpha, beta).map_or(c, |beta| beta.sample(rng))
+    }
+}
+
+/// Orders candidates best first: by draw, or by score without one, ties
+/// by id. Sorts their keys and indices, then moves each candidate once into
+/// its place.
+fn rank(candidates: &mut [Candidate]) {
+    // The keys of a usual handful of candidates fit on the stack.
+    let mut inline = [(0.0, 0); 16];
+    let mut spilled = Vec::new();
+    let order: &mut [(f64, usize)] = if candidates.len() <= inline.len() {
+        &mut inline[..candidates.len()]
+    } else {
+        spilled.resize(candidates.len(), (0.0, 0));
+        &mut spilled
+    };
+    for (i, (slot, c)) in order.iter_mut().zip(candidates.iter()).enumerate() {
+        *slot = (c.sample.unwrap_or(c.breakdown.score), i);
+    }
+    // Ids are unique, so no two candidates compare equal and an unstable
+    // sort ranks as a stable one would.
+    order.sort_unstable_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| candidates[a.1].model.id().cmp(candidates[b.1].model.id()))
+    });
+    // `order[k].1` is the candidate that goes to place `k`: follow each
+    // cycle of the permutation, marking a place done by pointing it at itself.
+    for start in 0..order.len() {
+        let mut place = start;
+        loop {
+            let from = order[place].1;
+            order[place].1 = place;
+            if from == start {
+                break;
+            }
+            candidates.swap(place, from);
+            place = from;
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) mod outlier;
 pub mod probe;
 pub(crate) mod stats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -201,6 +201,16 @@ pub(crate) struct Ejection {
 
 type StatsCell = Arc<Mutex<PerformanceStats>>;
 
+fn find_cell<'a>(
+    cells: &'a [(TaskType, StatsCell)],
+    task_type: &TaskType,
+) -> Option<&'a StatsCell> {
+    cells
+        .iter()
+        .find(|(cell_type, _)| cell_type == task_type)
+        .map(|(_, cell)| cell)
+}
+
 /// One registered model.
 pub struct ModelEntry {
     id: ModelId,
@@ -213,7 +223,9 @@ pub struct ModelEntry {
     pinned_capabilities: bool,
     /// Whether the worker's own description was learnt, or is not needed.
     described: AtomicBool,
-    stats: RwLock<HashMap<TaskType, StatsCell>>,
+    /// One cell per task type the model was called for: a handful, so a
+    /// scan comparing names beats hashing the name on every read.
+    stats: RwLock<Vec<(TaskType, StatsCell)>>,
     /// Retries its failures may cause.
     budget: RetryBudget,
     /// Held while an ejection is decided, so two replicas failing at once
@@ -258,7 +270,7 @@ impl ModelEntry {
             pinned_kind: false,
             pinned_capabilities: false,
             described: AtomicBool::new(false),
-            stats: RwLock::new(HashMap::new()),
+            stats: RwLock::new(Vec::new()),
             budget: RetryBudget::default(),
             ejecting: Mutex::new(()),
         }
@@ -307,6 +319,11 @@ impl ModelEntry {
     /// A snapshot of what the model is and serves.
     pub fn description(&self) -> Arc<Description> {
         self.description.load_full()
+    }
+
+    /// The description for a short read, without counting a reference.
+    pub(crate) fn description_guard(&self) -> arc_swap::Guard<Arc<Description>> {
+        self.description.load()
     }
 
     /// Whether the description is still to be learnt from a worker.
@@ -485,16 +502,19 @@ impl ModelEntry {
     }
 
     fn stats_cell(&self, task_type: &TaskType) -> StatsCell {
-        if let Some(cell) = self
-            .stats
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(task_type)
-        {
+        if let Some(cell) = find_cell(
+            &self.stats.read().unwrap_or_else(PoisonError::into_inner),
+            task_type,
+        ) {
             return Arc::clone(cell);
         }
         let mut cells = self.stats.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(cells.entry(task_type.clone()).or_default())
+        if let Some(cell) = find_cell(&cells, task_type) {
+            return Arc::clone(cell);
+        }
+        let cell = StatsCell::default();
+        cells.push((task_type.clone(), Arc::clone(&cell)));
+        cell
     }
 
     /// Records the outcome of one call for a task type.
@@ -537,13 +557,10 @@ impl ModelEntry {
         task_type: &TaskType,
         read: impl FnOnce(&PerformanceStats) -> StatsSnapshot,
     ) -> StatsSnapshot {
-        let cell = self
-            .stats
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(task_type)
-            .cloned();
-        match cell {
+        // The cell's lock is taken under the list's read lock, which only
+        // a model's first call for a task type waits on.
+        let cells = self.stats.read().unwrap_or_else(PoisonError::into_inner);
+        match find_cell(&cells, task_type) {
             Some(cell) => read(&cell.lock().unwrap_or_else(PoisonError::into_inner)),
             None => read(&PerformanceStats::default()),
         }

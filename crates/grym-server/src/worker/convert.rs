@@ -5,7 +5,7 @@ use grym_core::{
     Capability, CapabilitySource, Description, FailureKind, InferCall, ModelId, ModelKind, Output,
     OutputChunk, TaskInput, TaskType, WorkerError,
 };
-use grym_proto::json::{json_to_struct, json_to_value, value_to_json};
+use grym_proto::json::{json_ref_to_struct, json_to_struct, json_to_value, value_to_json};
 use grym_proto::worker::v1 as wire;
 use tonic::{Code, Status};
 
@@ -33,7 +33,11 @@ pub(crate) fn infer_request(call: InferCall) -> wire::InferRequest {
         task_type: call.task_type.to_string(),
         input: Some(wire::Input { kind: Some(kind) }),
         parameters: Some(json_to_struct(call.parameters)),
-        context: Some(json_to_struct(call.context)),
+        // Shared with the transform cache, the context is read in place.
+        context: Some(match std::sync::Arc::try_unwrap(call.context) {
+            Ok(context) => json_to_struct(context),
+            Err(shared) => json_ref_to_struct(&shared),
+        }),
         attempt: call.attempt,
         tenant: call.tenant.as_str().to_owned(),
     }

@@ -428,3 +428,46 @@ mod reaction {
         assert!(share * 10 >= after.len() * 9, "{share} of {}", after.len());
     }
 }
+
+#[test]
+fn ranking_in_place_orders_as_a_sort_for_few_and_many_candidates() {
+    for count in [1_u32, 2, 7, 16, 17, 40] {
+        let mut candidates: Vec<Candidate> = (0..count)
+            .map(|i| Candidate {
+                model: Arc::new(
+                    FakeModel::serving(&format!("m{i:02}"), "transcription", 0.5).described_entry(),
+                ),
+                health: Health::Serving,
+                in_flight: 0,
+                // Few distinct scores, so ties fall to the ids.
+                breakdown: ScoreBreakdown {
+                    confidence: 0.5,
+                    success_rate: 0.0,
+                    error_rate: 0.0,
+                    samples: 0.0,
+                    expected_latency: Duration::ZERO,
+                    normalized_latency: 0.0,
+                    performance: 0.0,
+                    performance_weight: 0.0,
+                    score: f64::from((i * 7919) % 5) / 5.0,
+                },
+                sample: (i % 3 == 0).then(|| f64::from(i % 4) / 4.0),
+            })
+            .collect();
+        let mut sorted = candidates.clone();
+        sorted.sort_by(|a, b| {
+            let key = |c: &Candidate| c.sample.unwrap_or(c.breakdown.score);
+            key(b)
+                .total_cmp(&key(a))
+                .then_with(|| a.model.id().cmp(b.model.id()))
+        });
+        rank(&mut candidates);
+        let ids = |candidates: &[Candidate]| {
+            candidates
+                .iter()
+                .map(|c| c.model.id().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&candidates), ids(&sorted), "{count} candidates");
+    }
+}

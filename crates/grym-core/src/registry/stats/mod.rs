@@ -99,6 +99,9 @@ pub(crate) struct PerformanceStats {
     samples: f64,
     /// What the rates and the mean latency are read from.
     long: Memory,
+    /// `long`'s mean latency, kept as a duration when it changes: selection
+    /// reads it on every request.
+    mean_latency: Duration,
     /// Watches the error rate and the latency for a change.
     shift: Shift,
     recent: VecDeque<Duration>,
@@ -155,6 +158,7 @@ impl Default for PerformanceStats {
             updated: None,
             samples: 0.0,
             long: Memory::default(),
+            mean_latency: Duration::ZERO,
             shift: Shift::default(),
             recent: VecDeque::with_capacity(LATENCY_WINDOW),
         }
@@ -183,6 +187,7 @@ impl PerformanceStats {
             self.long.bound(FOLLOW);
         }
         self.long.add(outcome, seconds);
+        self.mean_latency = Duration::from_secs_f64(self.long.mean_latency());
         if outcome == CallOutcome::Success {
             if self.recent.len() == LATENCY_WINDOW {
                 self.recent.pop_front();
@@ -228,7 +233,7 @@ impl PerformanceStats {
             successes: long.successes * factor,
             failures: long.failures * factor,
             timeouts: long.timeouts * factor,
-            mean_latency: Duration::from_secs_f64(long.mean_latency()),
+            mean_latency: self.mean_latency,
             p50: Duration::ZERO,
             p95: Duration::ZERO,
             p99: Duration::ZERO,
