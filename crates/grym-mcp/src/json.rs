@@ -50,6 +50,7 @@ named!(
     PutSessionContextResponse,
     GetSessionContextResponse,
     StreamTaskResponse,
+    Session,
 );
 
 static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
@@ -137,11 +138,9 @@ fn message_schema(message: &MessageDescriptor) -> (Value, Vec<MessageDescriptor>
 }
 
 fn field_schema(field: &FieldDescriptor, used: &mut Vec<MessageDescriptor>) -> Value {
-    if field.is_map() {
-        if let Kind::Message(entry) = field.kind() {
-            let value = entry.map_entry_value_field();
-            return json!({ "type": "object", "additionalProperties": kind_schema(&value.kind(), used) });
-        }
+    if let (true, Kind::Message(entry)) = (field.is_map(), field.kind()) {
+        let value = entry.map_entry_value_field();
+        return json!({ "type": "object", "additionalProperties": kind_schema(&value.kind(), used) });
     }
     let item = kind_schema(&field.kind(), used);
     if field.is_list() {
