@@ -44,21 +44,24 @@ pub struct TransportError(tower::BoxError);
 
 /// Boxes a gRPC service (a `tonic` channel, or a server's service stack)
 /// into a [`Transport`].
-pub fn transport<S, E>(service: S) -> Transport
+pub fn transport<S, B>(service: S) -> Transport
 where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = E,
-        > + Clone
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+        + Clone
         + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    E: Into<tower::BoxError> + 'static,
+    S::Error: Into<tower::BoxError> + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
 {
     use tower::ServiceExt as _;
-    Transport::new(service.map_err(|error: E| TransportError(error.into())))
+    Transport::new(
+        service
+            .map_response(|response: http::Response<B>| response.map(tonic::body::Body::new))
+            .map_err(|error: S::Error| TransportError(error.into())),
+    )
 }
 
 /// The credentials a tool call carries when its MCP request brings none.
