@@ -20,6 +20,8 @@
 //!   from the core's failures to gRPC;
 //! - `layers`: what every call passes through before its handler;
 //! - `listen`: accepting callers' connections, bounded in number and time;
+//! - `mcp`: MCP's Streamable HTTP on `[mcp] listen`, its tools calling the
+//!   orchestrator service in process;
 //! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
 //! - `hangup`: the one SIGHUP loop both reloads run in;
 //! - `health`: `grpc.health.v1`, overall and per model, and its drain;
@@ -29,7 +31,7 @@
 //! `worker` -> `api` (for status code names), `layers` (to bound messages),
 //! `config`, `error`; `api` -> `layers`; `layers` -> `listen` (for what a
 //! connection tells);
-//! `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
+//! `mcp` -> `config`, `error`; `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
 //! `worker` -> `hangup`; `config` -> `error`.
 
 mod api;
