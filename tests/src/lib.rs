@@ -52,6 +52,12 @@ pub fn grymd_binary() -> &'static Path {
     PATH.get_or_init(|| build("grym-server", "grymd"))
 }
 
+/// The `grym` command line, built once per test process.
+pub fn grym_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build("grym", "grym"))
+}
+
 /// The `grym-worker` binary, built once per test process.
 fn worker_binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -39,6 +39,15 @@ pub enum Error {
     /// database that does not answer).
     #[error("opening the task store failed")]
     Store(#[from] grym_store::Error),
+    /// The MCP listener could not bind its address.
+    #[error("cannot listen for MCP on {address}")]
+    McpListen {
+        /// The `[mcp] listen` address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Transport(#[from] tonic::transport::Error),

@@ -20,6 +20,8 @@
 //!   from the core's failures to gRPC;
 //! - `layers`: what every call passes through before its handler;
 //! - `listen`: accepting callers' connections, bounded in number and time;
+//! - `mcp`: MCP's Streamable HTTP on `[mcp] listen`, its tools calling the
+//!   orchestrator service in process;
 //! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
 //! - `hangup`: the one SIGHUP loop both reloads run in;
 //! - `health`: `grpc.health.v1`, overall and per model, and its drain;
@@ -29,7 +31,7 @@
 //! `worker` -> `api` (for status code names), `layers` (to bound messages),
 //! `config`, `error`; `api` -> `layers`; `layers` -> `listen` (for what a
 //! connection tells);
-//! `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
+//! `mcp` -> `config`, `error`; `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
 //! `worker` -> `hangup`; `config` -> `error`.
 
 mod api;
@@ -39,6 +41,7 @@ mod hangup;
 mod health;
 mod layers;
 mod listen;
+mod mcp;
 mod tls;
 mod worker;
 
@@ -95,6 +98,10 @@ async fn run(
     // First, so that certificates that do not load stop grymd before it
     // starts anything.
     let acceptor = config.tls.as_ref().map(tls::Acceptor::new).transpose()?;
+    let mcp_listener = match &config.mcp {
+        Some(settings) => Some(mcp::bind(settings).await?),
+        None => None,
+    };
     let builtin = if config.builtin_workers {
         builtin::start(tasks, cancel, config.max_message_bytes)
             .await
@@ -174,6 +181,16 @@ async fn run(
     )))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
+    // The orchestrator service behind its two layers, outermost first.
+    // When the caller needs the answer: its grpc-timeout becomes a
+    // `Deadline` the handler passes to the core, which carries what
+    // remains of it to the worker. Then who is calling: a token or the
+    // `grym-tenant` metadata becomes the `Tenant` whose tasks, sessions
+    // and cached context the call may use.
+    let service = InterceptedService::new(
+        InterceptedService::new(service, move |request| resolver.resolve(request)),
+        deadline::interceptor,
+    );
     let health = health::Health::new(&orchestrator);
     tasks.spawn(health::report(
         health.clone(),
@@ -193,6 +210,17 @@ async fn run(
     // Fires once the drain is over: no connection is accepted after it, and
     // those open are closed.
     let closing = cancel.child_token();
+    // MCP's tools call the same service stack in process, so they meet the
+    // same tenants, tokens and deadlines (not the HTTP-level layers: MCP
+    // has its own HTTP server).
+    if let (Some(listener), Some(settings)) = (mcp_listener, &config.mcp) {
+        tasks.spawn(mcp::serve(
+            listener,
+            settings.clone(),
+            grym_mcp::transport(service.clone()),
+            closing.clone(),
+        ));
+    }
     let connections = &config.connections;
     let incoming = listen::incoming(listener, connections, acceptor, tasks, closing.clone());
     let drained = drain(
@@ -228,16 +256,7 @@ async fn run(
         .add_service(health.service())
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        // The orchestrator service behind its two layers, outermost first.
-        // When the caller needs the answer: its grpc-timeout becomes a
-        // `Deadline` the handler passes to the core, which carries what
-        // remains of it to the worker. Then who is calling: a token or the
-        // `grym-tenant` metadata becomes the `Tenant` whose tasks, sessions
-        // and cached context the call may use.
-        .add_service(InterceptedService::new(
-            InterceptedService::new(service, move |request| resolver.resolve(request)),
-            deadline::interceptor,
-        ))
+        .add_service(service.clone())
         // grymd's own accept loop (`listen`): bounded connections, TLS
         // handshakes beside it, idle connections closed. tonic stops and
         // closes its connections once the drain is over.

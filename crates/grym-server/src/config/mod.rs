@@ -132,6 +132,8 @@ pub struct RawConfig {
     pub retries: RetrySettings,
     /// Which task types hedge slow calls.
     pub hedging: HedgingSettings,
+    /// MCP for agents over Streamable HTTP.
+    pub mcp: RawMcp,
 }
 
 impl Default for RawConfig {
@@ -162,7 +164,47 @@ impl Default for RawConfig {
             ejection: EjectionSettings::default(),
             retries: RetrySettings::default(),
             hedging: HedgingSettings::default(),
+            mcp: RawMcp::default(),
         }
+    }
+}
+
+/// The `[mcp]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMcp {
+    /// Where MCP's Streamable HTTP is served (at `/mcp`), for example
+    /// `127.0.0.1:50052`; off when absent. Plain HTTP: keep it on loopback.
+    pub listen: Option<String>,
+    /// The `Host` header values accepted (DNS rebinding protection); empty
+    /// accepts the loopback names only (`localhost`, `127.0.0.1`, `::1`).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// MCP over Streamable HTTP, validated.
+#[derive(Debug, Clone)]
+pub struct McpSettings {
+    /// Where it is served.
+    pub listen: SocketAddr,
+    /// The `Host` values accepted; empty for the loopback names.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl RawMcp {
+    fn validate(self) -> Result<Option<McpSettings>, Error> {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        let listen = listen.parse().map_err(|_| {
+            invalid(
+                "mcp.listen",
+                format!("`{listen}` is not a host:port address"),
+            )
+        })?;
+        Ok(Some(McpSettings {
+            listen,
+            allowed_hosts: self.allowed_hosts,
+        }))
     }
 }
 
@@ -222,6 +264,8 @@ pub struct Config {
     /// The `--listen` flag, which stands over the file's `listen` at start
     /// and on every reload.
     pub listen_flag: Option<SocketAddr>,
+    /// MCP over Streamable HTTP; `None` when off.
+    pub mcp: Option<McpSettings>,
 }
 
 impl Config {
@@ -318,6 +362,7 @@ impl RawConfig {
         self.connections.validate()?;
         let tls = self.tls.validate(!self.auth.tokens.is_empty())?;
         let store = self.store.validate()?;
+        let mcp = self.mcp.validate()?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -362,6 +407,7 @@ impl RawConfig {
             tls,
             store,
             listen_flag: None,
+            mcp,
         })
     }
 }

@@ -305,3 +305,14 @@ fn resilience_tables_are_read_and_checked() {
         }
     }
 }
+
+#[test]
+fn mcp_is_off_unless_a_listen_address_is_given_and_a_bad_one_is_named() {
+    assert!(RawConfig::default().validate().unwrap().mcp.is_none());
+    let config = from_toml("[mcp]\nlisten = \"127.0.0.1:50052\"\n").unwrap();
+    let mcp = config.mcp.unwrap();
+    assert_eq!(mcp.listen, "127.0.0.1:50052".parse().unwrap());
+    assert!(mcp.allowed_hosts.is_empty());
+    let error = from_toml("[mcp]\nlisten = \"somewhere\"\n").unwrap_err();
+    assert!(error.to_string().contains("mcp.listen"), "{error}");
+}
