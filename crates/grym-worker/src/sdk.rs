@@ -109,6 +109,7 @@ pub struct Worker<M> {
     max_message_bytes: usize,
     tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
+    health: bool,
 }
 
 impl<M: Model> Worker<M> {
@@ -121,7 +122,15 @@ impl<M: Model> Worker<M> {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tls: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            health: true,
         }
+    }
+
+    /// Serves no `grpc.health.v1`, as some third-party workers do: grymd
+    /// then probes the worker by Describe. For tests of that path.
+    pub fn without_health(mut self) -> Self {
+        self.health = false;
+        self
     }
 
     /// Gives running and queued calls `grace` to end once shutdown begins
@@ -205,7 +214,7 @@ impl<M: Model> Worker<M> {
             // Outermost: each call runs in a span that continues the
             // caller's `traceparent`, so the model's work joins its trace.
             .layer(grym_telemetry::ServerTraceLayer)
-            .add_service(health)
+            .add_optional_service(self.health.then_some(health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
