@@ -4,7 +4,7 @@
 //! - [`scoring`] scores each candidate model (pure arithmetic);
 //! - [`selection`] ranks the candidates by policy and says why;
 //! - [`recipe`] holds the chains that stand in for a task type no healthy
-//!   model serves;
+//!   model serves (a model that has not described itself counts as absent);
 //! - [`graph`] checks a composite and resolves its steps' waits;
 //! - [`view`] is the plan of a composite as `PlanTask` shows it.
 //!
@@ -112,8 +112,10 @@ impl Planner {
     }
 
     /// How `task` will run: on the models that serve its type, as its
-    /// composite's steps, or, when no healthy model serves its type, as the
-    /// type's recipe chain if every step of it can be planned. A
+    /// composite's steps, or, when no healthy model serves its type (none
+    /// declares it, those that do are down, or those that might have not
+    /// described themselves yet), as the type's recipe chain if every step
+    /// of it can be planned. A
     /// composite's steps leave the task for the plan.
     pub(crate) fn plan(
         &self,
@@ -132,7 +134,13 @@ impl Planner {
         }
         match self.selector.plan(&task.task_type, registry, now) {
             Ok(plan) => Ok(Planned::Single(plan)),
-            Err(error @ (Error::NoModelForTaskType { .. } | Error::NoHealthyModel { .. })) => {
+            // A model that has never described itself may serve the type
+            // or not: until it says, the recipe stands in for it.
+            Err(
+                error @ (Error::NoModelForTaskType { .. }
+                | Error::NoHealthyModel { .. }
+                | Error::Undescribed { .. }),
+            ) => {
                 let Some(found) = self.recipes.get(&task.task_type) else {
                     return Err(error);
                 };
