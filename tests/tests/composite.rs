@@ -466,6 +466,98 @@ async fn with_gama_down_audio_question_answering_runs_as_the_recipe_chain() {
     );
 }
 
+/// A worker that declares it takes audio only is left out of a text task,
+/// alone or as a composite's step given text, and the routing says why;
+/// with no other model, the refusal names the input.
+#[tokio::test]
+async fn a_text_input_is_not_planned_onto_a_model_that_takes_audio_only() {
+    let ears = sim(
+        "ears",
+        "speech-recognition",
+        &["transcription:0.9"],
+        &["--input", "audio"],
+    )
+    .await;
+    let echo = sim("echo", "text-generation", &["transcription:0.5"], &[]).await;
+    let only_ears = sim(
+        "only-ears",
+        "audio",
+        &["audio_captioning"],
+        &["--input", "audio"],
+    )
+    .await;
+    let grymd = Grymd::start(&workers_config(&[
+        ("ears", &ears),
+        ("echo", &echo),
+        ("only-ears", &only_ears),
+    ]))
+    .await;
+
+    let mut single = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        vec![],
+        "hello",
+    );
+    single.r#type = "transcription".to_owned();
+    single.composite = None;
+    let result = execute(&grymd, single.clone()).await.unwrap();
+    assert_eq!(result.model_id, "echo", "{:?}", result.error);
+    let routing = result.routing.unwrap();
+    assert_eq!(routing.excluded.len(), 1);
+    assert_eq!(routing.excluded[0].model_id, "ears");
+    assert_eq!(routing.excluded[0].reason, "accepts audio input only");
+    assert!(
+        routing
+            .explanation
+            .contains("left out: `ears` accepts audio input only"),
+        "{}",
+        routing.explanation
+    );
+
+    let steps = vec![step("words", "transcription", &[], "")];
+    let task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        steps,
+        "hi",
+    );
+    let result = execute(&grymd, task).await.unwrap();
+    assert_eq!(
+        result.status(),
+        api::TaskStatus::Succeeded,
+        "{:?}",
+        result.error
+    );
+    assert_eq!(result.steps[0].model_id, "echo");
+
+    let mut nobody = single;
+    nobody.r#type = "audio_captioning".to_owned();
+    let refused = execute(&grymd, nobody).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused.message(),
+        "no model that serves task type `audio_captioning` accepts text input \
+         (`only-ears` accepts audio input only)"
+    );
+    let steps = vec![step("caption", "audio_captioning", &[], "")];
+    let task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        steps,
+        "hi",
+    );
+    let refused = execute(&grymd, task).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .starts_with("step `caption`: no model that serves"),
+        "{}",
+        refused.message()
+    );
+}
+
 /// A configured GAMA that never came up has never said what it serves: it
 /// counts as absent, and the recipe stands in. With nothing to stand in, the
 /// wait for it to describe itself stays the answer.

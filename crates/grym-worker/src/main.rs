@@ -111,6 +111,10 @@ enum WorkerCommand {
         /// Calls taken at once; later ones wait.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_concurrency: Option<u32>,
+        /// A kind of input it takes (`text`, `audio`, `json`), for every
+        /// type; repeat for several; none declared takes any.
+        #[arg(long = "input", value_parser = sdk::parse_input_kind)]
+        inputs: Vec<grym_proto::worker::v1::InputKind>,
         /// A JSON object merged into every structured output.
         #[arg(long, value_parser = parse_object)]
         output: Option<Map<String, Value>>,
@@ -171,6 +175,7 @@ async fn serve(worker: WorkerCommand, tls: &TlsArgs, no_health: bool) -> anyhow:
             jitter_ms,
             fail_rate,
             max_concurrency,
+            inputs,
             output,
             seed,
         } => {
@@ -182,6 +187,7 @@ async fn serve(worker: WorkerCommand, tls: &TlsArgs, no_health: bool) -> anyhow:
                 jitter: Duration::from_millis(jitter_ms),
                 fail_rate,
                 max_concurrency,
+                inputs,
                 output: output.unwrap_or_default(),
                 seed,
             });

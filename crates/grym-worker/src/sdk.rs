@@ -79,6 +79,24 @@ pub fn capability(
         confidence,
         estimated_latency: prost_types::Duration::try_from(estimated_latency).ok(),
         max_concurrency,
+        inputs: Vec::new(),
+    }
+}
+
+/// `capability`, taking only `inputs` (by default it takes any input).
+pub fn accepting(mut capability: pb::Capability, inputs: &[pb::InputKind]) -> pb::Capability {
+    capability.inputs = inputs.iter().map(|&kind| kind as i32).collect();
+    capability
+}
+
+/// Reads a kind of input as written on a command line: `text`, `audio` or
+/// `json`.
+pub fn parse_input_kind(text: &str) -> Result<pb::InputKind, String> {
+    match text {
+        "text" => Ok(pb::InputKind::Text),
+        "audio" => Ok(pb::InputKind::Audio),
+        "json" => Ok(pb::InputKind::Json),
+        other => Err(format!("`{other}` is not text, audio or json")),
     }
 }
 
