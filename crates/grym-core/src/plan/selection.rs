@@ -259,6 +259,7 @@ impl Selector {
 
     /// Plans a task of `task_type` over `registry` as it stands at `now`,
     /// whatever its input.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn plan(
         &self,
         task_type: &TaskType,
