@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use grym_e2e::{Grymd, Process, text, worker};
+use grym_e2e::{Grymd, Process, free_port, text, worker};
 use grym_proto::json::value_to_json;
 use grym_proto::orchestrator::v1 as api;
 use serde_json::json;
@@ -464,6 +464,204 @@ async fn with_gama_down_audio_question_answering_runs_as_the_recipe_chain() {
         answer["context"]["steps"]["transcription"],
         json!({"transcript": "what bird is singing"})
     );
+}
+
+/// A worker that declares it takes audio only is left out of a text task,
+/// alone or as a composite's step given text, and the routing says why;
+/// with no other model, the refusal names the input.
+#[tokio::test]
+async fn a_text_input_is_not_planned_onto_a_model_that_takes_audio_only() {
+    let ears = sim(
+        "ears",
+        "speech-recognition",
+        &["transcription:0.9"],
+        &["--input", "audio"],
+    )
+    .await;
+    let echo = sim("echo", "text-generation", &["transcription:0.5"], &[]).await;
+    let only_ears = sim(
+        "only-ears",
+        "audio",
+        &["audio_captioning"],
+        &["--input", "audio"],
+    )
+    .await;
+    let grymd = Grymd::start(&workers_config(&[
+        ("ears", &ears),
+        ("echo", &echo),
+        ("only-ears", &only_ears),
+    ]))
+    .await;
+
+    let mut single = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        vec![],
+        "hello",
+    );
+    single.r#type = "transcription".to_owned();
+    single.composite = None;
+    let result = execute(&grymd, single.clone()).await.unwrap();
+    assert_eq!(result.model_id, "echo", "{:?}", result.error);
+    let routing = result.routing.unwrap();
+    assert_eq!(routing.excluded.len(), 1);
+    assert_eq!(routing.excluded[0].model_id, "ears");
+    assert_eq!(routing.excluded[0].reason, "accepts audio input only");
+    assert!(
+        routing
+            .explanation
+            .contains("left out: `ears` accepts audio input only"),
+        "{}",
+        routing.explanation
+    );
+
+    let steps = vec![step("words", "transcription", &[], "")];
+    let task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        steps,
+        "hi",
+    );
+    let result = execute(&grymd, task).await.unwrap();
+    assert_eq!(
+        result.status(),
+        api::TaskStatus::Succeeded,
+        "{:?}",
+        result.error
+    );
+    assert_eq!(result.steps[0].model_id, "echo");
+
+    let mut nobody = single;
+    nobody.r#type = "audio_captioning".to_owned();
+    let refused = execute(&grymd, nobody).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused.message(),
+        "no model that serves task type `audio_captioning` accepts text input \
+         (`only-ears` accepts audio input only)"
+    );
+    let steps = vec![step("caption", "audio_captioning", &[], "")];
+    let task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        steps,
+        "hi",
+    );
+    let refused = execute(&grymd, task).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .starts_with("step `caption`: no model that serves"),
+        "{}",
+        refused.message()
+    );
+}
+
+/// A configured GAMA that never came up has never said what it serves: it
+/// counts as absent, and the recipe stands in. With nothing to stand in, the
+/// wait for it to describe itself stays the answer.
+#[tokio::test]
+async fn a_gama_that_never_came_up_leaves_audio_question_answering_to_the_recipe() {
+    let asr = sim("wav2vec2", "speech-recognition", &["transcription"], &[]).await;
+    let llm = sim("llm", "text-generation", &["text_generation"], &[]).await;
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut config = workers_config(&[("wav2vec2", &asr), ("llm", &llm)]);
+    config.push_str(&format!(
+        "[[workers]]\nid = \"gama\"\nendpoint = \"{nowhere}\"\n"
+    ));
+    let grymd = Grymd::start(&config).await;
+    let mut task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        vec![],
+        "what bird is singing",
+    );
+    task.r#type = "audio_question_answering".to_owned();
+    task.composite = None;
+
+    // The other workers describe themselves within a few probes.
+    let mut client = grymd.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let plan = loop {
+        match client
+            .plan_task(api::PlanTaskRequest {
+                task: Some(task.clone()),
+            })
+            .await
+        {
+            Ok(plan) => break plan.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "never planned: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(plan.routing.unwrap().reason(), api::RoutingReason::Recipe);
+    let recipe = plan.composite.unwrap().recipe.unwrap();
+    assert_eq!(recipe.chain, ["transcription", "text_generation"]);
+    assert!(recipe.reason.contains("gama"), "{}", recipe.reason);
+
+    let chained = execute(&grymd, task.clone()).await.unwrap();
+    assert_eq!(
+        chained.status(),
+        api::TaskStatus::Succeeded,
+        "{:?}",
+        chained.error
+    );
+    assert_eq!(chained.model_id, "llm");
+
+    // A type no recipe covers still waits for GAMA to describe itself.
+    task.r#type = "audio_analysis".to_owned();
+    let waiting = execute(&grymd, task).await.unwrap_err();
+    assert_eq!(waiting.code(), Code::Unavailable);
+    assert!(
+        waiting
+            .message()
+            .contains("waiting for these to describe themselves: gama"),
+        "{}",
+        waiting.message()
+    );
+}
+
+/// A GAMA that never came up but whose capabilities the configuration
+/// declares is known to serve the type and to be down: the recipe stands in.
+#[tokio::test]
+async fn a_declared_gama_that_never_came_up_leaves_the_question_to_the_recipe() {
+    let asr = sim("wav2vec2", "speech-recognition", &["transcription"], &[]).await;
+    let llm = sim("llm", "text-generation", &["text_generation"], &[]).await;
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut config = workers_config(&[("wav2vec2", &asr), ("llm", &llm)]);
+    config.push_str(&format!(
+        "[[workers]]\nid = \"gama\"\nendpoint = \"{nowhere}\"\n\
+         capabilities = [{{ task_type = \"audio_question_answering\", confidence = 0.95 }}]\n"
+    ));
+    let grymd = Grymd::start(&config).await;
+    let mut task = composite(
+        api::Strategy::Sequential,
+        api::FailurePolicy::FailFast,
+        vec![],
+        "what bird is singing",
+    );
+    task.r#type = "audio_question_answering".to_owned();
+    task.composite = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = execute(&grymd, task.clone()).await;
+        if let Ok(result) = &result
+            && result.status() == api::TaskStatus::Succeeded
+            && result.recipe.is_some()
+        {
+            assert_eq!(result.model_id, "llm");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recipe never stood in: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -111,6 +111,31 @@ async fn grpcurl_sees_invalid_argument_naming_the_field() {
     );
 }
 
+/// The README's account of a text question about audio: the built-in
+/// worker takes audio only, and planning says so, by PlanTask and
+/// ExecuteTask alike.
+#[tokio::test]
+async fn grpcurl_sees_a_text_input_refused_by_the_audio_only_worker() {
+    let grymd = Grymd::start_default().await;
+    for method in ["PlanTask", "ExecuteTask"] {
+        let line = format!(
+            r#"grpcurl -plaintext -d '{{"task":{{"type":"audio_analysis","input":{{"text":"what is in this clip?"}}}}}}' {} grym.orchestrator.v1.Orchestrator/{method}"#,
+            grymd.address()
+        );
+        let output = shell(&line).await;
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("FailedPrecondition")
+                && stderr.contains(
+                    "no model that serves task type `audio_analysis` accepts text input \
+                     (`audio-features` accepts audio input only)"
+                ),
+            "{method}: {stderr}"
+        );
+    }
+}
+
 /// The README's grpcurl session, run line by line as printed (against a
 /// free port instead of 50051), must keep working.
 #[tokio::test]
@@ -143,4 +168,5 @@ async fn the_readme_grpcurl_session_works_as_printed() {
     assert!(transcript.contains("grpc.health.v1.Health"), "{transcript}");
     assert!(transcript.contains("TASK_STATUS_SUCCEEDED"), "{transcript}");
     assert!(transcript.contains("dominant_frequency_hz"), "{transcript}");
+    assert!(transcript.contains("MODALITY_AUDIO"), "{transcript}");
 }

@@ -160,3 +160,46 @@ async fn model_names_follow_the_workers_a_reload_adds_and_removes() {
         ServingStatus::Serving as i32
     );
 }
+
+/// A worker that serves no `grpc.health.v1` is probed by Describe: it is
+/// used while it answers, marked down when it is gone, and grymd says once
+/// in its log how it is probed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_without_grpc_health_is_probed_by_describe() {
+    let port = free_port();
+    let mut deaf = worker(&[
+        "sim",
+        "--no-health",
+        "--model-id",
+        "deaf",
+        "--capability",
+        "transcription",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .await;
+    let grymd = Grymd::start(&config(&[("deaf", port)])).await;
+    until_check(&grymd, "grym.model/deaf", Ok(ServingStatus::Serving)).await;
+
+    let result = grymd
+        .client()
+        .await
+        .execute_task(grym_e2e::task_request(
+            "transcription",
+            grym_e2e::text("hello"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(result.model_id, "deaf", "{:?}", result.error);
+
+    // Several probes later, the log still says it once.
+    tokio::time::sleep(INTERVAL * 3).await;
+    let log = grymd.process().log();
+    assert_eq!(log.matches("it is probed by Describe").count(), 1, "{log}");
+
+    deaf.kill().await;
+    until_check(&grymd, "grym.model/deaf", Ok(ServingStatus::NotServing)).await;
+}

@@ -216,6 +216,7 @@ fn result(task: &Task, status: TaskStatus) -> TaskResult {
         }],
         fallbacks_taken: vec![wav2vec2.clone()],
         summary: None,
+        excluded: Vec::new(),
     };
     let finished = status.is_final();
     TaskResult {

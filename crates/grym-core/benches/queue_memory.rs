@@ -37,6 +37,7 @@ fn main() {
             confidence: 0.9,
             estimated_latency: Duration::from_millis(10),
             max_concurrency: Some(1),
+            inputs: Vec::new(),
         }]);
         entry.replicas()[0].set_health(Health::Serving);
         let orchestrator = Arc::new(Orchestrator::new(

@@ -44,6 +44,7 @@ fn registry(count: usize, task_type: &TaskType, now: Instant) -> Registry {
                 confidence: 0.5 + (i % 10) as f64 / 25.0,
                 estimated_latency: Duration::from_millis(50 + 10 * (i as u64 % 7)),
                 max_concurrency: i.is_multiple_of(2).then_some(8),
+                inputs: Vec::new(),
             }]);
         entry.replicas()[0].set_health(Health::Serving);
         for call in 0..300_u64 {

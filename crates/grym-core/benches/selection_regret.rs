@@ -317,6 +317,7 @@ fn registry(models: &[Model], task_type: &TaskType) -> Registry {
             confidence: m.confidence,
             estimated_latency: Duration::from_millis(m.before.latency_ms as u64),
             max_concurrency: None,
+            inputs: Vec::new(),
         }]);
         entry.replicas()[0].set_health(Health::Serving);
         entry

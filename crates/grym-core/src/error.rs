@@ -106,6 +106,20 @@ pub enum Error {
         /// The models that serve it and are down.
         down: Vec<ModelId>,
     },
+    /// Models serve the task type, but none of those left takes the
+    /// task's kind of input.
+    #[error(
+        "no model that serves task type `{task_type}` accepts {modality} input ({})",
+        list(refused)
+    )]
+    InputNotAccepted {
+        /// The task type asked for.
+        task_type: TaskType,
+        /// The task's input.
+        modality: crate::plan::analysis::Modality,
+        /// The models that serve the type, and what they accept.
+        refused: Vec<crate::task::Exclusion>,
+    },
     /// A step of a composite cannot be planned.
     #[error("step `{step}`: {error}")]
     InStep {
@@ -204,7 +218,9 @@ impl Error {
                 ErrorKind::CapacityExhausted
             }
             Self::TaskNotFound { .. } | Self::SessionNotFound { .. } => ErrorKind::NotFound,
-            Self::NoModelForTaskType { .. } => ErrorKind::FailedPrecondition,
+            Self::NoModelForTaskType { .. } | Self::InputNotAccepted { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Self::NoHealthyModel { .. }
             | Self::Undescribed { .. }
             | Self::ShuttingDown

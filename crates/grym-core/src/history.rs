@@ -256,6 +256,7 @@ mod tests {
                 candidates: Vec::new(),
                 fallbacks_taken: Vec::new(),
                 summary: None,
+                excluded: Vec::new(),
             },
             queued_at: std::time::SystemTime::now(),
             started_at: None,

@@ -70,9 +70,9 @@ pub use store::{
     DurabilitySettings, Outcome, Store, StoreError, StoreFuture, StoredSession, TaskKey, TaskRecord,
 };
 pub use task::{
-    Attempt, AttemptOutcome, Audio, CandidateScore, CompositeSpec, FailurePolicy, Metrics, Output,
-    OutputChunk, Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult, StepSpec,
-    StepTask, Strategy, Task, TaskError, TaskEvent, TaskInput, TaskResult, TaskStatus,
+    Attempt, AttemptOutcome, Audio, CandidateScore, CompositeSpec, Exclusion, FailurePolicy,
+    Metrics, Output, OutputChunk, Policy, Reason, RecipeUse, Routing, ScoreBreakdown, StepResult,
+    StepSpec, StepTask, Strategy, Task, TaskError, TaskEvent, TaskInput, TaskResult, TaskStatus,
 };
 pub use watch::detector::{BottleneckSettings, Finding};
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::SettingError;
 use crate::ids::{ModelKind, TaskType};
+use crate::plan::analysis::Modality;
 
 /// A task type a model serves, and how well: what a worker's Describe
 /// answers, or a `[[workers]] capabilities` entry that overrides it.
@@ -21,6 +22,10 @@ pub struct Capability {
     /// when unlimited.
     #[serde(default, deserialize_with = "zero_is_unlimited")]
     pub max_concurrency: Option<u32>,
+    /// The inputs it accepts for this type (`["audio"]`, say); empty when
+    /// it accepts any.
+    #[serde(default)]
+    pub inputs: Vec<Modality>,
 }
 
 /// Reads a concurrency where 0 means unlimited.
@@ -32,6 +37,27 @@ fn zero_is_unlimited<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Capability {
+    /// Whether the model takes `input` for this type.
+    pub fn accepts(&self, input: Modality) -> bool {
+        self.inputs.is_empty() || self.inputs.contains(&input)
+    }
+
+    /// What it accepts, as a phrase: `audio input only`, `text or json
+    /// input`; `any input` when it declares none.
+    pub fn accepted(&self) -> String {
+        match self.inputs.as_slice() {
+            [] => "any input".to_owned(),
+            [one] => format!("{one} input only"),
+            many => format!(
+                "{} input",
+                many.iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        }
+    }
+
     /// Checks the confidence lies in [0, 1].
     pub fn validate(&self) -> Result<(), SettingError> {
         if (0.0..=1.0).contains(&self.confidence) {

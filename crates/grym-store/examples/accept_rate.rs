@@ -39,6 +39,7 @@ fn record(id: TaskId, text: &str) -> anyhow::Result<TaskRecord> {
             candidates: Vec::new(),
             fallbacks_taken: Vec::new(),
             summary: None,
+            excluded: Vec::new(),
         },
         queued_at: SystemTime::now(),
         started_at: None,

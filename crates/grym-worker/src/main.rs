@@ -33,6 +33,9 @@ struct Cli {
     log_format: LogFormat,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Serve no grpc.health.v1 (tests of workers that lack it).
+    #[arg(long, global = true, hide = true)]
+    no_health: bool,
 }
 
 /// TLS, for whichever worker is served.
@@ -108,6 +111,10 @@ enum WorkerCommand {
         /// Calls taken at once; later ones wait.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_concurrency: Option<u32>,
+        /// A kind of input it takes (`text`, `audio`, `json`), for every
+        /// type; repeat for several; none declared takes any.
+        #[arg(long = "input", value_parser = sdk::parse_input_kind)]
+        inputs: Vec<grym_proto::worker::v1::InputKind>,
         /// A JSON object merged into every structured output.
         #[arg(long, value_parser = parse_object)]
         output: Option<Map<String, Value>>,
@@ -140,7 +147,7 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = grym_telemetry::init("grym-worker", cli.log_format)?;
-    let served = serve(cli.worker, &cli.tls).await;
+    let served = serve(cli.worker, &cli.tls, cli.no_health).await;
     // Flush what is still batched before the process ends; a collector
     // that is gone does not turn a clean stop into a failure.
     if let Err(error) = telemetry.shutdown().await {
@@ -149,12 +156,13 @@ async fn main() -> anyhow::Result<()> {
     served
 }
 
-async fn serve(worker: WorkerCommand, tls: &TlsArgs) -> anyhow::Result<()> {
+async fn serve(worker: WorkerCommand, tls: &TlsArgs, no_health: bool) -> anyhow::Result<()> {
     match worker {
         WorkerCommand::AudioFeatures { listen, model_id } => {
             run(
                 tls.apply(Worker::new(AudioFeatures::new(model_id)))?,
                 listen,
+                no_health,
             )
             .await
         }
@@ -167,6 +175,7 @@ async fn serve(worker: WorkerCommand, tls: &TlsArgs) -> anyhow::Result<()> {
             jitter_ms,
             fail_rate,
             max_concurrency,
+            inputs,
             output,
             seed,
         } => {
@@ -178,6 +187,7 @@ async fn serve(worker: WorkerCommand, tls: &TlsArgs) -> anyhow::Result<()> {
                 jitter: Duration::from_millis(jitter_ms),
                 fail_rate,
                 max_concurrency,
+                inputs,
                 output: output.unwrap_or_default(),
                 seed,
             });
@@ -185,12 +195,21 @@ async fn serve(worker: WorkerCommand, tls: &TlsArgs) -> anyhow::Result<()> {
             if let Some(limit) = max_concurrency {
                 worker = worker.max_concurrency(usize::try_from(limit)?);
             }
-            run(tls.apply(worker)?, listen).await
+            run(tls.apply(worker)?, listen, no_health).await
         }
     }
 }
 
-async fn run<M: Model>(worker: Worker<M>, listen: SocketAddr) -> anyhow::Result<()> {
+async fn run<M: Model>(
+    worker: Worker<M>,
+    listen: SocketAddr,
+    no_health: bool,
+) -> anyhow::Result<()> {
+    let worker = if no_health {
+        worker.without_health()
+    } else {
+        worker
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

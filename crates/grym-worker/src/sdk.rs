@@ -79,6 +79,24 @@ pub fn capability(
         confidence,
         estimated_latency: prost_types::Duration::try_from(estimated_latency).ok(),
         max_concurrency,
+        inputs: Vec::new(),
+    }
+}
+
+/// `capability`, taking only `inputs` (by default it takes any input).
+pub fn accepting(mut capability: pb::Capability, inputs: &[pb::InputKind]) -> pb::Capability {
+    capability.inputs = inputs.iter().map(|&kind| kind as i32).collect();
+    capability
+}
+
+/// Reads a kind of input as written on a command line: `text`, `audio` or
+/// `json`.
+pub fn parse_input_kind(text: &str) -> Result<pb::InputKind, String> {
+    match text {
+        "text" => Ok(pb::InputKind::Text),
+        "audio" => Ok(pb::InputKind::Audio),
+        "json" => Ok(pb::InputKind::Json),
+        other => Err(format!("`{other}` is not text, audio or json")),
     }
 }
 
@@ -109,6 +127,7 @@ pub struct Worker<M> {
     max_message_bytes: usize,
     tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
+    health: bool,
 }
 
 impl<M: Model> Worker<M> {
@@ -121,7 +140,15 @@ impl<M: Model> Worker<M> {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tls: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            health: true,
         }
+    }
+
+    /// Serves no `grpc.health.v1`, as some third-party workers do: grymd
+    /// then probes the worker by Describe. For tests of that path.
+    pub fn without_health(mut self) -> Self {
+        self.health = false;
+        self
     }
 
     /// Gives running and queued calls `grace` to end once shutdown begins
@@ -205,7 +232,7 @@ impl<M: Model> Worker<M> {
             // Outermost: each call runs in a span that continues the
             // caller's `traceparent`, so the model's work joins its trace.
             .layer(grym_telemetry::ServerTraceLayer)
-            .add_service(health)
+            .add_optional_service(self.health.then_some(health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(

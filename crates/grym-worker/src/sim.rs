@@ -73,6 +73,8 @@ pub struct SimSettings {
     pub fail_rate: f64,
     /// Calls it takes at once, reported in its capabilities.
     pub max_concurrency: Option<u32>,
+    /// The inputs it declares it takes, for every type; empty for any.
+    pub inputs: Vec<pb::InputKind>,
     /// Merged into every structured output.
     pub output: Map<String, Value>,
     /// Seeds latency jitter and failures, for repeatable runs.
@@ -97,11 +99,14 @@ impl Sim {
                 .capabilities
                 .iter()
                 .map(|c| {
-                    sdk::capability(
-                        &c.task_type,
-                        c.confidence,
-                        settings.latency,
-                        settings.max_concurrency.unwrap_or(0),
+                    sdk::accepting(
+                        sdk::capability(
+                            &c.task_type,
+                            c.confidence,
+                            settings.latency,
+                            settings.max_concurrency.unwrap_or(0),
+                        ),
+                        &settings.inputs,
                     )
                 })
                 .collect(),
@@ -213,6 +218,7 @@ mod tests {
             jitter: Duration::ZERO,
             fail_rate: 0.0,
             max_concurrency: None,
+            inputs: Vec::new(),
             output: Map::from_iter([("confidence".to_owned(), json!(0.5))]),
             seed: Some(7),
         }

@@ -54,6 +54,7 @@ fn entry(id: &str, fails: bool) -> ModelEntry {
             confidence: 0.8,
             estimated_latency: Duration::from_millis(5),
             max_concurrency: None,
+            inputs: Vec::new(),
         })
         .collect();
     let id = ModelId::new(id).unwrap_or_else(|e| panic!("{e}"));

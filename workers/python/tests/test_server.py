@@ -92,6 +92,7 @@ def test_not_serving_until_load_finishes_while_describe_answers(serve):
     assert described.model_id == "echo"
     assert described.capabilities[0].max_concurrency == 1
     assert described.capabilities[0].estimated_latency.ToMilliseconds() == 10
+    assert list(described.capabilities[0].inputs) == []  # takes any
     with pytest.raises(grpc.RpcError) as error:
         served.stub.Infer(infer_request("echo", text="hi"), timeout=5)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in error.value.details()
@@ -246,3 +247,16 @@ def test_a_call_continues_the_callers_trace(serve):
     assert span.name == "grym.worker.v1.ModelWorker/Infer"
     assert format(span.context.trace_id, "032x") == trace_id
     assert format(span.parent.span_id, "016x") == parent
+
+
+def test_a_capability_declares_the_inputs_it_takes_and_refuses_unknown_kinds():
+    from grym_worker.convert import capability_to_pb
+    from grym_worker.models.merge import AnalysisMerge
+    from grym_worker.models.vad import SileroVad
+
+    assert list(capability_to_pb(SileroVad.capabilities[0], 0).inputs) == [pb.INPUT_KIND_AUDIO]
+    assert list(capability_to_pb(AnalysisMerge.capabilities[0], 0).inputs) == []
+    both = Capability("x", confidence=0.5, inputs=("text", "json"))
+    assert list(capability_to_pb(both, 0).inputs) == [pb.INPUT_KIND_TEXT, pb.INPUT_KIND_JSON]
+    with pytest.raises(ValueError, match="video"):
+        Capability("x", confidence=0.5, inputs=("video",))

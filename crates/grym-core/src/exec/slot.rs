@@ -23,6 +23,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, FailureKind};
 use crate::ids::TaskType;
 use crate::plan::Planned;
+use crate::plan::analysis::Modality;
 use crate::plan::selection::Plan;
 use crate::registry::ModelEntry;
 use crate::schedule::queue::QueueKey;
@@ -117,9 +118,11 @@ impl Orchestrator {
     /// for a slot on the chosen model; plans again, keeping its place in
     /// line, if a reload replaced that model while it waited. `chosen` sees
     /// each plan (and whether it is fresh) and may end the task instead.
+    /// A fresh plan leaves out the models that do not take `input`.
     pub(super) async fn plan_and_wait(
         &self,
         task_type: &TaskType,
+        input: Modality,
         mut submitted: Option<Plan>,
         key: QueueKey,
         deadline: Deadline,
@@ -129,8 +132,9 @@ impl Orchestrator {
         loop {
             let (plan, fresh) = match submitted.take() {
                 Some(plan) => (plan, false),
-                None => match self.planner.selector.plan(
+                None => match self.planner.selector.plan_for(
                     task_type,
+                    Some(input),
                     &self.registry.load(),
                     Instant::now(),
                 ) {

@@ -4,7 +4,7 @@
 //! - [`scoring`] scores each candidate model (pure arithmetic);
 //! - [`selection`] ranks the candidates by policy and says why;
 //! - [`recipe`] holds the chains that stand in for a task type no healthy
-//!   model serves;
+//!   model serves (a model that has not described itself counts as absent);
 //! - [`graph`] checks a composite and resolves its steps' waits;
 //! - [`view`] is the plan of a composite as `PlanTask` shows it.
 //!
@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use self::analysis::Modality;
 use self::graph::{Graph, budget};
 use self::recipe::Recipes;
 use self::selection::{Plan, Selector};
@@ -33,7 +34,7 @@ use crate::error::Error;
 use crate::ids::TaskType;
 use crate::limits::Limits;
 use crate::registry::Registry;
-use crate::task::{Reason, RecipeUse, Routing, Task};
+use crate::task::{Reason, RecipeUse, Routing, StepTask, Task};
 
 /// How a task will run.
 pub(crate) enum Planned {
@@ -61,6 +62,26 @@ pub(crate) struct CompositeRun {
     pub(crate) estimates: Vec<Duration>,
     /// The recipe it stands for, if it is one.
     pub(crate) recipe: Option<RecipeUse>,
+    /// The composite's input: what a step without its own input, nor
+    /// `input_from`, receives.
+    pub(crate) input: Modality,
+}
+
+impl CompositeRun {
+    /// What step `i` receives, when that is known before it runs: its own
+    /// input, else the composite's, unless it reads another step's output.
+    pub(crate) fn step_input(&self, i: usize) -> Option<Modality> {
+        step_input(&self.graph.nodes[i].spec.task, self.input)
+    }
+}
+
+/// What a step receives, when that is known before it runs.
+fn step_input(step: &StepTask, composite: Modality) -> Option<Modality> {
+    match (&step.input, &step.input_from) {
+        (Some(input), _) => Some(Modality::of(input)),
+        (None, Some(_)) => None,
+        (None, None) => Some(composite),
+    }
 }
 
 impl CompositeRun {
@@ -112,8 +133,10 @@ impl Planner {
     }
 
     /// How `task` will run: on the models that serve its type, as its
-    /// composite's steps, or, when no healthy model serves its type, as the
-    /// type's recipe chain if every step of it can be planned. A
+    /// composite's steps, or, when no healthy model serves its type (none
+    /// declares it, those that do are down, or those that might have not
+    /// described themselves yet), as the type's recipe chain if every step
+    /// of it can be planned. A
     /// composite's steps leave the task for the plan.
     pub(crate) fn plan(
         &self,
@@ -121,18 +144,30 @@ impl Planner {
         registry: &Registry,
         now: Instant,
     ) -> Result<Planned, Error> {
+        let input = Modality::of(&task.input);
         if let Some(spec) = task.composite.take() {
             let graph = Graph::build(*spec, &self.limits)?;
-            let estimates = self.estimate_steps(&graph, registry, now)?;
+            let estimates = self.estimate_steps(&graph, input, registry, now)?;
             return Ok(Planned::Composite(Arc::new(CompositeRun {
                 graph,
                 estimates,
                 recipe: None,
+                input,
             })));
         }
-        match self.selector.plan(&task.task_type, registry, now) {
+        match self
+            .selector
+            .plan_for(&task.task_type, Some(input), registry, now)
+        {
             Ok(plan) => Ok(Planned::Single(plan)),
-            Err(error @ (Error::NoModelForTaskType { .. } | Error::NoHealthyModel { .. })) => {
+            // A model that has never described itself may serve the type
+            // or not: until it says, the recipe stands in for it.
+            Err(
+                error @ (Error::NoModelForTaskType { .. }
+                | Error::NoHealthyModel { .. }
+                | Error::Undescribed { .. }
+                | Error::InputNotAccepted { .. }),
+            ) => {
                 let Some(found) = self.recipes.get(&task.task_type) else {
                     return Err(error);
                 };
@@ -141,7 +176,7 @@ impl Planner {
                 let graph = Graph::build(spec, &self.limits)?;
                 // A chain that cannot run either leaves the direct error,
                 // which names the task type asked for.
-                let Ok(estimates) = self.estimate_steps(&graph, registry, now) else {
+                let Ok(estimates) = self.estimate_steps(&graph, input, registry, now) else {
                     return Err(error);
                 };
                 Ok(Planned::Composite(Arc::new(CompositeRun {
@@ -153,6 +188,7 @@ impl Planner {
                         reason: error.to_string(),
                         then: found.then().cloned(),
                     }),
+                    input,
                 })))
             }
             Err(error) => Err(error),
@@ -160,10 +196,12 @@ impl Planner {
     }
 
     /// Each step's estimated latency, an unknown one counting as the mean
-    /// of the others; an error names a step no model can serve.
+    /// of the others; an error names a step no model can serve (with the
+    /// input it receives, when that is known).
     fn estimate_steps(
         &self,
         graph: &Graph,
+        input: Modality,
         registry: &Registry,
         now: Instant,
     ) -> Result<Vec<Duration>, Error> {
@@ -171,8 +209,9 @@ impl Planner {
             .nodes
             .iter()
             .map(|node| {
+                let task = &node.spec.task;
                 self.selector
-                    .plan(&node.spec.task.task_type, registry, now)
+                    .plan_for(&task.task_type, step_input(task, input), registry, now)
                     .map(|plan| plan.estimated_latency)
                     .map_err(|error| Error::InStep {
                         step: node.spec.id.clone(),

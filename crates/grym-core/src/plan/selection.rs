@@ -1,7 +1,9 @@
 //! Step 2 of a task's way: choose the model, rank the fallbacks, and say
 //! why.
 //!
-//! Candidates are the models that declare the task type and are not known
+//! Candidates are the models that declare the task type, accept the task's
+//! kind of input (when it is known: a model that declares the inputs it
+//! takes is left out of others, and the plan names it), and are not known
 //! to be down (a model whose every replica fails its health check is left
 //! out until it recovers). They are scored by [`scoring`](super::scoring)
 //! and ranked by the configured [`Policy`]:
@@ -43,9 +45,10 @@ use tokio::time::Instant;
 use crate::error::{Error, SettingError};
 use crate::ids::{ModelId, TaskType};
 use crate::model::Health;
+use crate::plan::analysis::Modality;
 use crate::plan::scoring::{ScoreInput, ScoringSettings, finish, measure};
 use crate::registry::{CallOutcome, ModelEntry, Registry, StatsSnapshot};
-use crate::task::{CandidateScore, Policy, Reason, Routing, ScoreBreakdown};
+use crate::task::{CandidateScore, Exclusion, Policy, Reason, Routing, ScoreBreakdown};
 
 /// A task type pinned to a model while that model is healthy.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -166,6 +169,8 @@ pub struct Plan {
     pub estimated_latency: Duration,
     /// The choice, then the fallbacks in order.
     pub candidates: Vec<Candidate>,
+    /// Models that serve the type but do not take the task's input.
+    pub excluded: Vec<Exclusion>,
 }
 
 impl Plan {
@@ -189,6 +194,7 @@ impl Plan {
                 .collect(),
             fallbacks_taken: Vec::new(),
             summary: None,
+            excluded: self.excluded.clone(),
         }
     }
 }
@@ -251,16 +257,31 @@ impl Selector {
         model.rates(task_type, now, self.half_life())
     }
 
-    /// Plans a task of `task_type` over `registry` as it stands at `now`.
+    /// Plans a task of `task_type` over `registry` as it stands at `now`,
+    /// whatever its input.
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub fn plan(
+        &self,
+        task_type: &TaskType,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<Plan, Error> {
+        self.plan_for(task_type, None, registry, now)
+    }
+
+    /// Plans a task of `task_type` whose input is `input`, when known, over
+    /// `registry` as it stands at `now`: a model that does not accept the
+    /// input is left out, and the plan says so.
     ///
     /// One pass reads each candidate's statistics and scores what needs no
     /// other candidate (and, under Thompson sampling, draws its success
     /// probability, in registry order); a second completes the scores
     /// against the slowest candidate; the candidates are then ranked in
     /// place by an index sort, so no candidate is moved more than once.
-    pub fn plan(
+    pub fn plan_for(
         &self,
         task_type: &TaskType,
+        input: Option<Modality>,
         registry: &Registry,
         now: Instant,
     ) -> Result<Plan, Error> {
@@ -268,6 +289,7 @@ impl Selector {
         // Room for the usual handful of candidates, not for every model.
         let mut candidates: Vec<Candidate> = Vec::with_capacity(registry.models().len().min(16));
         let mut down = Vec::new();
+        let mut excluded = Vec::new();
         let mut rng = None;
         let mut slowest = Duration::ZERO;
         for model in registry.models() {
@@ -275,6 +297,15 @@ impl Selector {
             let Some(capability) = description.capability(task_type) else {
                 continue;
             };
+            if let Some(input) = input
+                && !capability.accepts(input)
+            {
+                excluded.push(Exclusion {
+                    model_id: model.id().clone(),
+                    reason: format!("accepts {}", capability.accepted()),
+                });
+                continue;
+            }
             let health = model.health();
             if health == Health::NotServing {
                 down.push(model.id().clone());
@@ -328,6 +359,12 @@ impl Selector {
                     task_type: task_type.clone(),
                     undescribed,
                 }
+            } else if let (Some(modality), false) = (input, excluded.is_empty()) {
+                Error::InputNotAccepted {
+                    task_type: task_type.clone(),
+                    modality,
+                    refused: excluded,
+                }
             } else {
                 Error::NoModelForTaskType {
                     task_type: task_type.clone(),
@@ -360,6 +397,7 @@ impl Selector {
             reason,
             estimated_latency,
             candidates,
+            excluded,
         })
     }
 

@@ -76,7 +76,7 @@ impl CompositeRun {
                     when: node.condition.as_ref().map(|c| c.source().to_owned()),
                     stage: node.stage,
                     routing: selector
-                        .plan(&node.spec.task.task_type, registry, now)
+                        .plan_for(&node.spec.task.task_type, self.step_input(i), registry, now)
                         .ok()
                         .map(|plan| plan.routing()),
                     critical: critical.contains(&i),

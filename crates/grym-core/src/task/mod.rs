@@ -23,7 +23,7 @@ pub use self::composite::{CompositeSpec, FailurePolicy, RecipeUse, StepSpec, Ste
 pub use self::result::{
     Attempt, AttemptOutcome, Metrics, StepResult, TaskError, TaskEvent, TaskResult, TaskStatus,
 };
-pub use self::routing::{CandidateScore, Policy, Reason, Routing, ScoreBreakdown};
+pub use self::routing::{CandidateScore, Exclusion, Policy, Reason, Routing, ScoreBreakdown};
 
 /// Encoded audio.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -111,6 +111,24 @@ pub struct Routing {
     pub fallbacks_taken: Vec<ModelId>,
     /// For a composite, what it is, in place of a choice among candidates.
     pub summary: Option<String>,
+    /// Models that serve the task type but were left out, and why.
+    #[serde(default)]
+    pub excluded: Vec<Exclusion>,
+}
+
+/// A model that serves the task type but was left out of the candidates.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Exclusion {
+    /// The model.
+    pub model_id: ModelId,
+    /// Why, as a phrase after its name: `accepts audio input only`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.model_id, self.reason)
+    }
 }
 
 impl Routing {
@@ -135,6 +153,7 @@ impl Routing {
             candidates: Vec::new(),
             fallbacks_taken: Vec::new(),
             summary: Some(summary),
+            excluded: Vec::new(),
         }
     }
 
@@ -149,7 +168,7 @@ impl Routing {
         };
         let model = &first.model_id;
         let others = self.candidates.len() - 1;
-        match self.reason {
+        let chosen = match self.reason {
             Reason::Route => format!(
                 "`{task_type}` is routed to `{model}` while it is healthy; {others} fallback(s) follow"
             ),
@@ -164,6 +183,11 @@ impl Routing {
                 others + 1
             ),
             Reason::Composite | Reason::Recipe => format!("`{task_type}` runs as steps"),
+        };
+        if self.excluded.is_empty() {
+            return chosen;
         }
+        let excluded: Vec<String> = self.excluded.iter().map(ToString::to_string).collect();
+        format!("{chosen}; left out: {}", excluded.join(", "))
     }
 }

@@ -135,6 +135,7 @@ impl FakeModel {
                         confidence,
                         estimated_latency: Duration::from_millis(10),
                         max_concurrency: None,
+                        inputs: Vec::new(),
                     }],
                     source: CapabilitySource::Worker,
                 },
@@ -156,6 +157,14 @@ impl FakeModel {
     pub(crate) fn limit(self, limit: u32) -> Self {
         for capability in &mut self.state().description.capabilities {
             capability.max_concurrency = Some(limit);
+        }
+        self
+    }
+
+    /// Declares the inputs the model takes.
+    pub(crate) fn inputs(self, inputs: &[crate::Modality]) -> Self {
+        for capability in &mut self.state().description.capabilities {
+            capability.inputs = inputs.to_vec();
         }
         self
     }

@@ -383,17 +383,29 @@ fn routing_to_api(routing: &Routing) -> api::Routing {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        excluded: routing
+            .excluded
+            .iter()
+            .map(|excluded| api::ExcludedModel {
+                model_id: excluded.model_id.to_string(),
+                reason: excluded.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn modality_to_api(modality: Modality) -> api::Modality {
+    match modality {
+        Modality::Text => api::Modality::Text,
+        Modality::Audio => api::Modality::Audio,
+        Modality::Json => api::Modality::Json,
     }
 }
 
 /// What analysis recognised, as `PlanTask` shows it.
 fn analysis_to_api(requirements: Requirements) -> api::TaskAnalysis {
     api::TaskAnalysis {
-        modality: match requirements.modality {
-            Modality::Text => api::Modality::Text,
-            Modality::Audio => api::Modality::Audio,
-            Modality::Json => api::Modality::Json,
-        } as i32,
+        modality: modality_to_api(requirements.modality) as i32,
         mime_type: requirements.mime_type.unwrap_or_default(),
     }
 }
@@ -440,6 +452,11 @@ fn model_to_api(model: ModelView) -> api::Model {
                     estimated_latency: duration(c.estimated_latency),
                     max_concurrency: c.max_concurrency.unwrap_or(0),
                     stats: Some(stats_to_api(&view.stats)),
+                    inputs: c
+                        .inputs
+                        .iter()
+                        .map(|&m| modality_to_api(m) as i32)
+                        .collect(),
                 }
             })
             .collect(),

@@ -102,7 +102,7 @@ fn workers_and_capability_overrides_are_read() {
         id = "gama"
         endpoint = "http://127.0.0.1:7001"
         kind = "audio-language"
-        capabilities = [{ task_type = "audio_analysis", confidence = 0.95, estimated_latency = "800ms" }]
+        capabilities = [{ task_type = "audio_analysis", confidence = 0.95, estimated_latency = "800ms", inputs = ["audio"] }]
         [[workers]]
         id = "wav2vec2"
         endpoint = "http://127.0.0.1:7002"
@@ -121,6 +121,7 @@ fn workers_and_capability_overrides_are_read() {
         capabilities[0].estimated_latency,
         Duration::from_millis(800)
     );
+    assert_eq!(capabilities[0].inputs, [grym_core::Modality::Audio]);
     assert!(config.workers[1].kind.is_none());
     assert!(config.workers[1].capabilities.is_none());
 }
@@ -158,6 +159,18 @@ fn errors_name_the_key_at_fault() {
         err.contains("workers[0].capabilities[0].confidence"),
         "{err}"
     );
+
+    let err = from_toml(
+        r#"
+        [[workers]]
+        id = "gama"
+        endpoint = "http://127.0.0.1:7001"
+        capabilities = [{ task_type = "audio_analysis", confidence = 0.5, inputs = ["video"] }]
+        "#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("video") && err.contains("audio"), "{err}");
 }
 
 #[test]

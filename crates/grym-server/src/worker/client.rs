@@ -94,6 +94,9 @@ struct Outcomes {
     /// Bounds connecting, a TLS handshake and a TLS diagnosis.
     connect_timeout: Duration,
     reported: Reported,
+    /// Set once the worker was found to serve no `grpc.health.v1`: it is
+    /// then probed by Describe, which is logged once.
+    probed_by_describe: std::sync::atomic::AtomicBool,
 }
 
 /// The clients of one channel, and the TLS settings it was built with.
@@ -139,6 +142,7 @@ impl GrpcModelClient {
                 tls,
                 connect_timeout: settings.connect_timeout,
                 reported: Reported::default(),
+                probed_by_describe: std::sync::atomic::AtomicBool::new(false),
             }),
             host,
             port,
@@ -445,8 +449,12 @@ impl ModelClient for GrpcModelClient {
 
     /// Asks for the `grym.worker.v1.ModelWorker` service's health, and for
     /// the server's overall health when the worker does not name services.
+    /// A worker that serves no `grpc.health.v1` (UNIMPLEMENTED) is serving
+    /// when it answers Describe.
     fn check_health(&self) -> BoxFuture<'static, Health> {
-        let mut health = self.stubs().health.clone();
+        let stubs = self.stubs();
+        let mut health = stubs.health.clone();
+        let mut worker = stubs.worker.clone();
         let outcomes = Arc::clone(&self.outcomes);
         async move {
             for service in [wire::model_worker_server::SERVICE_NAME, ""] {
@@ -464,6 +472,26 @@ impl ModelClient for GrpcModelClient {
                     Err(status) if status.code() == tonic::Code::NotFound => {
                         outcomes.succeeded();
                         continue;
+                    }
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        outcomes.succeeded();
+                        if !outcomes
+                            .probed_by_describe
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            tracing::info!(
+                                model = %outcomes.model,
+                                endpoint = %outcomes.address,
+                                "the worker serves no grpc.health.v1; it is probed by Describe"
+                            );
+                        }
+                        return match worker.describe(wire::DescribeRequest {}).await {
+                            Ok(_) => Health::Serving,
+                            Err(status) => {
+                                outcomes.failed(&status).await;
+                                Health::NotServing
+                            }
+                        };
                     }
                     Err(status) => {
                         // Logs a TLS failure; the probe only hears "not serving".

@@ -2,8 +2,8 @@
 //! and into the core's types: the only place that touches its fields.
 
 use grym_core::{
-    Capability, CapabilitySource, Description, FailureKind, InferCall, ModelId, ModelKind, Output,
-    OutputChunk, TaskInput, TaskType, WorkerError,
+    Capability, CapabilitySource, Description, FailureKind, InferCall, Modality, ModelId,
+    ModelKind, Output, OutputChunk, TaskInput, TaskType, WorkerError,
 };
 use grym_proto::json::{json_ref_to_struct, json_to_struct, json_to_value, value_to_json};
 use grym_proto::worker::v1 as wire;
@@ -71,6 +71,7 @@ pub(crate) fn description_from_worker(
         .capabilities
         .into_iter()
         .map(|c| {
+            let inputs = inputs_from_worker(c.inputs());
             let capability = Capability {
                 task_type: TaskType::new(c.task_type).map_err(|error| {
                     malformed(format!("invalid capabilities.task_type: {error}"))
@@ -78,6 +79,7 @@ pub(crate) fn description_from_worker(
                 confidence: c.confidence,
                 estimated_latency: from_duration(c.estimated_latency),
                 max_concurrency: (c.max_concurrency > 0).then_some(c.max_concurrency),
+                inputs,
             };
             capability
                 .validate()
@@ -90,6 +92,21 @@ pub(crate) fn description_from_worker(
         capabilities,
         source: CapabilitySource::Worker,
     })
+}
+
+/// The inputs a capability declares; unknown or unset kinds are skipped,
+/// so a newer worker's kinds do not refuse it.
+fn inputs_from_worker(kinds: impl Iterator<Item = wire::InputKind>) -> Vec<Modality> {
+    let mut inputs: Vec<Modality> = kinds
+        .filter_map(|kind| match kind {
+            wire::InputKind::Text => Some(Modality::Text),
+            wire::InputKind::Audio => Some(Modality::Audio),
+            wire::InputKind::Json => Some(Modality::Json),
+            wire::InputKind::Unspecified => None,
+        })
+        .collect();
+    inputs.dedup();
+    inputs
 }
 
 fn malformed(error: impl std::fmt::Display) -> WorkerError {
@@ -257,6 +274,7 @@ mod tests {
                 confidence: 2.0,
                 estimated_latency: None,
                 max_concurrency: 0,
+                inputs: Vec::new(),
             }],
         })
         .unwrap_err();

@@ -45,8 +45,14 @@ impl AudioFeatures {
                 model_id: model_id.into(),
                 kind: KIND.to_owned(),
                 capabilities: vec![
-                    sdk::capability("audio_analysis", 0.6, latency, 0),
-                    sdk::capability("audio_features", 0.9, latency, 0),
+                    sdk::accepting(
+                        sdk::capability("audio_analysis", 0.6, latency, 0),
+                        &[pb::InputKind::Audio],
+                    ),
+                    sdk::accepting(
+                        sdk::capability("audio_features", 0.9, latency, 0),
+                        &[pb::InputKind::Audio],
+                    ),
                 ],
             },
         }

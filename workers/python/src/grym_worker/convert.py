@@ -103,4 +103,12 @@ def capability_to_pb(capability: Capability, model_limit: int) -> pb.Capability:
         confidence=capability.confidence,
         estimated_latency=latency,
         max_concurrency=max(0, limit),
+        inputs=[_INPUT_KINDS[kind] for kind in capability.inputs],
     )
+
+
+_INPUT_KINDS = {
+    "text": pb.INPUT_KIND_TEXT,
+    "audio": pb.INPUT_KIND_AUDIO,
+    "json": pb.INPUT_KIND_JSON,
+}

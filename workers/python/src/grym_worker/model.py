@@ -18,6 +18,10 @@ from typing import Any, AsyncIterator, ClassVar, Iterator, Union
 import grpc
 
 
+#: The kinds of input a capability may declare, as `Input.kind` names them.
+INPUT_KINDS = ("text", "audio", "json")
+
+
 @dataclass(frozen=True)
 class Capability:
     """A task type the model serves, and how well (`Capability` of the
@@ -31,10 +35,18 @@ class Capability:
     #: How many calls this worker takes at once; `None`: the model's own
     #: `max_concurrency`.
     max_concurrency: int | None = None
+    #: The kinds of input it takes for this type, among `"text"`, `"audio"`
+    #: and `"json"`; empty: any. grymd plans no other input onto it.
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"confidence {self.confidence} of `{self.task_type}` is outside [0, 1]")
+        unknown = [kind for kind in self.inputs if kind not in INPUT_KINDS]
+        if unknown:
+            raise ValueError(
+                f"inputs of `{self.task_type}` name {unknown}; each is one of {list(INPUT_KINDS)}"
+            )
         if self.estimated_latency < 0:
             raise ValueError(f"estimated_latency of `{self.task_type}` is negative")
 

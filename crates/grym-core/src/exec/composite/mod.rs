@@ -32,6 +32,7 @@ use crate::deadline::Deadline;
 use crate::error::FailureKind;
 use crate::ids::TaskId;
 use crate::plan::CompositeRun;
+use crate::plan::analysis::Modality;
 use crate::plan::graph::{Node, budget};
 use crate::schedule::Queued;
 use crate::task::{StepResult, Task, TaskEvent, TaskInput, TaskStatus};
@@ -211,21 +212,28 @@ impl Orchestrator {
             )),
             Ok(waiting) => {
                 let chosen = self
-                    .plan_and_wait(&task.task_type, None, key, deadline, |plan, _| {
-                        let first_plan = routing.is_none();
-                        routing = Some(plan.routing());
-                        if let Some(ending) = not_in_time(parent.deadline, plan) {
-                            return Some(ending);
-                        }
-                        if first_plan {
-                            parent.emit(|| TaskEvent::StepStarted {
-                                step: spec.id.clone(),
-                                routing: Box::new(plan.routing()),
-                                budget: share,
-                            });
-                        }
-                        None
-                    })
+                    .plan_and_wait(
+                        &task.task_type,
+                        Modality::of(&task.input),
+                        None,
+                        key,
+                        deadline,
+                        |plan, _| {
+                            let first_plan = routing.is_none();
+                            routing = Some(plan.routing());
+                            if let Some(ending) = not_in_time(parent.deadline, plan) {
+                                return Some(ending);
+                            }
+                            if first_plan {
+                                parent.emit(|| TaskEvent::StepStarted {
+                                    step: spec.id.clone(),
+                                    routing: Box::new(plan.routing()),
+                                    budget: share,
+                                });
+                            }
+                            None
+                        },
+                    )
                     .await;
                 drop(waiting);
                 chosen

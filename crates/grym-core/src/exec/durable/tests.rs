@@ -89,6 +89,7 @@ fn snapshot(task: &Task, status: TaskStatus) -> TaskResult {
             candidates: Vec::new(),
             fallbacks_taken: Vec::new(),
             summary: None,
+            excluded: Vec::new(),
         },
         queued_at: SystemTime::now(),
         started_at: (status != TaskStatus::Queued).then(SystemTime::now),

@@ -63,6 +63,73 @@ fn a_model_known_to_be_down_is_not_a_candidate() {
 }
 
 #[test]
+fn a_model_that_does_not_take_the_input_is_left_out_and_named() {
+    let registry = Registry::new([
+        FakeModel::serving("audio-features", "audio_analysis", 0.9)
+            .inputs(&[Modality::Audio])
+            .described_entry(),
+        FakeModel::serving("llm", "audio_analysis", 0.5).described_entry(),
+    ])
+    .unwrap();
+    let now = Instant::now();
+    let audio = scored()
+        .plan_for(
+            &task_type("audio_analysis"),
+            Some(Modality::Audio),
+            &registry,
+            now,
+        )
+        .unwrap();
+    assert_eq!(audio.candidates.len(), 2);
+    assert!(audio.excluded.is_empty());
+
+    let text = scored()
+        .plan_for(
+            &task_type("audio_analysis"),
+            Some(Modality::Text),
+            &registry,
+            now,
+        )
+        .unwrap();
+    let ids: Vec<&str> = text
+        .candidates
+        .iter()
+        .map(|c| c.model.id().as_str())
+        .collect();
+    assert_eq!(ids, ["llm"]);
+    let explanation = text.routing().explanation();
+    assert!(
+        explanation.ends_with("; left out: `audio-features` accepts audio input only"),
+        "{explanation}"
+    );
+    // Without a known input, nothing is left out.
+    assert_eq!(ranked(&scored(), "audio_analysis", &registry).len(), 2);
+}
+
+#[test]
+fn when_no_model_takes_the_input_the_error_names_its_modality() {
+    let registry = Registry::new([FakeModel::serving("audio-features", "audio_analysis", 0.9)
+        .inputs(&[Modality::Audio])
+        .described_entry()])
+    .unwrap();
+    let err = scored()
+        .plan_for(
+            &task_type("audio_analysis"),
+            Some(Modality::Text),
+            &registry,
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InputNotAccepted { .. }), "{err:?}");
+    assert_eq!(err.kind(), crate::error::ErrorKind::FailedPrecondition);
+    assert_eq!(
+        err.to_string(),
+        "no model that serves task type `audio_analysis` accepts text input \
+         (`audio-features` accepts audio input only)"
+    );
+}
+
+#[test]
 fn when_every_capable_model_is_down_the_plan_names_them() {
     let down = FakeModel::serving("whisper", "transcription", 0.95).described_entry();
     down.replicas()[0].set_health(Health::NotServing);

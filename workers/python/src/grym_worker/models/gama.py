@@ -108,8 +108,10 @@ class Gama(Model):
     model_id = "gama"
     kind = "audio-language"
     capabilities = (
-        Capability("audio_analysis", confidence=0.95, estimated_latency=0.8),
-        Capability("audio_question_answering", confidence=0.95, estimated_latency=0.8),
+        Capability("audio_analysis", confidence=0.95, estimated_latency=0.8, inputs=("audio",)),
+        Capability(
+            "audio_question_answering", confidence=0.95, estimated_latency=0.8, inputs=("audio",)
+        ),
     )
     max_concurrency = 1
 

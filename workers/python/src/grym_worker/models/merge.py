@@ -16,6 +16,8 @@ class AnalysisMerge(Model):
 
     model_id = "merge"
     kind = "analysis-merge"
+    # It reads the steps' outputs from its context, never its input (in the
+    # fan-out recipe, the task's audio): it takes any.
     capabilities = (Capability("analysis_merge", confidence=0.9, estimated_latency=0.002),)
     max_concurrency = 8
 

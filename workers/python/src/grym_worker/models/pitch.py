@@ -46,7 +46,7 @@ class BasicPitch(Model):
 
     model_id = "pitch"
     kind = "music-transcription"
-    capabilities = (Capability("music_transcription", confidence=0.85, estimated_latency=0.15),)
+    capabilities = (Capability("music_transcription", confidence=0.85, estimated_latency=0.15, inputs=("audio",)),)
     max_concurrency = 2
 
     def __init__(self, model_path: str | None = None) -> None:

@@ -30,7 +30,7 @@ class SileroVad(Model):
 
     model_id = "vad"
     kind = "voice-activity"
-    capabilities = (Capability("voice_activity", confidence=0.9, estimated_latency=0.05),)
+    capabilities = (Capability("voice_activity", confidence=0.9, estimated_latency=0.05, inputs=("audio",)),)
     max_concurrency = 2
 
     def __init__(self, model_path: str | None = None) -> None:

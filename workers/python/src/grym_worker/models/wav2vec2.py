@@ -64,7 +64,7 @@ class Wav2Vec2(Model):
 
     model_id = "wav2vec2"
     kind = "speech-recognition"
-    capabilities = (Capability("transcription", confidence=0.8, estimated_latency=0.3),)
+    capabilities = (Capability("transcription", confidence=0.8, estimated_latency=0.3, inputs=("audio",)),)
     max_concurrency = 1
 
     def __init__(self, checkpoint: str | None = None) -> None:

@@ -591,7 +591,7 @@ class StepResult(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., model_id: _Optional[str] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempts: _Optional[int] = ..., routing: _Optional[_Union[Routing, _Mapping]] = ..., budget: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Routing(_message.Message):
-    __slots__ = ("policy", "reason", "explanation", "chosen_model_id", "estimated_latency", "candidates", "fallbacks_taken")
+    __slots__ = ("policy", "reason", "explanation", "chosen_model_id", "estimated_latency", "candidates", "fallbacks_taken", "excluded")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
@@ -599,6 +599,7 @@ class Routing(_message.Message):
     ESTIMATED_LATENCY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_TAKEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     policy: SelectionPolicy
     reason: RoutingReason
     explanation: str
@@ -606,7 +607,16 @@ class Routing(_message.Message):
     estimated_latency: _duration_pb2.Duration
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
     fallbacks_taken: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, policy: _Optional[_Union[SelectionPolicy, str]] = ..., reason: _Optional[_Union[RoutingReason, str]] = ..., explanation: _Optional[str] = ..., chosen_model_id: _Optional[str] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., fallbacks_taken: _Optional[_Iterable[str]] = ...) -> None: ...
+    excluded: _containers.RepeatedCompositeFieldContainer[ExcludedModel]
+    def __init__(self, policy: _Optional[_Union[SelectionPolicy, str]] = ..., reason: _Optional[_Union[RoutingReason, str]] = ..., explanation: _Optional[str] = ..., chosen_model_id: _Optional[str] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., fallbacks_taken: _Optional[_Iterable[str]] = ..., excluded: _Optional[_Iterable[_Union[ExcludedModel, _Mapping]]] = ...) -> None: ...
+
+class ExcludedModel(_message.Message):
+    __slots__ = ("model_id", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
     __slots__ = ("model_id", "health", "in_flight", "confidence", "success_rate", "error_rate", "samples", "expected_latency", "normalized_latency", "performance", "performance_weight", "score", "sample")
@@ -713,18 +723,20 @@ class Replica(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., health: _Optional[_Union[ModelHealth, str]] = ..., in_flight: _Optional[int] = ..., ejected: _Optional[bool] = ...) -> None: ...
 
 class Capability(_message.Message):
-    __slots__ = ("task_type", "confidence", "estimated_latency", "max_concurrency", "stats")
+    __slots__ = ("task_type", "confidence", "estimated_latency", "max_concurrency", "stats", "inputs")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_LATENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     confidence: float
     estimated_latency: _duration_pb2.Duration
     max_concurrency: int
     stats: PerformanceStats
-    def __init__(self, task_type: _Optional[str] = ..., confidence: _Optional[float] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., stats: _Optional[_Union[PerformanceStats, _Mapping]] = ...) -> None: ...
+    inputs: _containers.RepeatedScalarFieldContainer[Modality]
+    def __init__(self, task_type: _Optional[str] = ..., confidence: _Optional[float] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., stats: _Optional[_Union[PerformanceStats, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Modality, str]]] = ...) -> None: ...
 
 class PerformanceStats(_message.Message):
     __slots__ = ("attempts", "successes", "failures", "timeouts", "success_rate", "error_rate", "mean_latency", "p50_latency", "p95_latency", "p99_latency")

@@ -26,35 +26,37 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgrym/worker/v1/worker.proto\x12\x0egrym.worker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"d\n\x10\x44\x65scribeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1a.grym.worker.v1.Capability\"\x82\x01\n\nCapability\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x34\n\x11\x65stimated_latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\"\xd0\x01\n\x0cInferRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12$\n\x05input\x18\x03 \x01(\x0b\x32\x15.grym.worker.v1.Input\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x0e\n\x06tenant\x18\x07 \x01(\t\"o\n\x05Input\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.grym.worker.v1.AudioH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x42\x06\n\x04kind\"(\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"C\n\x12InferStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.grym.worker.v1.InferRequest\"v\n\x13InferStreamResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.grym.worker.v1.OutputChunkH\x00\x12(\n\x06output\x18\x02 \x01(\x0b\x32\x16.grym.worker.v1.OutputH\x00\x42\x07\n\x05\x65vent\"O\n\x0bOutputChunk\x12\x11\n\x04text\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x07\n\x05_text\"7\n\rInferResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.grym.worker.v1.Output\"p\n\x06Output\x12\x11\n\x04text\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x61ta_mime_type\x18\x04 \x01(\tB\x07\n\x05_text2\xfc\x01\n\x0bModelWorker\x12M\n\x08\x44\x65scribe\x12\x1f.grym.worker.v1.DescribeRequest\x1a .grym.worker.v1.DescribeResponse\x12\x44\n\x05Infer\x12\x1c.grym.worker.v1.InferRequest\x1a\x1d.grym.worker.v1.InferResponse\x12X\n\x0bInferStream\x12\".grym.worker.v1.InferStreamRequest\x1a#.grym.worker.v1.InferStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgrym/worker/v1/worker.proto\x12\x0egrym.worker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"d\n\x10\x44\x65scribeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1a.grym.worker.v1.Capability\"\xad\x01\n\nCapability\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x34\n\x11\x65stimated_latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12)\n\x06inputs\x18\x05 \x03(\x0e\x32\x19.grym.worker.v1.InputKind\"\xd0\x01\n\x0cInferRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12$\n\x05input\x18\x03 \x01(\x0b\x32\x15.grym.worker.v1.Input\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x0e\n\x06tenant\x18\x07 \x01(\t\"o\n\x05Input\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.grym.worker.v1.AudioH\x00\x12&\n\x04json\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x42\x06\n\x04kind\"(\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"C\n\x12InferStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.grym.worker.v1.InferRequest\"v\n\x13InferStreamResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.grym.worker.v1.OutputChunkH\x00\x12(\n\x06output\x18\x02 \x01(\x0b\x32\x16.grym.worker.v1.OutputH\x00\x42\x07\n\x05\x65vent\"O\n\x0bOutputChunk\x12\x11\n\x04text\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x07\n\x05_text\"7\n\rInferResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.grym.worker.v1.Output\"p\n\x06Output\x12\x11\n\x04text\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x61ta_mime_type\x18\x04 \x01(\tB\x07\n\x05_text*g\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fINPUT_KIND_TEXT\x10\x01\x12\x14\n\x10INPUT_KIND_AUDIO\x10\x02\x12\x13\n\x0fINPUT_KIND_JSON\x10\x03\x32\xfc\x01\n\x0bModelWorker\x12M\n\x08\x44\x65scribe\x12\x1f.grym.worker.v1.DescribeRequest\x1a .grym.worker.v1.DescribeResponse\x12\x44\n\x05Infer\x12\x1c.grym.worker.v1.InferRequest\x1a\x1d.grym.worker.v1.InferResponse\x12X\n\x0bInferStream\x12\".grym.worker.v1.InferStreamRequest\x1a#.grym.worker.v1.InferStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grym.worker.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INPUTKIND']._serialized_start=1213
+  _globals['_INPUTKIND']._serialized_end=1316
   _globals['_DESCRIBEREQUEST']._serialized_start=109
   _globals['_DESCRIBEREQUEST']._serialized_end=126
   _globals['_DESCRIBERESPONSE']._serialized_start=128
   _globals['_DESCRIBERESPONSE']._serialized_end=228
   _globals['_CAPABILITY']._serialized_start=231
-  _globals['_CAPABILITY']._serialized_end=361
-  _globals['_INFERREQUEST']._serialized_start=364
-  _globals['_INFERREQUEST']._serialized_end=572
-  _globals['_INPUT']._serialized_start=574
-  _globals['_INPUT']._serialized_end=685
-  _globals['_AUDIO']._serialized_start=687
-  _globals['_AUDIO']._serialized_end=727
-  _globals['_INFERSTREAMREQUEST']._serialized_start=729
-  _globals['_INFERSTREAMREQUEST']._serialized_end=796
-  _globals['_INFERSTREAMRESPONSE']._serialized_start=798
-  _globals['_INFERSTREAMRESPONSE']._serialized_end=916
-  _globals['_OUTPUTCHUNK']._serialized_start=918
-  _globals['_OUTPUTCHUNK']._serialized_end=997
-  _globals['_INFERRESPONSE']._serialized_start=999
-  _globals['_INFERRESPONSE']._serialized_end=1054
-  _globals['_OUTPUT']._serialized_start=1056
-  _globals['_OUTPUT']._serialized_end=1168
-  _globals['_MODELWORKER']._serialized_start=1171
-  _globals['_MODELWORKER']._serialized_end=1423
+  _globals['_CAPABILITY']._serialized_end=404
+  _globals['_INFERREQUEST']._serialized_start=407
+  _globals['_INFERREQUEST']._serialized_end=615
+  _globals['_INPUT']._serialized_start=617
+  _globals['_INPUT']._serialized_end=728
+  _globals['_AUDIO']._serialized_start=730
+  _globals['_AUDIO']._serialized_end=770
+  _globals['_INFERSTREAMREQUEST']._serialized_start=772
+  _globals['_INFERSTREAMREQUEST']._serialized_end=839
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=841
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=959
+  _globals['_OUTPUTCHUNK']._serialized_start=961
+  _globals['_OUTPUTCHUNK']._serialized_end=1040
+  _globals['_INFERRESPONSE']._serialized_start=1042
+  _globals['_INFERRESPONSE']._serialized_end=1097
+  _globals['_OUTPUT']._serialized_start=1099
+  _globals['_OUTPUT']._serialized_end=1211
+  _globals['_MODELWORKER']._serialized_start=1319
+  _globals['_MODELWORKER']._serialized_end=1571
 # @@protoc_insertion_point(module_scope)

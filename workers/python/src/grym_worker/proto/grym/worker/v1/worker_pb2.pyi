@@ -3,12 +3,24 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class InputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPUT_KIND_UNSPECIFIED: _ClassVar[InputKind]
+    INPUT_KIND_TEXT: _ClassVar[InputKind]
+    INPUT_KIND_AUDIO: _ClassVar[InputKind]
+    INPUT_KIND_JSON: _ClassVar[InputKind]
+INPUT_KIND_UNSPECIFIED: InputKind
+INPUT_KIND_TEXT: InputKind
+INPUT_KIND_AUDIO: InputKind
+INPUT_KIND_JSON: InputKind
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
@@ -25,16 +37,18 @@ class DescribeResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ...) -> None: ...
 
 class Capability(_message.Message):
-    __slots__ = ("task_type", "confidence", "estimated_latency", "max_concurrency")
+    __slots__ = ("task_type", "confidence", "estimated_latency", "max_concurrency", "inputs")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_LATENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     confidence: float
     estimated_latency: _duration_pb2.Duration
     max_concurrency: int
-    def __init__(self, task_type: _Optional[str] = ..., confidence: _Optional[float] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+    inputs: _containers.RepeatedScalarFieldContainer[InputKind]
+    def __init__(self, task_type: _Optional[str] = ..., confidence: _Optional[float] = ..., estimated_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrency: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[InputKind, str]]] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("task_id", "task_type", "input", "parameters", "context", "attempt", "tenant")
