@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use grym_proto::orchestrator::v1 as api;
 use grym_proto::orchestrator::v1::orchestrator_client::OrchestratorClient;
+use grym_proto::status::code_name;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -248,30 +249,6 @@ fn failed(result: Option<&api::TaskResult>) -> bool {
             api::TaskStatus::Succeeded | api::TaskStatus::Queued | api::TaskStatus::Running
         )
     })
-}
-
-/// The gRPC name of a code, as grym's errors spell it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Either branch of a tool's work is its answer.

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod json;
+pub mod status;
 
 /// `grym.orchestrator.v1`: the API agents call.
 pub mod orchestrator {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use grym_proto::orchestrator::v1 as api;
+use grym_proto::status::code_name;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -134,23 +135,11 @@ impl Caller {
                     },
                 },
                 Err(status) => Answer::Status {
-                    code: code_name(status.code()),
+                    code: code_name(status.code()).to_owned(),
                 },
             }
         }
     }
-}
-
-/// A gRPC code as the protocol names it: `DEADLINE_EXCEEDED`.
-pub(crate) fn code_name(code: tonic::Code) -> String {
-    let mut name = String::new();
-    for (i, letter) in format!("{code:?}").chars().enumerate() {
-        if letter.is_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(letter.to_ascii_uppercase());
-    }
-    name
 }
 
 /// Calls grymd at `rate` per second for `duration`, each call with
@@ -191,20 +180,6 @@ pub(crate) async fn open_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_are_named_as_the_protocol_names_them() {
-        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
-        assert_eq!(
-            code_name(tonic::Code::DeadlineExceeded),
-            "DEADLINE_EXCEEDED"
-        );
-        assert_eq!(code_name(tonic::Code::Ok), "OK");
-        assert_eq!(
-            code_name(tonic::Code::ResourceExhausted),
-            "RESOURCE_EXHAUSTED"
-        );
-    }
 
     fn attempt(model: &str) -> api::Attempt {
         api::Attempt {

@@ -6,12 +6,11 @@ use grym_core::{
     ModelKind, Output, OutputChunk, TaskInput, TaskType, WorkerError,
 };
 use grym_proto::json::{json_ref_to_struct, json_to_struct, json_to_value, value_to_json};
+use grym_proto::status::code_name;
 use grym_proto::worker::v1 as wire;
 use tonic::{Code, Status};
 
 use crate::layers::framing::bounded;
-
-use crate::api::status::code_name;
 
 fn from_duration(d: Option<prost_types::Duration>) -> std::time::Duration {
     d.and_then(|d| std::time::Duration::try_from(d).ok())
