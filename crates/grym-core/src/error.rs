@@ -116,9 +116,10 @@ pub enum Error {
         /// The task type asked for.
         task_type: TaskType,
         /// The task's input.
-        modality: crate::plan::analysis::Modality,
-        /// The models that serve the type, and what they accept.
-        refused: Vec<crate::task::Exclusion>,
+        modality: crate::ids::Modality,
+        /// The models that serve the type, each with what it accepts:
+        /// `` `audio-features` accepts audio input only ``.
+        refused: Vec<String>,
     },
     /// A step of a composite cannot be planned.
     #[error("step `{step}`: {error}")]

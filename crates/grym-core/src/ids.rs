@@ -1,4 +1,4 @@
-//! The names of things: ids, task types, kinds, tenants and priorities.
+//! The names of things: ids, task types, kinds, tenants, priorities and input modalities.
 //!
 //! A leaf: this module imports nothing else of the crate, so every other
 //! module can name these types without forming a circle. A name that a
@@ -233,6 +233,36 @@ impl ModelKind {
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// What kind of payload a task carries, and what a model accepts: written
+/// `"text"`, `"audio"` or `"json"` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    /// Plain text.
+    Text,
+    /// Encoded audio.
+    Audio,
+    /// Structured JSON.
+    Json,
+}
+
+impl Modality {
+    /// Its name, as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Audio => "audio",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for Modality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -53,11 +53,11 @@ pub use exec::{
     TaskHandle,
 };
 pub use ids::{
-    ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
+    Modality, ModelId, ModelKind, NameError, Priority, SessionId, StepId, TaskId, TaskType, Tenant,
 };
 pub use limits::Limits;
 pub use model::{Capability, CapabilitySource, Description, Health};
-pub use plan::analysis::{Modality, Requirements};
+pub use plan::analysis::Requirements;
 pub use plan::recipe::{FanOutSpec, RecipeSpec, Recipes};
 pub use plan::selection::{Route, SelectionSettings};
 pub use plan::view::{CompositePlan, StepPlan};

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::error::SettingError;
+use crate::ids::Modality;
 use crate::ids::{ModelKind, TaskType};
-use crate::plan::analysis::Modality;
 
 /// A task type a model serves, and how well: what a worker's Describe
 /// answers, or a `[[workers]] capabilities` entry that overrides it.

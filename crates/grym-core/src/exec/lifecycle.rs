@@ -21,7 +21,6 @@ use crate::error::FailureKind;
 use crate::history::LiveTask;
 use crate::ids::{TaskId, TaskType};
 use crate::plan::Planned;
-use crate::plan::analysis::Modality;
 use crate::plan::graph::Graph;
 use crate::schedule::Queued;
 use crate::task::{Task, TaskEvent, TaskResult, TaskStatus};
@@ -187,7 +186,7 @@ impl Orchestrator {
         let chosen = self
             .plan_and_wait(
                 &job.task.task_type,
-                Modality::of(&job.task.input),
+                job.task.input.modality(),
                 submitted_plan,
                 key,
                 job.deadline,

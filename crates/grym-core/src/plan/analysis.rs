@@ -11,47 +11,9 @@ use serde_json::Value;
 
 use crate::context::ContextManager;
 use crate::error::Error;
+use crate::ids::Modality;
 use crate::limits::Limits;
 use crate::task::{Task, TaskInput};
-
-/// What kind of payload a task carries, and what a model accepts: written
-/// `"text"`, `"audio"` or `"json"` in the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Modality {
-    /// Plain text.
-    Text,
-    /// Encoded audio.
-    Audio,
-    /// Structured JSON.
-    Json,
-}
-
-impl Modality {
-    /// The modality of `input`.
-    pub fn of(input: &TaskInput) -> Self {
-        match input {
-            TaskInput::Text(_) => Self::Text,
-            TaskInput::Audio(_) => Self::Audio,
-            TaskInput::Json(_) => Self::Json,
-        }
-    }
-
-    /// Its name, as the configuration writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Audio => "audio",
-            Self::Json => "json",
-        }
-    }
-}
-
-impl std::fmt::Display for Modality {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What analysis learnt of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]

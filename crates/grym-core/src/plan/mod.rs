@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::analysis::Modality;
 use self::graph::{Graph, budget};
 use self::recipe::Recipes;
 use self::selection::{Plan, Selector};
 use crate::error::Error;
+use crate::ids::Modality;
 use crate::ids::TaskType;
 use crate::limits::Limits;
 use crate::registry::Registry;
@@ -78,7 +78,7 @@ impl CompositeRun {
 /// What a step receives, when that is known before it runs.
 fn step_input(step: &StepTask, composite: Modality) -> Option<Modality> {
     match (&step.input, &step.input_from) {
-        (Some(input), _) => Some(Modality::of(input)),
+        (Some(input), _) => Some(input.modality()),
         (None, Some(_)) => None,
         (None, None) => Some(composite),
     }
@@ -144,7 +144,7 @@ impl Planner {
         registry: &Registry,
         now: Instant,
     ) -> Result<Planned, Error> {
-        let input = Modality::of(&task.input);
+        let input = task.input.modality();
         if let Some(spec) = task.composite.take() {
             let graph = Graph::build(*spec, &self.limits)?;
             let estimates = self.estimate_steps(&graph, input, registry, now)?;

@@ -43,9 +43,9 @@ use rand_distr::{Beta, Distribution};
 use tokio::time::Instant;
 
 use crate::error::{Error, SettingError};
+use crate::ids::Modality;
 use crate::ids::{ModelId, TaskType};
 use crate::model::Health;
-use crate::plan::analysis::Modality;
 use crate::plan::scoring::{ScoreInput, ScoringSettings, finish, measure};
 use crate::registry::{CallOutcome, ModelEntry, Registry, StatsSnapshot};
 use crate::task::{CandidateScore, Exclusion, Policy, Reason, Routing, ScoreBreakdown};
@@ -363,7 +363,7 @@ impl Selector {
                 Error::InputNotAccepted {
                     task_type: task_type.clone(),
                     modality,
-                    refused: excluded,
+                    refused: excluded.iter().map(ToString::to_string).collect(),
                 }
             } else {
                 Error::NoModelForTaskType {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::ids::{Priority, SessionId, TaskId, TaskType, Tenant};
+use crate::ids::{Modality, Priority, SessionId, TaskId, TaskType, Tenant};
 
 pub(crate) use self::composite::MAX_STEPS;
 pub use self::composite::{CompositeSpec, FailurePolicy, RecipeUse, StepSpec, StepTask, Strategy};
@@ -43,6 +43,17 @@ pub enum TaskInput {
     Audio(Audio),
     /// Any JSON value.
     Json(Value),
+}
+
+impl TaskInput {
+    /// What kind of payload it is.
+    pub fn modality(&self) -> Modality {
+        match self {
+            Self::Text(_) => Modality::Text,
+            Self::Audio(_) => Modality::Audio,
+            Self::Json(_) => Modality::Json,
+        }
+    }
 }
 
 /// A unit of work, validated.

@@ -32,7 +32,6 @@ use crate::deadline::Deadline;
 use crate::error::FailureKind;
 use crate::ids::TaskId;
 use crate::plan::CompositeRun;
-use crate::plan::analysis::Modality;
 use crate::plan::graph::{Node, budget};
 use crate::schedule::Queued;
 use crate::task::{StepResult, Task, TaskEvent, TaskInput, TaskStatus};
@@ -214,7 +213,7 @@ impl Orchestrator {
                 let chosen = self
                     .plan_and_wait(
                         &task.task_type,
-                        Modality::of(&task.input),
+                        task.input.modality(),
                         None,
                         key,
                         deadline,
