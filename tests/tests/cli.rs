@@ -198,21 +198,41 @@ async fn exit_codes_follow_the_task_status() {
         "20000",
     ])
     .await;
+    let broken = worker(&[
+        "sim",
+        "--model-id",
+        "broken",
+        "--capability",
+        "broken_task",
+        "--fail-rate",
+        "1",
+    ])
+    .await;
     let grymd = Grymd::start(&format!(
-        "[[workers]]\nid = \"slow\"\nendpoint = \"{}\"\n",
-        slow.endpoint()
+        "[[workers]]\nid = \"slow\"\nendpoint = \"{}\"\n\
+         [[workers]]\nid = \"broken\"\nendpoint = \"{}\"\n",
+        slow.endpoint(),
+        broken.endpoint()
     ))
     .await;
     let addr = grymd.address();
 
-    // The model refuses text: the task was accepted and FAILED.
+    // The model fails every call: the task was accepted and FAILED.
     let failed = grym(
         &addr,
-        &["-o", "json", "execute", "audio_analysis", "--text", "hi"],
+        &["-o", "json", "execute", "broken_task", "--text", "hi"],
     )
     .await;
     assert_eq!(code(&failed), 1, "{failed:?}");
     assert_eq!(json(&failed)["status"], "TASK_STATUS_FAILED");
+
+    // No model takes text for audio analysis: refused before it runs.
+    let refused = grym(&addr, &["execute", "audio_analysis", "--text", "hi"]).await;
+    assert_eq!(code(&refused), 6, "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("accepts text input"),
+        "{refused:?}"
+    );
 
     // Its deadline passes while the model works.
     let late = grym(
