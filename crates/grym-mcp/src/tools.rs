@@ -241,6 +241,15 @@ fn answer<M: Message>(message: &M, failed: bool) -> CallToolResult {
     }
 }
 
+/// An RPC's reply as the tool's answer: its response as structured JSON,
+/// or the status that refused it.
+fn reply<M: Message>(reply: Result<tonic::Response<M>, tonic::Status>) -> CallToolResult {
+    match reply {
+        Ok(response) => answer(&response.into_inner(), false),
+        Err(error) => status(error),
+    }
+}
+
 /// Whether a task's result is final and not a success.
 fn failed(result: Option<&api::TaskResult>) -> bool {
     result.is_some_and(|result| {
@@ -287,7 +296,7 @@ impl Tools {
 
     /// Accepts a task and returns its id.
     #[tool(
-        description = "Accepts a task (the same `task` as execute_task) and returns its id at once ({\"task_id\": ...}); the task runs on its own. Poll it with get_task, stop it with cancel_task. Giving `task.id` makes a retried submission safe (ALREADY_EXISTS while the first lives)."
+        description = "Accepts a task (the same `task` as execute_task) and returns its id at once ({\"task_id\": ...}); the task runs on its own. Poll it with get_task, stop it with cancel_task. Giving `task.id` makes a retried submission safe (ALREADY_EXISTS while the first runs or its result is kept; get_task answers how it went)."
     )]
     async fn submit_task(
         &self,
@@ -299,13 +308,7 @@ impl Tools {
                 let task = self.task(args)?;
                 let request =
                     self.request(api::SubmitTaskRequest { task: Some(task) }, &extensions);
-                let response = self
-                    .client
-                    .clone()
-                    .submit_task(request)
-                    .await
-                    .map_err(status)?;
-                Ok(answer(&response.into_inner(), false))
+                Ok(reply(self.client.clone().submit_task(request).await))
             }
             .await,
         )
@@ -326,10 +329,7 @@ impl Tools {
             },
             &extensions,
         );
-        either(match self.client.clone().get_task(request).await {
-            Ok(response) => Ok(answer(&response.into_inner(), false)),
-            Err(error) => Err(status(error)),
-        })
+        Ok(reply(self.client.clone().get_task(request).await))
     }
 
     /// Cancels a task.
@@ -347,10 +347,7 @@ impl Tools {
             },
             &extensions,
         );
-        either(match self.client.clone().cancel_task(request).await {
-            Ok(response) => Ok(answer(&response.into_inner(), false)),
-            Err(error) => Err(status(error)),
-        })
+        Ok(reply(self.client.clone().cancel_task(request).await))
     }
 
     /// Shows how a task would be routed.
@@ -366,13 +363,7 @@ impl Tools {
             async {
                 let task = self.task(args)?;
                 let request = self.request(api::PlanTaskRequest { task: Some(task) }, &extensions);
-                let response = self
-                    .client
-                    .clone()
-                    .plan_task(request)
-                    .await
-                    .map_err(status)?;
-                Ok(answer(&response.into_inner(), false))
+                Ok(reply(self.client.clone().plan_task(request).await))
             }
             .await,
         )
@@ -384,10 +375,7 @@ impl Tools {
     )]
     async fn list_models(&self, extensions: Extensions) -> Result<CallToolResult, ErrorData> {
         let request = self.request(api::ListModelsRequest {}, &extensions);
-        either(match self.client.clone().list_models(request).await {
-            Ok(response) => Ok(answer(&response.into_inner(), false)),
-            Err(error) => Err(status(error)),
-        })
+        Ok(reply(self.client.clone().list_models(request).await))
     }
 }
 

@@ -127,8 +127,9 @@ class OrchestratorServicer:
         """Accepts a task and returns its id at once; the task runs on its own.
         Refused like ExecuteTask, and with RESOURCE_EXHAUSTED (with
         `grpc-retry-pushback-ms`) when its model cannot take it in time, or
-        ALREADY_EXISTS when a live task of the caller's tenant has the same id
-        (so a client may retry a submission safely). Only the task's own `timeout`
+        ALREADY_EXISTS when a task of the caller's tenant has the same id, live
+        or ended with its result still kept (so a client may retry a submission
+        safely; GetTask answers how it went). Only the task's own `timeout`
         bounds it, not this call's deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
