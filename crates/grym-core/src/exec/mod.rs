@@ -23,6 +23,7 @@
 
 mod accept;
 mod attempt;
+mod call;
 mod composite;
 mod durable;
 mod handle;
