@@ -16,6 +16,7 @@ pub mod certs;
 pub mod load;
 pub mod otlp;
 pub mod postgres;
+pub mod prometheus;
 pub mod python;
 
 use std::collections::HashMap;

@@ -1,16 +1,27 @@
-//! An OTLP/gRPC receiver for end-to-end tests: the official OpenTelemetry
-//! protocol definitions (the `opentelemetry-proto` crate's tonic services),
-//! served in-process on a free loopback port, keeping every trace and metric
-//! export it receives so tests can look at what a process reported.
+//! An OTLP receiver for end-to-end tests: the official OpenTelemetry
+//! protocol definitions (the `opentelemetry-proto` crate's messages),
+//! served in-process on a free loopback port over gRPC ([`OtlpReceiver::start`])
+//! or over HTTP with protobuf bodies ([`OtlpReceiver::start_http`], POSTs
+//! to `/v1/traces` and `/v1/metrics` as the OTLP/HTTP specification has
+//! them), keeping every trace and metric export it receives so tests can
+//! look at what a process reported.
 //!
-//! Point a process at it with `OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint()`;
+//! Point a process at it with `OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint()`
+//! (and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` for the HTTP one);
 //! for prompt exports also set `OTEL_BSP_SCHEDULE_DELAY=100` (spans, in ms)
 //! and `OTEL_METRIC_EXPORT_INTERVAL=200` (metrics, in ms).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as HttpStatus, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use bytes::Bytes;
+use prost::Message;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -42,6 +53,8 @@ const POLL: Duration = Duration::from_millis(25);
 pub struct ReceivedSpan {
     /// The `service.name` of the resource that reported it.
     pub service_name: String,
+    /// Every attribute of that resource, as JSON values.
+    pub resource: BTreeMap<String, Value>,
     /// The instrumentation scope's name.
     pub scope: String,
     /// The span's name.
@@ -164,6 +177,10 @@ impl DataPoint {
 struct Store {
     traces: Mutex<Vec<ExportTraceServiceRequest>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    /// How many more HTTP requests are answered 503 before any is taken.
+    unavailable: AtomicU32,
+    /// How many HTTP requests were answered 503.
+    refused: AtomicU32,
 }
 
 #[derive(Clone)]
@@ -221,6 +238,45 @@ impl OtlpReceiver {
         }
     }
 
+    /// Starts an OTLP/HTTP one (`http/protobuf`) on a free loopback port.
+    pub async fn start_http() -> Self {
+        Self::start_http_unavailable_for(0).await
+    }
+
+    /// Starts an OTLP/HTTP one that answers its first `requests` exports
+    /// `503 Service Unavailable`, as a collector that is overloaded or
+    /// restarting does, and takes the ones after.
+    pub async fn start_http_unavailable_for(requests: u32) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let store = Arc::new(Store {
+            unavailable: AtomicU32::new(requests),
+            ..Store::default()
+        });
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(http_traces))
+            .route("/v1/metrics", axum::routing::post(http_metrics))
+            .with_state(Arc::clone(&store));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    stopped.await.ok();
+                })
+                .await
+        });
+        Self {
+            address,
+            store,
+            stop: Some(stop),
+        }
+    }
+
+    /// How many HTTP exports were answered 503.
+    pub fn refused(&self) -> u32 {
+        self.store.refused.load(Ordering::Relaxed)
+    }
+
     /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
@@ -242,6 +298,11 @@ impl OtlpReceiver {
         let mut spans = Vec::new();
         for resource_spans in traces.iter().flat_map(|r| &r.resource_spans) {
             let service_name = service_name(resource_spans.resource.as_ref());
+            let resource = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
             for scope_spans in &resource_spans.scope_spans {
                 let scope = scope_spans
                     .scope
@@ -251,6 +312,7 @@ impl OtlpReceiver {
                 for span in &scope_spans.spans {
                     spans.push(ReceivedSpan {
                         service_name: service_name.clone(),
+                        resource: resource.clone(),
                         scope: scope.clone(),
                         name: span.name.clone(),
                         trace_id: hex(&span.trace_id),
@@ -418,6 +480,72 @@ impl Drop for OtlpReceiver {
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
+    }
+}
+
+/// Decodes an OTLP/HTTP protobuf body, or says why it cannot.
+fn decode_http<M: Message + Default>(
+    store: &Store,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<M, (HttpStatus, String)> {
+    let remaining = store.unavailable.load(Ordering::Relaxed);
+    if remaining > 0 {
+        store.unavailable.store(remaining - 1, Ordering::Relaxed);
+        store.refused.fetch_add(1, Ordering::Relaxed);
+        return Err((HttpStatus::SERVICE_UNAVAILABLE, "restarting".to_owned()));
+    }
+    let protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value == "application/x-protobuf");
+    if !protobuf {
+        return Err((
+            HttpStatus::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/x-protobuf".to_owned(),
+        ));
+    }
+    M::decode(body.as_ref()).map_err(|error| {
+        (
+            HttpStatus::BAD_REQUEST,
+            format!("undecodable body: {error}"),
+        )
+    })
+}
+
+/// An OTLP/HTTP answer: the protobuf response message.
+fn protobuf_response(message: impl Message) -> HttpResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        message.encode_to_vec(),
+    )
+        .into_response()
+}
+
+async fn http_traces(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    match decode_http::<ExportTraceServiceRequest>(&store, &headers, &body) {
+        Ok(request) => {
+            store.traces.lock().unwrap().push(request);
+            protobuf_response(ExportTraceServiceResponse::default())
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn http_metrics(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    match decode_http::<ExportMetricsServiceRequest>(&store, &headers, &body) {
+        Ok(request) => {
+            store.metrics.lock().unwrap().push(request);
+            protobuf_response(ExportMetricsServiceResponse::default())
+        }
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -43,6 +43,12 @@ pub async fn python_worker(model: &str, args: &[&str]) -> Process {
 /// Starts `grym-py-worker MODEL ARGS...` on a free port and waits only until
 /// it listens (a model that cannot load listens, not serving).
 pub async fn python_worker_listening(model: &str, args: &[&str]) -> Process {
+    python_worker_with_env(model, args, &[]).await
+}
+
+/// [`python_worker_listening`], with these environment variables (the
+/// `OTEL_*` ones among them, say).
+pub async fn python_worker_with_env(model: &str, args: &[&str], env: &[(&str, String)]) -> Process {
     let mut argv = vec![
         "-m".to_owned(),
         "grym_worker.cli".to_owned(),
@@ -51,7 +57,7 @@ pub async fn python_worker_listening(model: &str, args: &[&str]) -> Process {
         "127.0.0.1:0".to_owned(),
     ];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    Process::start(&format!("grym-py-worker {model}"), python(), &argv, &[])
+    Process::start(&format!("grym-py-worker {model}"), python(), &argv, env)
         .await
         .unwrap_or_else(|error| panic!("{error:#}"))
 }

@@ -1,7 +1,8 @@
 //! The `grym` command line against a real grymd (its built-in audio worker,
 //! and a simulated slow model where a task must outlive a command): what it
 //! prints for people and for scripts, and the exit codes that follow a
-//! task's status.
+//! task's status; `grym health` against grymd and the Rust and Python
+//! workers, as container healthchecks run it.
 
 #![allow(
     clippy::unwrap_used,
@@ -377,4 +378,119 @@ async fn tokens_and_tls_reach_a_guarded_grymd() {
         6,
         "the public roots do not sign the test CA"
     );
+}
+
+/// `grym health ARGS...` against `addr`: its exit code and the one line it
+/// printed on standard error.
+async fn health(addr: &str, args: &[&str]) -> (i32, String) {
+    let output = grym(addr, &[&["health"], args].concat()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert!(!stderr.contains('\n'), "one line of reason: {stderr}");
+    (code(&output), stderr)
+}
+
+#[tokio::test]
+async fn health_answers_for_grymd_its_models_and_a_worker() {
+    let sim = worker(&["sim", "--model-id", "sim", "--capability", "sim_task"]).await;
+    // Declared, so grymd knows the model, but nothing listens there.
+    let gone = format!("http://127.0.0.1:{}", grym_e2e::free_port());
+    let grymd = Grymd::start(&format!(
+        "health_interval = \"100ms\"\n\
+         [[workers]]\nid = \"sim\"\nendpoint = \"{}\"\n\
+         [[workers]]\nid = \"gone\"\nendpoint = \"{gone}\"\nkind = \"sim\"\n\
+         capabilities = [{{ task_type = \"gone_task\", confidence = 0.9 }}]\n",
+        sim.endpoint()
+    ))
+    .await;
+    let addr = grymd.address();
+
+    // The whole server, and a model that serves: SERVING, exit 0.
+    let whole = grym(&addr, &["health"]).await;
+    assert_eq!(code(&whole), 0, "{whole:?}");
+    assert_eq!(stdout(&whole).trim(), "SERVING");
+    assert_eq!(health(&addr, &["--service", "grym.model/sim"]).await.0, 0);
+    let scripted = grym(
+        &addr,
+        &["-o", "json", "health", "--service", "grym.model/sim"],
+    )
+    .await;
+    assert_eq!(json(&scripted)["status"], "SERVING", "{scripted:?}");
+
+    // A model none of whose replicas answers: the server says so, exit 1.
+    let (code_gone, reason) = health(&addr, &["--service", "grym.model/gone"]).await;
+    assert_eq!(code_gone, 1, "{reason}");
+    assert!(
+        reason.contains("service `grym.model/gone` is NOT_SERVING")
+            || reason.contains("service `grym.model/gone` is UNKNOWN"),
+        "{reason}"
+    );
+    // A name the server does not report: exit 1, and it says which.
+    let (code_unknown, reason) = health(&addr, &["--service", "grym.model/nobody"]).await;
+    assert_eq!(code_unknown, 1, "{reason}");
+    assert!(
+        reason.contains("no health of service `grym.model/nobody`"),
+        "{reason}"
+    );
+
+    // A Rust worker, whole and by its service's name.
+    assert_eq!(health(&sim.endpoint(), &[]).await.0, 0);
+    let (code_worker, reason) = health(
+        &sim.endpoint(),
+        &["--service", "grym.worker.v1.ModelWorker"],
+    )
+    .await;
+    assert_eq!(code_worker, 0, "{reason}");
+}
+
+#[tokio::test]
+async fn health_fails_with_a_reason_when_no_answer_comes() {
+    // A worker that serves no grpc.health.v1.
+    let mute = worker(&[
+        "sim",
+        "--model-id",
+        "mute",
+        "--capability",
+        "x",
+        "--no-health",
+    ])
+    .await;
+    let (code_mute, reason) = health(&mute.endpoint(), &[]).await;
+    assert_eq!(code_mute, 6, "{reason}");
+    assert!(reason.contains("does not serve grpc.health.v1"), "{reason}");
+
+    // Nothing listens.
+    let nowhere = format!("http://127.0.0.1:{}", grym_e2e::free_port());
+    let (code_nowhere, reason) = health(&nowhere, &[]).await;
+    assert_eq!(code_nowhere, 6, "{reason}");
+    assert!(reason.contains("cannot reach the server at"), "{reason}");
+
+    // Something listens but never speaks HTTP/2: the timeout ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let (code_silent, reason) = health(&silent, &["--timeout", "500ms"]).await;
+    assert_eq!(code_silent, 6, "{reason}");
+    assert!(
+        reason.contains("did not answer its health check within 500ms"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn health_answers_for_a_python_worker() {
+    // The merge needs no model files, so it serves as soon as it listens.
+    let merge = grym_e2e::python::python_worker("merge", &[]).await;
+    let (code_merge, reason) = health(&merge.endpoint(), &[]).await;
+    assert_eq!(code_merge, 0, "{reason}");
+    let (code_named, reason) = health(
+        &merge.endpoint(),
+        &["--service", "grym.worker.v1.ModelWorker"],
+    )
+    .await;
+    assert_eq!(code_named, 0, "{reason}");
 }

@@ -137,9 +137,9 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
     let task: Vec<_> = task.into_iter().filter(|s| s.name == "task").collect();
     assert_eq!(task.len(), 1, "{traced:#?}");
     let task = task[0];
-    assert_eq!(task.attribute("task.type"), "audio_analysis");
-    assert_eq!(task.attribute("task.status"), "succeeded");
-    assert_eq!(task.attribute("task.fallback"), true);
+    assert_eq!(task.attribute("grym.task.type"), "audio_analysis");
+    assert_eq!(task.attribute("grym.task.status"), "succeeded");
+    assert_eq!(task.attribute("grym.task.fallback"), true);
     assert_eq!(task.attribute("grym.model"), "wav2vec2");
     let steps: Vec<&str> = child_of(&traced, task)
         .iter()
@@ -152,8 +152,8 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
         );
     }
     let plan = named(&spans, "plan")[0];
-    assert_eq!(plan.attribute("plan.model"), "gama");
-    assert_eq!(plan.attribute("plan.reason"), "Route");
+    assert_eq!(plan.attribute("grym.plan.model"), "gama");
+    assert_eq!(plan.attribute("grym.plan.reason"), "Route");
 
     // Two attempts: gama failed, wav2vec2 answered; each made one client
     // call that the worker continued.
@@ -167,8 +167,14 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
         (attempts[1], "wav2vec2", "success"),
     ] {
         assert_eq!(attempt.attribute("gen_ai.request.model"), model);
+        assert_eq!(
+            attempt.attribute("gen_ai.operation.name"),
+            "generate_content"
+        );
+        assert_eq!(attempt.attribute("gen_ai.provider.name"), "grym");
+        assert_eq!(attempt.attribute("grym.model"), model);
         assert_eq!(attempt.attribute("grym.task.type"), "audio_analysis");
-        assert_eq!(attempt.attribute("attempt.outcome"), outcome);
+        assert_eq!(attempt.attribute("grym.attempt.outcome"), outcome);
         let children = child_of(&traced, attempt);
         let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
         assert!(names.contains(&"prepare context"), "{names:?}");
@@ -180,6 +186,11 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
         assert_eq!(client.service_name, "grymd");
         assert_eq!(client.attribute("rpc.system"), "grpc");
         assert_eq!(client.attribute("server.address"), "127.0.0.1");
+        assert!(client.attribute("server.port").is_i64(), "{client:?}");
+        assert!(
+            client.attribute("rpc.grpc.status_code").is_i64(),
+            "{client:?}"
+        );
         assert_eq!(
             client.status == StatusCode::Error,
             model == "gama",

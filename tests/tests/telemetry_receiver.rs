@@ -122,6 +122,17 @@ async fn spans_and_metrics_reach_an_otlp_receiver_with_attributes_and_parent_lin
     // Seconds get buckets for seconds, without the instrument asking.
     assert_eq!(bounds, DURATION_BUCKETS_SECONDS);
 
+    // The server layer measured the call, by the RPC conventions' names.
+    let calls = receiver
+        .wait_for_metric("rpc.server.call.duration", WAIT)
+        .await;
+    let call = calls.last().unwrap();
+    assert_eq!(call.unit, "s");
+    assert_eq!(call.kind, MetricKind::Histogram);
+    assert_eq!(call.attribute("rpc.system"), "grpc");
+    assert_eq!(call.attribute("rpc.method"), "ServerReflectionInfo");
+    assert_eq!(call.attribute("rpc.grpc.status_code"), 0);
+
     // Shutting down flushes the spans still in the batch.
     guard.shutdown().await.unwrap();
     let server_span = receiver.wait_for_span(REFLECTION_CALL, WAIT).await;
@@ -153,6 +164,15 @@ async fn spans_and_metrics_reach_an_otlp_receiver_with_attributes_and_parent_lin
     );
     assert_eq!(server_span.attribute("rpc.method"), "ServerReflectionInfo");
     assert_eq!(server_span.attribute("rpc.grpc.status_code"), 0);
+    assert_eq!(server_span.attribute("client.address"), "127.0.0.1");
+    assert!(server_span.attribute("client.port").is_i64());
+    assert_eq!(
+        server_span
+            .resource
+            .get("service.version")
+            .and_then(|v| v.as_str()),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     assert_ne!(server_span.status, StatusCode::Error);
     assert!(server_span.duration() <= agent.duration());
 

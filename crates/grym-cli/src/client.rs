@@ -1,5 +1,5 @@
-//! The connection to grymd: address, TLS and the caller's credentials, as
-//! every subcommand takes them.
+//! The connection to grymd (or, for `grym health`, any grym server):
+//! address, TLS and the caller's credentials, as every subcommand takes them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,11 +93,17 @@ impl Connection {
 
     /// A channel to grymd, connected now.
     pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
+        self.connect("grymd").await
+    }
+
+    /// A channel to the server at `--addr`, connected now; `what` names it
+    /// in the error.
+    pub(crate) async fn connect(&self, what: &str) -> anyhow::Result<Channel> {
         let endpoint = self.endpoint()?;
         endpoint
             .connect()
             .await
-            .with_context(|| format!("cannot reach grymd at {}", endpoint.uri()))
+            .with_context(|| format!("cannot reach {what} at {}", endpoint.uri()))
     }
 
     /// A channel to grymd that connects on first use (and again after a
@@ -115,6 +121,13 @@ impl Connection {
             inner,
             credentials: self.credentials(),
         })
+    }
+
+    /// `message` as a request carrying the credentials, for a service
+    /// other than the Orchestrator (the health check, say: a grymd that
+    /// requires tokens requires them there too).
+    pub(crate) fn request<M>(&self, message: M) -> tonic::Request<M> {
+        with_credentials(&self.credentials(), message)
     }
 
     /// The credentials calls carry.
@@ -139,18 +152,23 @@ pub(crate) struct Client {
 impl Client {
     /// `message` as a request carrying the credentials.
     pub(crate) fn request<M>(&self, message: M) -> tonic::Request<M> {
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        if let Some(token) = &self.credentials.token
-            && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
-        {
-            metadata.insert("authorization", value);
-        }
-        if let Some(tenant) = &self.credentials.tenant
-            && let Ok(value) = MetadataValue::try_from(tenant.as_str())
-        {
-            metadata.insert("grym-tenant", value);
-        }
-        request
+        with_credentials(&self.credentials, message)
     }
+}
+
+/// `message` as a request carrying `credentials`.
+fn with_credentials<M>(credentials: &grym_mcp::Credentials, message: M) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    if let Some(token) = &credentials.token
+        && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+    {
+        metadata.insert("authorization", value);
+    }
+    if let Some(tenant) = &credentials.tenant
+        && let Ok(value) = MetadataValue::try_from(tenant.as_str())
+    {
+        metadata.insert("grym-tenant", value);
+    }
+    request
 }

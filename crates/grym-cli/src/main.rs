@@ -3,15 +3,18 @@
 //! `grym execute TYPE --text ... | --audio FILE | --json FILE` runs a task
 //! and prints its result; `submit`, `get`, `cancel`, `stream`, `plan`,
 //! `models`, `bottlenecks` and `session put|get|delete` call the RPCs of the
-//! same names; `grym mcp` serves the MCP tools over stdio. `--output json`
-//! prints the contract's JSON for scripts.
+//! same names; `grym mcp` serves the MCP tools over stdio; `grym health`
+//! asks any grym server's `grpc.health.v1` (what container healthchecks
+//! run). `--output json` prints the contract's JSON for scripts.
 //!
 //! Exit codes follow the task's status where a command returns one:
 //! 0 succeeded (or still queued or running), 1 failed or skipped,
 //! 3 deadline exceeded, 4 cancelled, 5 a dependency failed; 2 is a usage or
-//! input error, and 6 a call grymd refused or could not be made.
+//! input error, and 6 a call grymd refused or could not be made. `grym
+//! health` exits 0 for `SERVING`, 1 for any other answer, 6 for none.
 
 mod client;
+mod health;
 mod output;
 mod stream;
 mod task;
@@ -77,6 +80,9 @@ enum Command {
     /// Serves the MCP tools (execute, submit, get, cancel, plan, list models)
     /// over stdio, calling the grymd of `--addr`.
     Mcp,
+    /// Checks the `grpc.health.v1` of the server at `--addr` (grymd or a
+    /// worker): exits 0 when it is SERVING, else prints why and fails.
+    Health(health::HealthArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,9 +125,9 @@ mod exit {
 }
 
 /// A failure and the exit code it ends with.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
 }
 
 impl From<anyhow::Error> for Failure {
@@ -134,7 +140,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// A call grymd refused, or could not be made.
-fn refused(error: impl Into<anyhow::Error>) -> Failure {
+pub(crate) fn refused(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
         code: exit::REFUSED,
         error: error.into(),
@@ -175,7 +181,7 @@ async fn main() -> ExitCode {
 }
 
 /// Prints `text` (already ending in a newline where it should).
-fn print(text: &str) -> Result<(), Failure> {
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -206,8 +212,10 @@ fn show_result(format: Format, result: Option<api::TaskResult>) -> Result<u8, Fa
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let format = cli.output;
     let connection = cli.connection;
-    if let Command::Mcp = cli.command {
-        return mcp(&connection).await;
+    match cli.command {
+        Command::Mcp => return mcp(&connection).await,
+        Command::Health(args) => return health::check(&connection, format, args).await,
+        _ => {}
     }
     // Checked before connecting, so a bad flag or file is a usage error.
     let task = match &cli.command {
@@ -287,7 +295,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Session(command) => session(&mut client, format, command).await,
-        Command::Mcp => Ok(0),
+        Command::Mcp | Command::Health(_) => Ok(0),
     }
 }
 
@@ -363,7 +371,7 @@ async fn session(
 }
 
 /// A refused call, its code name first as grym's errors spell it.
-fn status(status: tonic::Status) -> Failure {
+pub(crate) fn status(status: tonic::Status) -> Failure {
     refused(anyhow::anyhow!("{:?}: {}", status.code(), status.message()))
 }
 

@@ -62,8 +62,8 @@ pub use plan::recipe::{FanOutSpec, RecipeSpec, Recipes};
 pub use plan::selection::{Route, SelectionSettings};
 pub use plan::view::{CompositePlan, StepPlan};
 pub use registry::{
-    BudgetUse, CallOutcome, Chosen, EjectionSettings, ModelEntry, Registry, Replica, RetrySettings,
-    StatsSnapshot, probe,
+    BudgetUse, CallOutcome, Chosen, EjectionSettings, ModelEntry, Registry, Replica,
+    ReplicaChanges, Replicas, RetrySettings, StatsSnapshot, probe,
 };
 pub use schedule::SchedulerSettings;
 pub use store::{

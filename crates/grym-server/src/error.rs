@@ -48,6 +48,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics listener could not bind its address.
+    #[error("cannot listen for metrics on {address} (`{key}`)")]
+    MetricsListen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// What asked for it: `metrics.listen` or the
+        /// `OTEL_EXPORTER_PROMETHEUS_*` variables.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Transport(#[from] tonic::transport::Error),

@@ -22,6 +22,8 @@
 //! - `listen`: accepting callers' connections, bounded in number and time;
 //! - `mcp`: MCP's Streamable HTTP on `[mcp] listen`, its tools calling the
 //!   orchestrator service in process;
+//! - `http_ops`: the operators' HTTP listener (`/metrics`) on
+//!   `[metrics] listen`;
 //! - `tls`: TLS and mTLS for callers, reloaded on SIGHUP;
 //! - `hangup`: the one SIGHUP loop both reloads run in;
 //! - `health`: `grpc.health.v1`, overall and per model, and its drain;
@@ -31,7 +33,7 @@
 //! `worker` -> `api` (for status code names), `layers` (to bound messages),
 //! `config`, `error`; `api` -> `layers`; `layers` -> `listen` (for what a
 //! connection tells);
-//! `mcp` -> `config`, `error`; `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
+//! `mcp` -> `config`, `error`; `http_ops` -> `config`, `error`; `listen` -> `tls`, `config`; `tls` -> `hangup`, `config`, `error`;
 //! `worker` -> `hangup`; `config` -> `error`.
 
 mod api;
@@ -39,6 +41,7 @@ pub mod config;
 mod error;
 mod hangup;
 mod health;
+mod http_ops;
 mod layers;
 mod listen;
 mod mcp;
@@ -66,7 +69,7 @@ pub use error::Error;
 use crate::layers::{deadline, framing, http, tenant};
 use crate::listen::activity::ActivityLayer;
 use crate::worker::client::ChannelSettings;
-use crate::worker::{builtin, model_entries, reload};
+use crate::worker::{builtin, discovery, model_entries, reload};
 
 /// Serves on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -102,6 +105,10 @@ async fn run(
         Some(settings) => Some(mcp::bind(settings).await?),
         None => None,
     };
+    let metrics_listener = match &config.metrics {
+        Some(settings) => Some(http_ops::bind(settings).await?),
+        None => None,
+    };
     let builtin = if config.builtin_workers {
         builtin::start(tasks, cancel, config.max_message_bytes)
             .await
@@ -110,7 +117,7 @@ async fn run(
         Vec::new()
     };
     let settings = ChannelSettings::from_config(&config);
-    let entries = model_entries(config.workers.iter().chain(&builtin), &settings)?;
+    let entries = model_entries(config.workers.iter().chain(&builtin), &settings).await?;
     let registry = Arc::new(Registry::new(entries).map_err(Error::Registry)?);
 
     // One probe round before serving, so the first call finds models
@@ -153,6 +160,12 @@ async fn run(
     tasks.spawn(probe::watch(
         move || watched.registry(),
         config.probe,
+        cancel.child_token(),
+    ));
+    tasks.spawn(discovery::watch(
+        Arc::clone(&orchestrator),
+        settings.clone(),
+        config.probe.timeout,
         cancel.child_token(),
     ));
     tasks.spawn(reload::on_hangup(
@@ -218,6 +231,14 @@ async fn run(
             listener,
             settings.clone(),
             grym_mcp::transport(service.clone()),
+            closing.clone(),
+        ));
+    }
+    // Scrapes go on through the drain and end with it.
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(http_ops::serve(
+            listener,
+            http_ops::router(grym_telemetry::prometheus()),
             closing.clone(),
         ));
     }

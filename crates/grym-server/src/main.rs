@@ -5,7 +5,9 @@
 //! (port 0 picks a free one); logs go to standard error, filtered by
 //! `RUST_LOG` (default `info`), as text or JSON (`--log-format`). Traces and
 //! metrics go over OTLP when the standard `OTEL_*` variables name an
-//! endpoint, and nowhere otherwise.
+//! endpoint, and nowhere otherwise; metrics are also served for a
+//! Prometheus scrape at `/metrics` on `[metrics] listen` (or where
+//! `OTEL_METRICS_EXPORTER=prometheus` asks).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use grym_server::Config;
-use grym_telemetry::LogFormat;
+use grym_server::config::MetricsSettings;
+use grym_telemetry::{LogFormat, PrometheusEndpoint, TelemetryConfig};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -40,8 +43,20 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let telemetry = grym_telemetry::init("grymd", cli.log_format)?;
+    let mut telemetry = TelemetryConfig::from_env("grymd", cli.log_format)?;
     let mut config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    config.metrics = MetricsSettings::chosen(config.metrics.take(), telemetry.prometheus.as_ref())
+        .await
+        .context("invalid configuration")?;
+    if let Some(metrics) = &config.metrics {
+        // `[metrics] listen` keeps metrics for the scrape whatever
+        // OTEL_METRICS_EXPORTER says.
+        telemetry.prometheus = Some(PrometheusEndpoint {
+            host: metrics.listen.ip().to_string(),
+            port: metrics.listen.port(),
+        });
+    }
+    let telemetry = grym_telemetry::init_with(telemetry)?;
     if cli.check_store {
         let store = config.store.display_url();
         let version = grym_store::check(&config.store.url)

@@ -4,8 +4,11 @@
 //! Read here: `RUST_LOG`, `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`,
-//! `OTEL_TRACES_EXPORTER` and `OTEL_METRICS_EXPORTER` (`otlp` or `none`),
-//! `OTEL_EXPORTER_OTLP{,_TRACES,_METRICS}_PROTOCOL` (only `grpc`),
+//! `OTEL_TRACES_EXPORTER` (`otlp` or `none`), `OTEL_METRICS_EXPORTER`
+//! (`otlp`, `prometheus`, both as `otlp,prometheus`, or `none`),
+//! `OTEL_EXPORTER_PROMETHEUS_HOST` and `OTEL_EXPORTER_PROMETHEUS_PORT`,
+//! `OTEL_EXPORTER_OTLP{,_TRACES,_METRICS}_PROTOCOL` (`grpc`, the default,
+//! `http/protobuf` or `http/json`), `OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` and
 //! `OTEL_METRIC_EXPORT_INTERVAL`. The OpenTelemetry crates read the rest
 //! themselves: `OTEL_EXPORTER_OTLP{,_TRACES,_METRICS}_{HEADERS,TIMEOUT,
@@ -23,6 +26,8 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::Sampler;
 
 use crate::Error;
+use crate::endpoint::{self, OtlpProtocol, Signal};
+use crate::prometheus::PrometheusEndpoint;
 
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,12 +73,27 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Which events and spans are kept, as `RUST_LOG` directives.
     pub log_filter: String,
-    /// Where spans go over OTLP/gRPC; `None` exports no trace and installs no
-    /// tracer at all.
+    /// The version reported as `service.version` (unless
+    /// `OTEL_RESOURCE_ATTRIBUTES` names one).
+    pub service_version: String,
+    /// Where spans go over OTLP (for HTTP, the whole URL, `/v1/traces`
+    /// included); `None` exports no trace and installs no tracer at all.
     pub traces_endpoint: Option<String>,
-    /// Where metrics go over OTLP/gRPC; `None` leaves the global meter
-    /// provider a no-op.
+    /// How spans are sent.
+    pub traces_protocol: OtlpProtocol,
+    /// Where metrics go over OTLP (for HTTP, the whole URL); `None` leaves
+    /// the global meter provider a no-op.
     pub metrics_endpoint: Option<String>,
+    /// How metrics are sent.
+    pub metrics_protocol: OtlpProtocol,
+    /// How long one OTLP/HTTP request may take (`OTEL_EXPORTER_OTLP_TIMEOUT`,
+    /// 10 s by default); retries of a failed export stop at the same bound.
+    pub export_timeout: Duration,
+    /// Where a Prometheus scrape endpoint is to be served
+    /// (`OTEL_METRICS_EXPORTER=prometheus`); when set, metrics are kept for
+    /// a scrape ([`prometheus`](crate::prometheus())) whether or not they
+    /// are also pushed.
+    pub prometheus: Option<PrometheusEndpoint>,
     /// Which traces are recorded.
     pub sampler: Sampler,
     /// Time between two metric exports.
@@ -88,16 +108,26 @@ pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn";
 /// it.
 pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The default bound of one export, as the specification sets it.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl TelemetryConfig {
     /// Logs in `log_format` with [`DEFAULT_LOG_FILTER`], exporting nothing.
     pub fn new(service_name: impl Into<String>, log_format: LogFormat) -> Self {
         Self {
             service_name: service_name.into(),
             resource_attributes: Vec::new(),
+            // Every crate of the workspace, binaries included, shares this
+            // version.
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
             log_format,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             traces_endpoint: None,
+            traces_protocol: OtlpProtocol::Grpc,
             metrics_endpoint: None,
+            metrics_protocol: OtlpProtocol::Grpc,
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+            prometheus: None,
             sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
             metric_export_interval: DEFAULT_METRIC_EXPORT_INTERVAL,
         }
@@ -105,10 +135,29 @@ impl TelemetryConfig {
 
     /// Exports traces and metrics to one OTLP/gRPC endpoint, such as
     /// `http://127.0.0.1:4317`.
-    pub fn with_otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        let endpoint = endpoint.into();
-        self.traces_endpoint = Some(endpoint.clone());
-        self.metrics_endpoint = Some(endpoint);
+    pub fn with_otlp_endpoint(self, endpoint: impl Into<String>) -> Self {
+        self.with_otlp(OtlpProtocol::Grpc, endpoint)
+    }
+
+    /// Exports traces and metrics over `protocol` to `base`, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` would: OTLP/HTTP appends `/v1/traces`
+    /// and `/v1/metrics` to it.
+    pub fn with_otlp(mut self, protocol: OtlpProtocol, base: impl Into<String>) -> Self {
+        let base = base.into();
+        self.traces_protocol = protocol;
+        self.metrics_protocol = protocol;
+        self.traces_endpoint = Some(endpoint::resolve(
+            Signal::Traces,
+            protocol,
+            None,
+            Some(base.clone()),
+        ));
+        self.metrics_endpoint = Some(endpoint::resolve(
+            Signal::Metrics,
+            protocol,
+            None,
+            Some(base),
+        ));
         self
     }
 
@@ -146,63 +195,88 @@ impl TelemetryConfig {
             config.service_name = name.value.to_string();
         }
 
-        for key in [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ] {
-            if let Some(protocol) = var(key)
-                && protocol.trim() != "grpc"
-            {
-                return Err(invalid(key, protocol, "only `grpc` is supported"));
-            }
+        let protocol = |key: &'static str| var(key).map(|value| OtlpProtocol::parse(key, &value));
+        let shared_protocol = protocol("OTEL_EXPORTER_OTLP_PROTOCOL").transpose()?;
+        config.traces_protocol = protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .transpose()?
+            .or(shared_protocol)
+            .unwrap_or_default();
+        config.metrics_protocol = protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+            .transpose()?
+            .or(shared_protocol)
+            .unwrap_or_default();
+        if let Some(millis) = var("OTEL_EXPORTER_OTLP_TIMEOUT") {
+            config.export_timeout = parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", &millis)?;
         }
 
         let disabled = match var("OTEL_SDK_DISABLED") {
             None => false,
             Some(value) => parse_bool("OTEL_SDK_DISABLED", &value)?,
         };
-        let endpoint = |exporter_key: &'static str, endpoint_key: &str| {
-            let enabled = match var(exporter_key).as_deref().map(str::trim) {
-                None | Some("otlp") => true,
-                Some("none") => false,
+        // A signal is exported when an endpoint is set, or when its
+        // exporter is named (`otlp`), to the protocol's default endpoint
+        // then; with neither, nothing is.
+        let endpoint = |exporter_key: &'static str,
+                        endpoint_key: &str,
+                        signal: Signal,
+                        protocol: OtlpProtocol| {
+            let named = match var(exporter_key).as_deref().map(str::trim) {
+                None => false,
+                Some("otlp") => true,
+                Some("none") => return Ok(None),
+                // A list, Prometheus among it: pushed only when `otlp` is
+                // listed too.
+                Some(list) if exporter_key == "OTEL_METRICS_EXPORTER" => {
+                    if !crate::prometheus::otlp_listed(list)? {
+                        return Ok(None);
+                    }
+                    true
+                }
                 Some(other) => {
                     return Err(invalid(exporter_key, other, "expected `otlp` or `none`"));
                 }
             };
-            Ok(if enabled && !disabled {
-                var(endpoint_key).or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            } else {
-                None
-            })
+            let own = var(endpoint_key);
+            let base = var("OTEL_EXPORTER_OTLP_ENDPOINT");
+            Ok((!disabled && (named || own.is_some() || base.is_some()))
+                .then(|| endpoint::resolve(signal, protocol, own, base)))
         };
-        config.traces_endpoint =
-            endpoint("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?;
+        config.traces_endpoint = endpoint(
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            Signal::Traces,
+            config.traces_protocol,
+        )?;
         config.metrics_endpoint = endpoint(
             "OTEL_METRICS_EXPORTER",
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            Signal::Metrics,
+            config.metrics_protocol,
         )?;
+
+        if !disabled {
+            config.prometheus = crate::prometheus::endpoint_from(&var)?;
+        }
 
         if let Some(name) = var("OTEL_TRACES_SAMPLER") {
             config.sampler = parse_sampler(&name, var("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
         }
         if let Some(millis) = var("OTEL_METRIC_EXPORT_INTERVAL") {
-            config.metric_export_interval = millis
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|&millis| millis > 0)
-                .map(Duration::from_millis)
-                .ok_or_else(|| {
-                    invalid(
-                        "OTEL_METRIC_EXPORT_INTERVAL",
-                        &millis,
-                        "expected a positive number of milliseconds",
-                    )
-                })?;
+            config.metric_export_interval = parse_millis("OTEL_METRIC_EXPORT_INTERVAL", &millis)?;
         }
         Ok(config)
     }
+}
+
+/// A positive number of milliseconds.
+fn parse_millis(key: &'static str, millis: &str) -> Result<Duration, Error> {
+    millis
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&millis| millis > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| invalid(key, millis, "expected a positive number of milliseconds"))
 }
 
 fn invalid(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -370,7 +444,59 @@ mod tests {
             (config.traces_endpoint, config.metrics_endpoint),
             (None, None)
         );
-        let error = from(&[endpoint, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap_err();
+        let error = from(&[endpoint, ("OTEL_METRICS_EXPORTER", "statsd")]).unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_METRICS_EXPORTER"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn prometheus_is_pulled_beside_or_instead_of_the_otlp_push() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        let config = from(&[endpoint, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap();
+        assert_eq!(config.metrics_endpoint, None);
+        assert!(config.traces_endpoint.is_some());
+        assert_eq!(config.prometheus, Some(PrometheusEndpoint::default()));
+        assert_eq!(
+            config.prometheus.map(|p| format!("{}:{}", p.host, p.port)),
+            Some("localhost:9464".to_owned())
+        );
+
+        let config = from(&[
+            endpoint,
+            ("OTEL_METRICS_EXPORTER", "otlp, prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", "9100"),
+        ])
+        .unwrap();
+        assert!(config.metrics_endpoint.is_some());
+        let prometheus = config.prometheus.unwrap();
+        assert_eq!(
+            (prometheus.host.as_str(), prometheus.port),
+            ("0.0.0.0", 9100)
+        );
+
+        // The host and port alone ask for nothing.
+        let config = from(&[("OTEL_EXPORTER_PROMETHEUS_PORT", "9100")]).unwrap();
+        assert_eq!(config.prometheus, None);
+        let config = from(&[
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ])
+        .unwrap();
+        assert_eq!(config.prometheus, None);
+
+        let error = from(&[
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", "70000"),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_EXPORTER_PROMETHEUS_PORT"),
+            "{error}"
+        );
+        let error = from(&[("OTEL_METRICS_EXPORTER", "prometheus,none")]).unwrap_err();
         assert!(
             error.to_string().contains("OTEL_METRICS_EXPORTER"),
             "{error}"
@@ -439,10 +565,64 @@ mod tests {
     }
 
     #[test]
-    fn only_grpc_is_spoken() {
-        let error = from(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).unwrap_err();
-        assert!(error.to_string().contains("only `grpc`"), "{error}");
-        assert!(from(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")]).is_ok());
+    fn the_protocol_is_chosen_per_signal_over_the_shared_one() {
+        let config = from(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://collector:4317",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(
+            config.traces_endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(config.metrics_protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+        let config = from(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")]).unwrap();
+        assert_eq!(config.traces_protocol, OtlpProtocol::HttpJson);
+        // A protocol alone exports nothing.
+        assert_eq!(config.traces_endpoint, None);
+        let error = from(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_named_exporter_without_endpoint_sends_to_the_protocol_default() {
+        let config = from(&[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.traces_endpoint.as_deref(),
+            Some("http://localhost:4317")
+        );
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("http://localhost:4318/v1/metrics")
+        );
+    }
+
+    #[test]
+    fn the_export_timeout_is_in_milliseconds() {
+        assert_eq!(from(&[]).unwrap().export_timeout, DEFAULT_EXPORT_TIMEOUT);
+        let config = from(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).unwrap();
+        assert_eq!(config.export_timeout, Duration::from_millis(2500));
+        assert!(from(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]).is_err());
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum Error {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// The TLS settings of the OTLP/HTTP client could not be made.
+    #[error("building the OTLP/HTTP client's TLS settings failed")]
+    HttpTls(#[source] rustls::Error),
+    /// The Prometheus reader could not be built.
+    #[error("building the Prometheus reader failed")]
+    Prometheus(#[source] opentelemetry_sdk::error::OTelSdkError),
+    /// Metrics could not be rendered for a Prometheus scrape.
+    #[error("rendering metrics for a Prometheus scrape failed")]
+    PrometheusEncode(#[source] prometheus::Error),
     /// A global `tracing` subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInitialized(#[source] tracing_subscriber::util::TryInitError),

@@ -1,17 +1,26 @@
-//! The OTLP pipelines: a tracer provider that batches spans to an OTLP/gRPC
-//! endpoint, and a meter provider whose periodic reader pushes metrics to
-//! one. Each exists only when its endpoint is configured; without one no
-//! exporter is built and nothing connects anywhere.
+//! The OTLP pipelines: a tracer provider that batches spans to an OTLP
+//! endpoint (gRPC or HTTP), and a meter provider whose periodic reader
+//! pushes metrics to one, and keeps them for a Prometheus scrape too when
+//! asked (`prometheus`). Each exists only when its endpoint is configured;
+//! without one no exporter is built and nothing connects anywhere.
 //!
 //! Both export from their own background threads (the SDK's batch span
 //! processor and periodic reader), so recording a span or a measurement
 //! never waits on the network: a full span queue drops spans instead. Their
-//! gRPC channels are driven by the Tokio runtime that was current when they
-//! were built, which must outlive them.
+//! gRPC channels and HTTP client are driven by the Tokio runtime that was
+//! current when they were built, which must outlive them.
+//!
+//! A failed export is retried with backoff when the failure may pass: the
+//! exporters retry the answers the OTLP specification calls retryable
+//! (HTTP 429, 502, 503, 504 and no answer at all; gRPC `UNAVAILABLE`,
+//! `CANCELLED`, `DEADLINE_EXCEEDED`, ...), and [`crate::retry`] adds the
+//! gRPC transport errors that tonic reports as `UNKNOWN`.
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{
+    MetricExporter, Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
@@ -19,7 +28,10 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
-use crate::{Error, TelemetryConfig};
+use crate::http_client::TokioHttpClient;
+use crate::prometheus::PrometheusMetrics;
+use crate::retry::RetryTransport;
+use crate::{Error, OtlpProtocol, TelemetryConfig};
 
 /// The instrumentation scope of grym's spans and metrics.
 pub const SCOPE: &str = "grym";
@@ -29,31 +41,49 @@ pub const SCOPE: &str = "grym";
 pub(crate) struct Providers {
     pub(crate) tracer: Option<SdkTracerProvider>,
     pub(crate) meter: Option<SdkMeterProvider>,
+    pub(crate) prometheus: Option<PrometheusMetrics>,
 }
 
 impl Providers {
     /// Builds the configured pipelines, with no global effect.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, Error> {
-        if config.traces_endpoint.is_none() && config.metrics_endpoint.is_none() {
+        if config.traces_endpoint.is_none()
+            && config.metrics_endpoint.is_none()
+            && config.prometheus.is_none()
+        {
             return Ok(Self::default());
         }
-        // The exporters' lazily connected channels spawn onto the current
-        // runtime.
-        if tokio::runtime::Handle::try_current().is_err() {
+        // The exporters' lazily connected channels and the HTTP client
+        // spawn onto the current runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(Error::NoRuntime);
-        }
+        };
+        let http = || TokioHttpClient::new(runtime.clone(), config.export_timeout);
         let resource = resource(config);
         let tracer = config
             .traces_endpoint
             .as_deref()
-            .map(|endpoint| tracer_provider(endpoint, config, &resource))
+            .map(|endpoint| tracer_provider(endpoint, config, &resource, &http))
             .transpose()?;
-        let meter = config
-            .metrics_endpoint
-            .as_deref()
-            .map(|endpoint| meter_provider(endpoint, config, &resource))
-            .transpose()?;
-        Ok(Self { tracer, meter })
+        let (scraped, prometheus) = match config.prometheus {
+            Some(_) => {
+                let (reader, metrics) = PrometheusMetrics::reader()?;
+                (Some(reader), Some(metrics))
+            }
+            None => (None, None),
+        };
+        let meter = meter_provider(
+            config.metrics_endpoint.as_deref(),
+            scraped,
+            config,
+            &resource,
+            &http,
+        )?;
+        Ok(Self {
+            tracer,
+            meter,
+            prometheus,
+        })
     }
 
     /// The tracer the `tracing` bridge records into, when traces are
@@ -63,48 +93,96 @@ impl Providers {
     }
 }
 
+/// The OTLP/HTTP client of one exporter.
+type MakeHttpClient<'a> = &'a dyn Fn() -> Result<TokioHttpClient, rustls::Error>;
+
+/// The body format of an HTTP protocol; `None` for gRPC.
+fn http_format(protocol: OtlpProtocol) -> Option<Protocol> {
+    match protocol {
+        OtlpProtocol::Grpc => None,
+        OtlpProtocol::HttpProtobuf => Some(Protocol::HttpBinary),
+        OtlpProtocol::HttpJson => Some(Protocol::HttpJson),
+    }
+}
+
 /// Spans, batched to `endpoint`.
 fn tracer_provider(
     endpoint: &str,
     config: &TelemetryConfig,
     resource: &Resource,
+    http: MakeHttpClient<'_>,
 ) -> Result<SdkTracerProvider, Error> {
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|source| Error::Exporter {
-            signal: "traces",
-            source,
-        })?;
+    let built = match http_format(config.traces_protocol) {
+        None => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build(),
+        Some(format) => SpanExporter::builder()
+            .with_http()
+            .with_protocol(format)
+            .with_http_client(http().map_err(Error::HttpTls)?)
+            .with_endpoint(endpoint)
+            .build(),
+    };
+    let exporter = built.map_err(|source| Error::Exporter {
+        signal: "traces",
+        source,
+    })?;
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(RetryTransport::new(exporter))
         .with_sampler(config.sampler.clone())
         .with_resource(resource.clone())
         .build())
 }
 
-/// Metrics, pushed to `endpoint` every export interval.
+/// Metrics, pushed to `endpoint` every export interval, and collected by
+/// the `scraped` reader at each scrape; none without either.
 fn meter_provider(
-    endpoint: &str,
+    endpoint: Option<&str>,
+    scraped: Option<opentelemetry_prometheus::PrometheusExporter>,
     config: &TelemetryConfig,
     resource: &Resource,
-) -> Result<SdkMeterProvider, Error> {
-    let exporter = MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|source| Error::Exporter {
-            signal: "metrics",
-            source,
-        })?;
-    let reader = PeriodicReader::builder(exporter)
-        .with_interval(config.metric_export_interval)
-        .build();
-    Ok(SdkMeterProvider::builder()
-        .with_reader(reader)
+    http: MakeHttpClient<'_>,
+) -> Result<Option<SdkMeterProvider>, Error> {
+    if endpoint.is_none() && scraped.is_none() {
+        return Ok(None);
+    }
+    let mut builder = SdkMeterProvider::builder()
         .with_resource(resource.clone())
-        .with_view(seconds_buckets)
+        .with_view(seconds_buckets);
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_reader(otlp_metric_reader(endpoint, config, http)?);
+    }
+    if let Some(reader) = scraped {
+        builder = builder.with_reader(reader);
+    }
+    Ok(Some(builder.build()))
+}
+
+/// The reader that pushes metrics to `endpoint` every export interval.
+fn otlp_metric_reader(
+    endpoint: &str,
+    config: &TelemetryConfig,
+    http: MakeHttpClient<'_>,
+) -> Result<PeriodicReader<RetryTransport<MetricExporter>>, Error> {
+    let built = match http_format(config.metrics_protocol) {
+        None => MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build(),
+        Some(format) => MetricExporter::builder()
+            .with_http()
+            .with_protocol(format)
+            .with_http_client(http().map_err(Error::HttpTls)?)
+            .with_endpoint(endpoint)
+            .build(),
+    };
+    let exporter = built.map_err(|source| Error::Exporter {
+        signal: "metrics",
+        source,
+    })?;
+    Ok(PeriodicReader::builder(RetryTransport::new(exporter))
+        .with_interval(config.metric_export_interval)
         .build())
 }
 
@@ -127,11 +205,16 @@ fn seconds_buckets(instrument: &Instrument) -> Option<Stream> {
 
 /// The resource every span and metric is reported under. It names the
 /// process (`service.instance.id`, unless `OTEL_RESOURCE_ATTRIBUTES` does),
-/// so two replicas' series never overwrite each other.
+/// so two replicas' series never overwrite each other, and its version
+/// (`service.version`).
 fn resource(config: &TelemetryConfig) -> Resource {
     Resource::builder_empty()
         .with_detector(Box::new(TelemetryResourceDetector))
         .with_attribute(KeyValue::new("service.instance.id", instance_id()))
+        .with_attribute(KeyValue::new(
+            "service.version",
+            config.service_version.clone(),
+        ))
         .with_attributes(config.resource_attributes.iter().cloned())
         .with_attribute(KeyValue::new("service.name", config.service_name.clone()))
         .build()
@@ -170,9 +253,15 @@ impl TelemetryGuard {
         self.providers.tracer.is_some()
     }
 
-    /// Whether metrics are exported.
+    /// Whether metrics are recorded: pushed over OTLP, kept for a
+    /// Prometheus scrape, or both.
     pub fn exports_metrics(&self) -> bool {
         self.providers.meter.is_some()
+    }
+
+    /// The metrics kept for a Prometheus scrape, when they are.
+    pub fn prometheus(&self) -> Option<PrometheusMetrics> {
+        self.providers.prometheus.clone()
     }
 
     /// Exports what is pending (spans ended, metrics since the last export)

@@ -5,9 +5,14 @@
 //!   (default [`DEFAULT_LOG_FILTER`]: `info`). A line logged inside a traced span carries its trace
 //!   and span ids.
 //! - **Traces**: `tracing` spans become OpenTelemetry spans, batched to an
-//!   OTLP/gRPC endpoint from a background thread.
+//!   OTLP endpoint (gRPC, or HTTP with protobuf or JSON bodies:
+//!   [`OtlpProtocol`]) from a background thread. The bridge adds nothing of
+//!   its own: no timings (`busy_ns`, `idle_ns`), thread or source-location
+//!   attributes, so a span holds only the attributes grym gives it.
 //! - **Metrics**: the global OpenTelemetry meter provider ([`meter`]) pushes
-//!   to an OTLP/gRPC endpoint every `OTEL_METRIC_EXPORT_INTERVAL`.
+//!   to an OTLP endpoint every `OTEL_METRIC_EXPORT_INTERVAL`, and keeps
+//!   them for a Prometheus scrape ([`prometheus()`]) when
+//!   `OTEL_METRICS_EXPORTER` names `prometheus` (or the binary asks).
 //! - **Propagation**: W3C Trace Context, set as the global propagator, with
 //!   [`extract`]/[`inject`] over HTTP headers and tower layers for tonic
 //!   servers ([`ServerTraceLayer`]) and clients ([`ClientPropagationLayer`]).
@@ -27,11 +32,15 @@
 //! ```
 
 mod config;
+mod endpoint;
 mod error;
 mod export;
 mod grpc;
+mod http_client;
 mod logs;
+mod prometheus;
 mod propagation;
+mod retry;
 
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_subscriber::Layer as _;
@@ -39,12 +48,20 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use config::{DEFAULT_LOG_FILTER, DEFAULT_METRIC_EXPORT_INTERVAL, LogFormat, TelemetryConfig};
+pub use crate::prometheus::{
+    DEFAULT_PROMETHEUS_HOST, DEFAULT_PROMETHEUS_PORT, PROMETHEUS_CONTENT_TYPE, PrometheusEndpoint,
+    PrometheusMetrics, prometheus,
+};
+pub use config::{
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_LOG_FILTER, DEFAULT_METRIC_EXPORT_INTERVAL, LogFormat,
+    TelemetryConfig,
+};
+pub use endpoint::OtlpProtocol;
 pub use error::Error;
 pub use export::{SCOPE, TelemetryGuard};
 pub use grpc::{
-    ClientPropagation, ClientPropagationLayer, ResponseFuture, ServerTrace, ServerTraceLayer,
-    TracedBody,
+    CallBody, CallFuture, ClientPropagation, ClientPropagationLayer, ResponseFuture, ServerTrace,
+    ServerTraceLayer, TracedBody,
 };
 pub use propagation::{extract, inject};
 
@@ -87,6 +104,12 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
     let traces = providers.tracer().map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            // The bridge's own attributes follow no convention and are
+            // never queried: what a span holds is what grym records.
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
             .with_filter(traced())
     });
     tracing_subscriber::registry()
@@ -101,6 +124,9 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
     }
     if let Some(provider) = &providers.meter {
         opentelemetry::global::set_meter_provider(provider.clone());
+    }
+    if let Some(metrics) = &providers.prometheus {
+        crate::prometheus::install(metrics.clone());
     }
     let guard = TelemetryGuard::new(providers);
     tracing::debug!(

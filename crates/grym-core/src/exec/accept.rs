@@ -171,7 +171,7 @@ impl Orchestrator {
         .await;
         if let Err(error) = &entered {
             self.instruments.rejected(error);
-            span.record("task.rejected", error.label());
+            span.record("grym.task.rejected", error.label());
             span.record("otel.status_code", "ERROR");
             span.record("error.type", error.label());
         }
@@ -375,12 +375,12 @@ impl Orchestrator {
     fn plan_in_span(&self, task: &mut Task, now: Instant) -> Result<Planned, Error> {
         let span = tracing::debug_span!(
             "plan",
-            plan.model = tracing::field::Empty,
-            plan.score = tracing::field::Empty,
-            plan.reason = tracing::field::Empty,
-            plan.candidates = tracing::field::Empty,
-            plan.recipe = tracing::field::Empty,
-            plan.steps = tracing::field::Empty,
+            grym.plan.model = tracing::field::Empty,
+            grym.plan.score = tracing::field::Empty,
+            grym.plan.reason = tracing::field::Empty,
+            grym.plan.candidates = tracing::field::Empty,
+            grym.plan.recipe = tracing::field::Empty,
+            grym.plan.steps = tracing::field::Empty,
         );
         let plan = span.in_scope(|| self.planner.plan(task, &self.registry.load(), now))?;
         // The span is at debug level: off unless traces are exported.
@@ -388,17 +388,17 @@ impl Orchestrator {
             _ if span.is_disabled() => {}
             Planned::Single(plan) => {
                 if let Some(first) = plan.candidates.first() {
-                    span.record("plan.model", first.model.id().as_str());
-                    span.record("plan.score", first.breakdown.score);
+                    span.record("grym.plan.model", first.model.id().as_str());
+                    span.record("grym.plan.score", first.breakdown.score);
                 }
-                span.record("plan.reason", plan.reason.as_str());
-                span.record("plan.candidates", plan.candidates.len());
+                span.record("grym.plan.reason", plan.reason.as_str());
+                span.record("grym.plan.candidates", count(plan.candidates.len()));
             }
             Planned::Composite(run) => {
-                span.record("plan.steps", run.graph.nodes.len());
+                span.record("grym.plan.steps", count(run.graph.nodes.len()));
                 if let Some(recipe) = &run.recipe {
-                    span.record("plan.recipe", recipe.task_type.as_str());
-                    span.record("plan.reason", "Recipe");
+                    span.record("grym.plan.recipe", recipe.task_type.as_str());
+                    span.record("grym.plan.reason", "Recipe");
                 }
             }
         }
@@ -412,15 +412,21 @@ impl Orchestrator {
 fn task_span(task: &Task) -> tracing::Span {
     tracing::debug_span!(
         "task",
-        task.id = %task.id,
-        task.r#type = %task.task_type,
-        task.priority = task.priority.as_str(),
-        task.composite = task.composite.is_some(),
-        task.status = tracing::field::Empty,
-        task.fallback = tracing::field::Empty,
-        task.rejected = tracing::field::Empty,
+        grym.task.id = %task.id,
+        grym.task.r#type = %task.task_type,
+        grym.task.priority = task.priority.as_str(),
+        grym.task.composite = task.composite.is_some(),
+        grym.task.status = tracing::field::Empty,
+        grym.task.fallback = tracing::field::Empty,
+        grym.task.rejected = tracing::field::Empty,
         grym.model = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         error.r#type = tracing::field::Empty,
     )
+}
+
+/// A count as a span attribute: signed, since the OpenTelemetry bridge
+/// writes unsigned integers as text.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

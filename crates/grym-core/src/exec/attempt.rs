@@ -330,7 +330,7 @@ impl Orchestrator {
         let call = match self.prepare(job, candidate, &span).await {
             Ok(call) => call,
             Err(end) => {
-                span.record("attempt.outcome", end.label());
+                span.record("grym.attempt.outcome", end.label());
                 let call = Call {
                     end,
                     latency: Duration::ZERO,
@@ -480,8 +480,8 @@ impl Orchestrator {
         let model = &candidate.model;
         let now = Instant::now();
         if let Some(outcome) = call.end.feedback(call.overran) {
-            tracing::debug_span!("feedback", model = %model.id(), outcome = ?outcome).in_scope(
-                || {
+            tracing::debug_span!("feedback", grym.model = %model.id(), grym.outcome = ?outcome)
+                .in_scope(|| {
                     self.planner.selector.record(
                         model,
                         &job.task.task_type,
@@ -490,8 +490,7 @@ impl Orchestrator {
                         call.latency,
                     );
                     self.share(model.id(), &job.task.task_type, outcome, call.latency);
-                },
-            );
+                });
         }
         if let Some(ejection) = model.judge(
             &call.replica,

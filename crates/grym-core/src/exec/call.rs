@@ -113,9 +113,9 @@ impl Orchestrator {
         let prepare_span = tracing::debug_span!(
             parent: span,
             "prepare context",
-            target.kind = %target_kind,
-            cache.hits = tracing::field::Empty,
-            cache.misses = tracing::field::Empty,
+            grym.target.kind = %target_kind,
+            grym.cache.hits = tracing::field::Empty,
+            grym.cache.misses = tracing::field::Empty,
         );
         let prepared = self
             .context
@@ -128,8 +128,9 @@ impl Orchestrator {
             )
             .instrument(prepare_span.clone())
             .await;
-        prepare_span.record("cache.hits", prepared.cache_hits);
-        prepare_span.record("cache.misses", prepared.cache_misses);
+        // Signed, so traces get integers (the bridge writes u64 as text).
+        prepare_span.record("grym.cache.hits", i64::from(prepared.cache_hits));
+        prepare_span.record("grym.cache.misses", i64::from(prepared.cache_misses));
         if prepared.cache_hits + prepared.cache_misses > 0 {
             job.live.update(|snapshot| {
                 snapshot.metrics.context_cache_hits += prepared.cache_hits;
@@ -174,7 +175,10 @@ impl Orchestrator {
     }
 
     /// The span of one call: the context's preparation (for a first call)
-    /// and the worker call run inside it.
+    /// and the worker call run inside it. Its `gen_ai.*` attributes follow
+    /// the OpenTelemetry GenAI conventions for an inference call; the
+    /// provider is grym's worker protocol, whatever serves the model behind
+    /// it.
     pub(super) fn attempt_span(
         &self,
         job: Job<'_>,
@@ -185,13 +189,15 @@ impl Orchestrator {
         let model = candidate.model.id();
         tracing::debug_span!(
             "attempt",
-            model = %model,
-            endpoint = chosen.replica.endpoint(),
-            grym.task.r#type = %job.task.task_type,
+            gen_ai.operation.name = gen_ai_operation(job.task.task_type.as_str()),
+            gen_ai.provider.name = "grym",
             gen_ai.request.model = %model,
+            grym.model = %model,
+            grym.endpoint = chosen.replica.endpoint(),
+            grym.task.r#type = %job.task.task_type,
             grym.hedge = hedge,
             grym.probe = chosen.probe,
-            attempt.outcome = tracing::field::Empty,
+            grym.attempt.outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         )
     }
@@ -214,7 +220,7 @@ impl Orchestrator {
         };
         call.deadline = call_deadline;
         let model = candidate.model.id();
-        let in_flight = chosen.start_call();
+        let mut in_flight = chosen.start_call();
         let started = Instant::now();
         // The client is called inside the span, so the call it makes (and
         // the `traceparent` it sends) is the attempt's child.
@@ -249,12 +255,14 @@ impl Orchestrator {
             Err(_) => timed_out,
         };
         let latency = started.elapsed();
+        // The replica's latency estimate, which balances its model's calls.
+        in_flight.ended(matches!(end, CallEnd::Answered(_)), latency);
         let overran = matches!(end, CallEnd::CallerDeadline)
             && self
                 .usual_latency(&candidate.model, &job.task.task_type, Instant::now())
                 .is_some_and(|usual| latency > usual);
         let outcome = end.label();
-        span.record("attempt.outcome", outcome);
+        span.record("grym.attempt.outcome", outcome);
         if !matches!(end, CallEnd::Answered(_)) {
             span.record("otel.status_code", "ERROR");
         }
@@ -270,5 +278,35 @@ impl Orchestrator {
             hedge,
             _in_flight: Some(in_flight),
         }
+    }
+}
+
+/// The GenAI operation a task type asks for: the conventions' name where
+/// one fits (`embeddings`, `chat`, `text_completion`), else
+/// `generate_content`, their name for content made from any input (audio
+/// analysis, transcription, synthesis).
+fn gen_ai_operation(task_type: &str) -> &'static str {
+    if task_type.contains("embedding") {
+        "embeddings"
+    } else if task_type.contains("chat") {
+        "chat"
+    } else if task_type.contains("text_generation") || task_type.contains("completion") {
+        "text_completion"
+    } else {
+        "generate_content"
+    }
+}
+
+#[cfg(test)]
+mod gen_ai_tests {
+    use super::gen_ai_operation;
+
+    #[test]
+    fn task_types_map_to_the_genai_operation_names() {
+        assert_eq!(gen_ai_operation("text_embedding"), "embeddings");
+        assert_eq!(gen_ai_operation("chat"), "chat");
+        assert_eq!(gen_ai_operation("text_generation"), "text_completion");
+        assert_eq!(gen_ai_operation("audio_analysis"), "generate_content");
+        assert_eq!(gen_ai_operation("transcription"), "generate_content");
     }
 }

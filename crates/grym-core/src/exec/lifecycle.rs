@@ -132,11 +132,14 @@ impl Orchestrator {
     /// composite, in the statistics the bottleneck analysis reads.
     fn record_end(&self, task: &Task, result: &TaskResult, graph: Option<&Graph>) {
         let span = tracing::Span::current();
-        span.record("task.status", result.status.as_str());
+        span.record("grym.task.status", result.status.as_str());
         if let Some(model) = &result.model_id {
             span.record("grym.model", model.as_str());
         }
-        span.record("task.fallback", !result.routing.fallbacks_taken.is_empty());
+        span.record(
+            "grym.task.fallback",
+            !result.routing.fallbacks_taken.is_empty(),
+        );
         if let Some(error) = &result.error {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", (self.failure_names)(error.kind));

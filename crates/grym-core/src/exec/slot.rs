@@ -188,7 +188,7 @@ impl Orchestrator {
         let slot = self
             .scheduler
             .acquire(model, key, deadline)
-            .instrument(tracing::debug_span!("queue wait", model = %model.id()))
+            .instrument(tracing::debug_span!("queue wait", grym.model = %model.id()))
             .await;
         let waited = waiting.elapsed();
         self.instruments

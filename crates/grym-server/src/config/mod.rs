@@ -14,6 +14,7 @@
 //! command-line flags.
 
 mod connections;
+mod metrics;
 mod store;
 mod worker_tls;
 mod workers;
@@ -35,9 +36,12 @@ use grym_core::{
 use serde::Deserialize;
 
 pub use self::connections::{ConnectionSettings, RawTls, TlsSettings};
+pub use self::metrics::{MetricsSettings, RawMetrics};
 pub use self::store::{RawStore, StoreConfig, default_url};
 pub use self::worker_tls::{RawWorkerTls, WorkerTls};
-pub use self::workers::{RawWorker, WorkerConfig};
+pub use self::workers::{
+    DiscoverySettings, DnsPool, RawDiscovery, RawWorker, WorkerConfig, WorkerEndpoint,
+};
 use crate::error::Error;
 
 /// The keys `GRYM_*` variables may set; other `GRYM_*` variables belong to
@@ -124,6 +128,8 @@ pub struct RawConfig {
     pub workers: Vec<RawWorker>,
     /// TLS to `https://` workers.
     pub worker_tls: RawWorkerTls,
+    /// How `dns://` workers are followed.
+    pub discovery: RawDiscovery,
     /// Where accepted work is kept.
     pub store: RawStore,
     /// When a replica whose calls fail is taken out of rotation.
@@ -134,6 +140,8 @@ pub struct RawConfig {
     pub hedging: HedgingSettings,
     /// MCP for agents over Streamable HTTP.
     pub mcp: RawMcp,
+    /// The Prometheus scrape endpoint.
+    pub metrics: RawMetrics,
 }
 
 impl Default for RawConfig {
@@ -160,11 +168,13 @@ impl Default for RawConfig {
             bottlenecks: BottleneckSettings::default(),
             workers: Vec::new(),
             worker_tls: RawWorkerTls::default(),
+            discovery: RawDiscovery::default(),
             store: RawStore::default(),
             ejection: EjectionSettings::default(),
             retries: RetrySettings::default(),
             hedging: HedgingSettings::default(),
             mcp: RawMcp::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -251,6 +261,8 @@ pub struct Config {
     pub workers: Vec<WorkerConfig>,
     /// TLS to `https://` workers, its files read; read again on SIGHUP.
     pub worker_tls: Arc<WorkerTls>,
+    /// How `dns://` workers are followed.
+    pub discovery: DiscoverySettings,
     /// The file this was read from, read again on SIGHUP.
     pub source: Option<PathBuf>,
     /// Bearer token -> tenant; empty when calls need no token.
@@ -266,6 +278,8 @@ pub struct Config {
     pub listen_flag: Option<SocketAddr>,
     /// MCP over Streamable HTTP; `None` when off.
     pub mcp: Option<McpSettings>,
+    /// The Prometheus scrape endpoint; `None` when off.
+    pub metrics: Option<MetricsSettings>,
 }
 
 impl Config {
@@ -328,6 +342,11 @@ impl Config {
             ("[connections]", self.connections != next.connections),
             ("[tls]", self.tls != next.tls),
             ("[store]", self.store != next.store),
+            ("[discovery]", self.discovery != next.discovery),
+            (
+                "[metrics]",
+                self.metrics.as_ref().filter(|m| m.from_file()) != next.metrics.as_ref(),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -359,10 +378,12 @@ impl RawConfig {
         }
         let workers = workers::validate(self.workers)?;
         let worker_tls = self.worker_tls.validate()?;
+        let discovery = self.discovery.validate()?;
         self.connections.validate()?;
         let tls = self.tls.validate(!self.auth.tokens.is_empty())?;
         let store = self.store.validate()?;
         let mcp = self.mcp.validate()?;
+        let metrics = self.metrics.validate()?;
         self.limits.validate().map_err(setting("limits"))?;
         self.selection.validate().map_err(setting("selection"))?;
         self.scheduler.validate().map_err(setting("scheduler"))?;
@@ -401,6 +422,7 @@ impl RawConfig {
             shutdown_grace: self.shutdown_grace,
             workers,
             worker_tls,
+            discovery,
             source: None,
             auth_tokens: self.auth.validate()?,
             connections: self.connections,
@@ -408,6 +430,7 @@ impl RawConfig {
             store,
             listen_flag: None,
             mcp,
+            metrics,
         })
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::WorkerConfig;
+use crate::config::{WorkerConfig, WorkerEndpoint};
 
 /// Starts the built-in workers; they stop when `cancel` fires.
 pub(crate) async fn start(
@@ -36,7 +36,7 @@ pub(crate) async fn start(
     Ok(vec![WorkerConfig {
         id: ModelId::new(audio_features::DEFAULT_MODEL_ID)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
-        endpoints: vec![format!("http://{address}")],
+        endpoints: vec![WorkerEndpoint::Fixed(format!("http://{address}"))],
         kind: None,
         capabilities: None,
     }])

@@ -36,6 +36,7 @@ use tracing::Instrument as _;
 use wire::model_worker_client::ModelWorkerClient;
 
 use super::convert;
+use super::discovery::Discovery;
 use super::tls::{self, Reported, TlsSource};
 use crate::config::{Config, WorkerTls};
 
@@ -46,6 +47,9 @@ pub(crate) struct ChannelSettings {
     pub(crate) max_message_bytes: usize,
     /// The `[worker_tls]` settings in force, shared by every channel.
     pub(crate) tls: Arc<TlsSource>,
+    /// The `dns://` pools' last known addresses, shared by start-up, every
+    /// reload and the discovery loop.
+    pub(crate) discovery: Arc<Discovery>,
 }
 
 impl ChannelSettings {
@@ -55,6 +59,7 @@ impl ChannelSettings {
             connect_timeout: config.connect_timeout,
             max_message_bytes: config.max_message_bytes,
             tls: TlsSource::new(Arc::clone(&config.worker_tls)),
+            discovery: Arc::new(Discovery::new(config.discovery.clone())),
         }
     }
 }
@@ -91,6 +96,9 @@ struct Outcomes {
     /// Where an `https://` endpoint's TLS settings come from; `None` for
     /// `http://`.
     tls: Option<Arc<TlsSource>>,
+    /// The name the worker's certificate is checked against when the host
+    /// is an address a pool's name resolved to.
+    tls_name: Option<String>,
     /// Bounds connecting, a TLS handshake and a TLS diagnosis.
     connect_timeout: Duration,
     reported: Reported,
@@ -108,10 +116,14 @@ struct Stubs {
 
 impl GrpcModelClient {
     /// A client for the worker at `endpoint`; nothing connects until the
-    /// first call, so a worker that starts later is still reached.
+    /// first call, so a worker that starts later is still reached. Over
+    /// TLS, its certificate is checked against `tls_name` when given (a
+    /// pool's name, for an address it resolved to), unless `[worker_tls]
+    /// domain` says another.
     pub(crate) fn new(
         model: ModelId,
         endpoint: &str,
+        tls_name: Option<&str>,
         settings: &ChannelSettings,
     ) -> Result<Self, tonic::transport::Error> {
         let address = endpoint.to_owned();
@@ -127,9 +139,11 @@ impl GrpcModelClient {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let tls = https.then(|| Arc::clone(&settings.tls));
+        let tls_name = tls_name.map(str::to_owned);
         let stubs = Stubs::build(
             &endpoint,
             tls.as_ref().map(|source| source.current()),
+            tls_name.as_deref(),
             settings.connect_timeout,
             settings.max_message_bytes,
         )?;
@@ -140,6 +154,7 @@ impl GrpcModelClient {
                 host: host.clone(),
                 port,
                 tls,
+                tls_name,
                 connect_timeout: settings.connect_timeout,
                 reported: Reported::default(),
                 probed_by_describe: std::sync::atomic::AtomicBool::new(false),
@@ -171,6 +186,7 @@ impl GrpcModelClient {
         let rebuilt = match Stubs::build(
             &self.endpoint,
             Some(Arc::clone(&tls)),
+            self.outcomes.tls_name.as_deref(),
             self.outcomes.connect_timeout,
             self.max_message_bytes,
         ) {
@@ -231,6 +247,7 @@ impl Outcomes {
         }
         tls::diagnose(
             &source.current(),
+            self.tls_name.as_deref(),
             &self.host,
             self.port,
             self.connect_timeout,
@@ -248,17 +265,23 @@ impl Outcomes {
 
 impl Stubs {
     /// The clients of a new, lazily connected channel to `endpoint`, over
-    /// TLS with `tls` when given.
+    /// TLS with `tls` when given, checking the certificate against
+    /// `tls_name` unless `tls` names a domain of its own.
     fn build(
         endpoint: &Endpoint,
         tls: Option<Arc<WorkerTls>>,
+        tls_name: Option<&str>,
         connect_timeout: Duration,
         max_message_bytes: usize,
     ) -> Result<Self, tonic::transport::Error> {
         let endpoint = match &tls {
-            Some(tls) => endpoint
-                .clone()
-                .tls_config(tls.client_config(connect_timeout))?,
+            Some(tls) => {
+                let mut config = tls.client_config(connect_timeout);
+                if let (None, Some(name)) = (tls.domain(), tls_name) {
+                    config = config.domain_name(name);
+                }
+                endpoint.clone().tls_config(config)?
+            }
             None => endpoint.clone(),
         };
         let channel = endpoint.connect_lazy();
@@ -285,7 +308,8 @@ impl GrpcModelClient {
                     rpc.service = "grym.worker.v1.ModelWorker",
                     rpc.method = $method,
                     server.address = %self.host,
-                    server.port = self.port,
+                    // Signed: the bridge writes unsigned integers as text.
+                    server.port = i64::from(self.port),
                     rpc.grpc.status_code = tracing::field::Empty,
                     otel.status_code = tracing::field::Empty,
                     error.r#type = tracing::field::Empty,

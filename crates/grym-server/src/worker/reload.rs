@@ -3,8 +3,9 @@
 //! On SIGHUP grymd reads its configuration file again. The `[[workers]]`
 //! list takes effect as soon as its workers have been probed: models that
 //! did not change keep their entry, with its health and statistics (a model
-//! whose endpoints changed starts afresh); calls in flight finish on the
-//! entries they started with. The `[worker_tls]` files are read again with
+//! whose endpoints changed starts afresh; a `dns://` pool that is kept
+//! keeps its replicas as discovery left them); calls in flight finish on
+//! the entries they started with. The `[worker_tls]` files are read again with
 //! the file and take effect with the list: every `https://` channel, kept
 //! models' too, reconnects with them at its next call. Other settings are
 //! read at start-up only; a change to them is reported and left for the
@@ -69,6 +70,7 @@ async fn reload(
     let previous_tls = settings.tls.current();
     settings.tls.replace(Arc::clone(&next.worker_tls));
     let registry = model_entries(next.workers.iter().chain(builtin), settings)
+        .await
         .map_err(|error| error.to_string())
         .and_then(|entries| {
             orchestrator

@@ -71,7 +71,8 @@ pub(crate) fn failure(error: &(dyn std::error::Error + 'static)) -> Option<Strin
 /// sends first, to which every HTTP/2 server answers.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
-/// Why TLS with the worker at `host:port` fails, found by a handshake of
+/// Why TLS with the worker at `host:port` (its certificate checked against
+/// `name` when given, a pool's name) fails, found by a handshake of
 /// grymd's own with the same settings, followed by the start of HTTP/2 so
 /// that a refusal sent after the handshake is heard; `None` when TLS
 /// works (the failure was something else) or nothing answers within
@@ -82,12 +83,13 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x0
 /// connection, its reason lost.
 pub(crate) async fn diagnose(
     tls: &crate::config::WorkerTls,
+    name: Option<&str>,
     host: &str,
     port: u16,
     timeout: Duration,
 ) -> Option<String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(tls.domain().unwrap_or(host).to_owned()).ok()?;
+    let name = ServerName::try_from(tls.domain().or(name).unwrap_or(host).to_owned()).ok()?;
     let connector = TlsConnector::from(tls.rustls());
     let attempt = async {
         let tcp = TcpStream::connect((host, port)).await.ok()?;

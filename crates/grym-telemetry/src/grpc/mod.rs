@@ -14,7 +14,7 @@
 mod client;
 mod server;
 
-pub use client::{ClientPropagation, ClientPropagationLayer};
+pub use client::{CallBody, CallFuture, ClientPropagation, ClientPropagationLayer};
 pub use server::{ResponseFuture, ServerTrace, ServerTraceLayer, TracedBody};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use opentelemetry::trace::{
     SpanId, SpanKind, Status, TraceContextExt as _, TraceId, TracerProvider as _,
 };
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tower::{Layer as _, ServiceExt as _};
+use tower::{Layer as _, Service as _, ServiceExt as _};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -282,4 +282,59 @@ async fn client_and_server_layers_make_one_trace() {
         Some(0_i64.into())
     );
     assert_eq!(server.status, Status::Unset);
+}
+
+#[tokio::test]
+async fn a_call_dropped_before_its_status_ends_cancelled() {
+    let recorder = Recorder::start();
+    let mut service = ServerTraceLayer.layer(tower::service_fn(|_: http::Request<()>| async {
+        std::future::pending::<Result<http::Response<GrpcBody>, Infallible>>().await
+    }));
+    let call = service.call(request(EXECUTE_TASK));
+    // The caller goes away while the handler still works.
+    drop(tokio::time::timeout(std::time::Duration::from_millis(10), call).await);
+    let server = recorder.span("grym.orchestrator.v1.Orchestrator/ExecuteTask");
+    assert_eq!(
+        attribute(&server, "rpc.grpc.status_code"),
+        Some(1_i64.into())
+    );
+    assert_eq!(
+        server.status,
+        Status::Unset,
+        "cancelling is no server fault"
+    );
+}
+
+#[tokio::test]
+async fn a_client_call_its_caller_drops_records_cancelled_on_the_callers_span() {
+    let recorder = Recorder::start();
+    let mut service =
+        ClientPropagationLayer.layer(tower::service_fn(|_: http::Request<()>| async {
+            std::future::pending::<Result<http::Response<GrpcBody>, Infallible>>().await
+        }));
+    let span = tracing::info_span!("client call", rpc.grpc.status_code = tracing::field::Empty);
+    let call = span.in_scope(|| service.call(request(EXECUTE_TASK)));
+    drop(tokio::time::timeout(std::time::Duration::from_millis(10), call).await);
+    drop(span);
+    let client = recorder.span("client call");
+    assert_eq!(
+        attribute(&client, "rpc.grpc.status_code"),
+        Some(1_i64.into())
+    );
+
+    // A call that ends keeps the status its caller records.
+    let mut service = ClientPropagationLayer.layer(handler(0));
+    let span = tracing::info_span!("answered", rpc.grpc.status_code = tracing::field::Empty);
+    let response = span
+        .in_scope(|| service.call(request(EXECUTE_TASK)))
+        .await
+        .unwrap();
+    drain(response.into_body()).await;
+    span.record("rpc.grpc.status_code", 0_i64);
+    drop(span);
+    let answered = recorder.span("answered");
+    assert_eq!(
+        attribute(&answered, "rpc.grpc.status_code"),
+        Some(0_i64.into())
+    );
 }

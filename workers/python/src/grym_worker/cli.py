@@ -13,6 +13,7 @@ import sys
 from .model import Model
 from .models import BUNDLED
 from .server import DEFAULT_SHUTDOWN_GRACE, Worker
+from .telemetry import Telemetry, TelemetryError
 
 
 def build_model(name: str, checkpoint: str | None, model_path: str | None) -> Model:
@@ -46,14 +47,24 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        telemetry = Telemetry.from_env()
+    except TelemetryError as error:
+        raise SystemExit(str(error)) from None
+    telemetry.install()
     model = build_model(args.model, args.checkpoint, args.model_path)
-    worker = Worker(model, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace)
+    worker = Worker(
+        model, max_queue=args.max_queue, shutdown_grace=args.shutdown_grace, interceptors=telemetry.interceptors
+    )
     host = args.listen.rsplit(":", 1)[0]
 
     def listening(port: int) -> None:
         print(f"listening on {host}:{port}", flush=True)
 
-    asyncio.run(worker.serve(args.listen, listening))
+    try:
+        asyncio.run(worker.serve(args.listen, listening))
+    finally:
+        telemetry.shutdown()
 
 
 if __name__ == "__main__":

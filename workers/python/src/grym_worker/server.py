@@ -36,7 +36,7 @@ import contextvars
 import inspect
 import logging
 import signal
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -159,8 +159,10 @@ class Worker:
         max_queue: int | None = None,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.model = model
+        self.interceptors = list(interceptors)
         running = model.max_concurrency if model.max_concurrency > 0 else 0
         self.limit = Limit(running, running * 4 if max_queue is None else max_queue) if running else None
         self.shutdown_grace = shutdown_grace
@@ -192,7 +194,7 @@ class Worker:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._server = grpc.aio.server(options=options)
+        self._server = grpc.aio.server(options=options, interceptors=self.interceptors)
         pb_grpc.add_ModelWorkerServicer_to_server(_Service(self), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         _add_reflection(self._server)

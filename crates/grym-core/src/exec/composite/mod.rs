@@ -94,15 +94,15 @@ impl Orchestrator {
                 progress.running[i] = true;
                 let span = tracing::debug_span!(
                     "step",
-                    step.id = %node.spec.id,
-                    task.r#type = %node.spec.task.task_type,
-                    step.status = tracing::field::Empty,
+                    grym.step.id = %node.spec.id,
+                    grym.task.r#type = %node.spec.task.task_type,
+                    grym.step.status = tracing::field::Empty,
                 );
                 running.push(
                     async move {
                         let ended = self.run_step(job, node, budget, input, handoffs).await;
                         tracing::Span::current()
-                            .record("step.status", ended.result.status.as_str());
+                            .record("grym.step.status", ended.result.status.as_str());
                         (i, ended)
                     }
                     .instrument(span),

@@ -38,6 +38,9 @@ async fn an_unreachable_replica_is_retried_on_another_and_ejected_after_five_fai
     let down = gama();
     down.behave(Behaviour::Fail(unavailable()));
     let up = gama();
+    // Slower than the failing replica's latency estimate, which failures
+    // never lower: the balancer keeps choosing the failing replica first.
+    up.behave(Behaviour::Answer(Duration::from_millis(50)));
     let orchestrator = testing::orchestrator_of(
         vec![testing::replicated(&[&down, &up])],
         OrchestratorSettings::default(),
@@ -95,6 +98,9 @@ async fn an_ejected_replica_takes_one_probe_when_its_time_is_up_then_traffic_aga
     let flaky = gama();
     flaky.behave(Behaviour::Fail(unavailable()));
     let up = gama();
+    // Slower than the failing replica's latency estimate, which failures
+    // never lower: the balancer keeps choosing the failing replica first.
+    up.behave(Behaviour::Answer(Duration::from_millis(50)));
     let orchestrator = testing::orchestrator_of(
         vec![testing::replicated(&[&flaky, &up])],
         OrchestratorSettings::default(),
@@ -126,6 +132,9 @@ async fn a_replica_that_comes_back_up_is_probed_at_once_without_sitting_out_its_
     let flaky = gama();
     flaky.behave(Behaviour::Fail(unavailable()));
     let up = gama();
+    // Slower than the failing replica's latency estimate, which failures
+    // never lower: the balancer keeps choosing the failing replica first.
+    up.behave(Behaviour::Answer(Duration::from_millis(50)));
     let orchestrator = testing::orchestrator_of(
         vec![testing::replicated(&[&flaky, &up])],
         OrchestratorSettings::default(),
