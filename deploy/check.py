@@ -11,6 +11,13 @@ Prometheus exporter translates them) with labels those metrics carry, and
 shows every one of them. With promtool at hand it also checks the
 Prometheus configuration and the syntax of every dashboard query.
 
+The image, compose and Prometheus agree on health and scraping: the
+Dockerfile ships `grym` and exposes grymd's gRPC and metrics ports, each
+grym service's healthcheck runs `grym health` on the port it listens on,
+`service_healthy` waits only for services that have a healthcheck, and
+Prometheus scrapes grymd's `[metrics] listen` port. The Kubernetes
+manifests are checked by check_k8s.py.
+
 Exit status 0 when everything holds, 1 otherwise, listing every problem.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,12 +35,15 @@ from pathlib import Path
 
 import yaml
 
+import check_k8s
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = ROOT / "docker-compose.yml"
 COLLECTOR = DEPLOY / "otel-collector.yaml"
 PROMETHEUS = DEPLOY / "prometheus.yml"
 GRYMD = DEPLOY / "grymd.compose.toml"
+DOCKERFILE = ROOT / "Dockerfile"
 DATASOURCES = DEPLOY / "grafana/provisioning/datasources"
 DASHBOARD_PROVIDERS = DEPLOY / "grafana/provisioning/dashboards"
 DASHBOARD = DEPLOY / "grafana/dashboards/grym.json"
@@ -272,6 +283,67 @@ def check_collector(services: dict) -> None:
         problem(PROMETHEUS, "honor_labels must be on, or the job label (service.name) is lost")
 
 
+# ------------------------------------------------- health and scraping
+
+
+def port_of(address: str) -> int | None:
+    match = re.fullmatch(r"(?:[a-z]+://)?[^/]*:(\d+)/?", address)
+    return int(match.group(1)) if match else None
+
+
+def check_health_and_scrape(services: dict) -> None:
+    try:
+        config = tomllib.loads(GRYMD.read_text())
+        dockerfile = DOCKERFILE.read_text()
+    except (OSError, tomllib.TOMLDecodeError):
+        return  # reported by check_grymd_config
+    grpc_port = port_of(str(config.get("listen", "")))
+    metrics_port = port_of(str((config.get("metrics") or {}).get("listen", "")))
+    if metrics_port is None:
+        problem(GRYMD, "`[metrics] listen` must open grymd's Prometheus scrape endpoint")
+    exposed = {int(p) for line in re.findall(r"^EXPOSE (.*)$", dockerfile, re.M) for p in line.split()}
+    for port in (grpc_port, metrics_port):
+        if port is not None and port not in exposed:
+            problem(DOCKERFILE, f"does not EXPOSE {port}")
+    if not re.search(r"^COPY --from=build .*/out/grym\b(?!-)", dockerfile, re.M):
+        problem(DOCKERFILE, "does not ship the grym command line (HEALTHCHECK runs it)")
+    if not re.search(r"^HEALTHCHECK .*\n?.*\"grym\", \"health\"", dockerfile, re.M):
+        problem(DOCKERFILE, "has no HEALTHCHECK running `grym health`")
+    grymd = services.get("grymd") or {}
+    if metrics_port and f"127.0.0.1:{metrics_port}:{metrics_port}" not in (grymd.get("ports") or []):
+        problem(COMPOSE, f"grymd does not publish its metrics port {metrics_port} on loopback")
+    for name, service in services.items():
+        command = [str(a) for a in service.get("command") or []]
+        test = [str(a) for a in (service.get("healthcheck") or {}).get("test") or []]
+        if service.get("image") == "grym:local" and command:
+            port = grpc_port if command[0] == "grymd" else listen_port(service)
+            expected = ["CMD", "grym", "health", "--addr", f"http://127.0.0.1:{port}"]
+            if test[:5] != expected:
+                problem(COMPOSE, f"service {name}: healthcheck must run `{' '.join(expected[1:])}`")
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            problem(COMPOSE, f"service {name}: depends_on must say the condition of each service")
+            continue
+        for other, condition in depends.items():
+            if other not in services:
+                problem(COMPOSE, f"service {name} depends on unknown service {other}")
+            elif (condition or {}).get("condition") == "service_healthy" and "healthcheck" not in services[other]:
+                problem(COMPOSE, f"service {name} waits for {other} to be healthy, which has no healthcheck")
+    scrape = load_yaml(PROMETHEUS) or {}
+    jobs = [
+        job for job in scrape.get("scrape_configs") or []
+        for group in job.get("static_configs") or []
+        if f"grymd:{metrics_port}" in (group.get("targets") or [])
+    ]
+    if not jobs:
+        problem(PROMETHEUS, f"does not scrape grymd's /metrics (grymd:{metrics_port})")
+    elif any(job.get("metrics_path", "/metrics") != "/metrics" for job in jobs):
+        problem(PROMETHEUS, "the grymd job must scrape /metrics")
+    environment = grymd.get("environment") or {}
+    if jobs and environment.get("OTEL_METRICS_EXPORTER") != "none":
+        problem(COMPOSE, "grymd's metrics reach Prometheus by scrape and by the collector: set OTEL_METRICS_EXPORTER=none")
+
+
 # ---------------------------------------------------------------- grafana
 
 
@@ -423,13 +495,18 @@ def main() -> int:
         if "bench" not in p.relative_to(ROOT).parts
     )
     for path in yaml_files:
-        load_yaml(path)
+        try:
+            list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as error:
+            problem(path, f"does not parse: {error}")
     services = check_compose(args.check_jsonschema)
     check_grymd_config(services)
+    check_health_and_scrape(services)
     check_collector(services)
     check_prometheus(args.promtool)
     uids = check_grafana(services)
     check_dashboard(uids, args.promtool)
+    rendered = check_k8s.check(problem)
 
     checked = [str(p.relative_to(ROOT)) for p in yaml_files] + [str(DASHBOARD.relative_to(ROOT)), str(GRYMD.relative_to(ROOT))]
     if problems:
@@ -438,6 +515,8 @@ def main() -> int:
         return 1
     print(f"ok: {len(checked)} files ({', '.join(checked)})")
     print("ok: compose spec" + (" (schema checked)" if args.check_jsonschema else " (schema NOT checked)"))
+    second = " (kubectl kustomize agrees)" if shutil.which("kubectl") else " (no kubectl to compare with)"
+    print(f"ok: kustomize{second} and Kubernetes {', '.join(check_k8s.KUBERNETES_VERSIONS)} schemas: {', '.join(rendered)}")
     print("ok: promtool" + (" (config and queries checked)" if args.promtool else " NOT available: config and query syntax unchecked"))
     return 0
 
