@@ -21,13 +21,12 @@ pub enum Error {
     #[error("starting the built-in workers failed")]
     Builtin(#[source] std::io::Error),
     /// A worker endpoint is unusable.
-    #[error("worker `{model}` has an unusable endpoint")]
+    #[error("worker `{model}` has an unusable endpoint: {reason}")]
     Endpoint {
         /// The model.
         model: String,
-        /// The transport's reason.
-        #[source]
-        source: tonic::transport::Error,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The registry refused the workers.
     #[error("registering the workers failed")]

@@ -16,7 +16,6 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::invalid;
 use crate::error::Error;
@@ -45,35 +44,18 @@ pub struct RawWorkerTls {
 /// How grymd speaks TLS to its `https://` workers, with the files read.
 #[derive(Clone)]
 pub struct WorkerTls {
-    /// The `ca` file's PEM, when given.
-    ca: Option<Certificate>,
-    /// The `cert` and `key` files' PEM, when given.
-    identity: Option<Identity>,
+    /// Whether a `ca` file replaces the WebPKI roots.
+    ca: bool,
+    /// Whether grymd shows a client certificate.
+    client_certificate: bool,
     /// The `domain` override.
     domain: Option<String>,
-    /// The same settings as rustls takes them, for grymd's own handshakes
-    /// (see `worker::tls::diagnose`).
+    /// The settings as rustls takes them: for every worker connection, and
+    /// for grymd's own handshakes (see `worker::tls::diagnose`).
     rustls: Arc<ClientConfig>,
 }
 
 impl WorkerTls {
-    /// The TLS settings of a channel to a worker, with `handshake_timeout`
-    /// bounding the TLS handshake.
-    pub(crate) fn client_config(&self, handshake_timeout: std::time::Duration) -> ClientTlsConfig {
-        let mut config = ClientTlsConfig::new().timeout(handshake_timeout);
-        config = match &self.ca {
-            Some(ca) => config.ca_certificate(ca.clone()),
-            None => config.with_webpki_roots(),
-        };
-        if let Some(identity) = &self.identity {
-            config = config.identity(identity.clone());
-        }
-        if let Some(domain) = &self.domain {
-            config = config.domain_name(domain.clone());
-        }
-        config
-    }
-
     /// The `domain` override.
     pub(crate) fn domain(&self) -> Option<&str> {
         self.domain.as_deref()
@@ -89,8 +71,8 @@ impl fmt::Debug for WorkerTls {
     // By hand: the private key stays out of every log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerTls")
-            .field("ca", &self.ca.is_some())
-            .field("client_certificate", &self.identity.is_some())
+            .field("ca", &self.ca)
+            .field("client_certificate", &self.client_certificate)
             .field("domain", &self.domain)
             .finish()
     }
@@ -116,18 +98,18 @@ impl RawWorkerTls {
                         ),
                     ));
                 }
-                Some(Certificate::from_pem(pem))
+                true
             }
             None => {
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                None
+                false
             }
         };
         let builder = ClientConfig::builder_with_provider(Arc::new(default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|error| invalid("worker_tls", error.to_string()))?
             .with_root_certificates(roots);
-        let (identity, mut rustls) = match (&self.cert, &self.key) {
+        let (client_certificate, mut rustls) = match (&self.cert, &self.key) {
             (Some(cert_path), Some(key_path)) => {
                 let cert_pem = read("worker_tls.cert", cert_path)?;
                 let key_pem = read("worker_tls.key", key_path)?;
@@ -150,7 +132,7 @@ impl RawWorkerTls {
                         ),
                     )
                 })?;
-                (Some(Identity::from_pem(cert_pem, key_pem)), rustls)
+                (true, rustls)
             }
             (Some(_), None) => {
                 return Err(invalid(
@@ -164,7 +146,7 @@ impl RawWorkerTls {
                     "is set without `worker_tls.cert`; give both or neither",
                 ));
             }
-            (None, None) => (None, builder.with_no_client_auth()),
+            (None, None) => (false, builder.with_no_client_auth()),
         };
         rustls.alpn_protocols = vec![b"h2".to_vec()];
         if let Some(domain) = &self.domain
@@ -177,7 +159,7 @@ impl RawWorkerTls {
         }
         Ok(Arc::new(WorkerTls {
             ca,
-            identity,
+            client_certificate,
             domain: self.domain,
             rustls: Arc::new(rustls),
         }))
@@ -265,19 +247,14 @@ mod tests {
         let shown = format!("{tls:?}");
         assert!(shown.contains("client_certificate: true"), "{shown}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
-        // tonic accepts what the checks accepted.
-        tonic::transport::Endpoint::from_static("https://127.0.0.1:1")
-            .tls_config(tls.client_config(std::time::Duration::from_secs(1)))
-            .unwrap();
+        assert_eq!(tls.rustls().alpn_protocols, [b"h2".to_vec()]);
     }
 
     #[test]
     fn an_empty_table_trusts_the_webpki_roots() {
         let tls = RawWorkerTls::default().validate().unwrap();
         assert!(format!("{tls:?}").contains("client_certificate: false"));
-        tonic::transport::Endpoint::from_static("https://localhost:1")
-            .tls_config(tls.client_config(std::time::Duration::from_secs(1)))
-            .unwrap();
+        assert!(!format!("{tls:?}").contains("ca: true"));
     }
 
     #[test]

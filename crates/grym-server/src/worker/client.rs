@@ -1,6 +1,7 @@
 //! The gRPC implementation of the core's [`ModelClient`]: one lazily
-//! connected tonic channel per worker, reused by every call, with HTTP/2
-//! keep-alive so a dead worker is noticed between calls. The remaining time
+//! connected HTTP/2 channel per worker replica ([`super::channel`]), shared
+//! by every call, with HTTP/2 keep-alive so a dead worker is noticed
+//! between calls. The remaining time
 //! of each call travels to the worker as its `grpc-timeout`, and the trace
 //! it belongs to as its `traceparent`.
 //!
@@ -26,8 +27,9 @@ use grym_core::{
 };
 use grym_proto::worker::v1 as wire;
 use grym_telemetry::{ClientPropagation, ClientPropagationLayer};
+use http::uri::Authority;
+use rustls::pki_types::ServerName;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -35,6 +37,7 @@ use tower::Layer as _;
 use tracing::Instrument as _;
 use wire::model_worker_client::ModelWorkerClient;
 
+use super::channel::{Target, WorkerChannel};
 use super::convert;
 use super::discovery::Discovery;
 use super::tls::{self, Reported, TlsSource};
@@ -69,8 +72,8 @@ pub(crate) struct GrpcModelClient {
     /// The worker's host and port, as traces name them.
     host: String,
     port: u16,
-    /// The endpoint with every setting but TLS, to build channels from.
-    endpoint: Endpoint,
+    /// The worker's `host:port`, to build channels with.
+    authority: Authority,
     max_message_bytes: usize,
     stubs: ArcSwap<Stubs>,
     outcomes: Arc<Outcomes>,
@@ -110,8 +113,8 @@ struct Outcomes {
 /// The clients of one channel, and the TLS settings it was built with.
 struct Stubs {
     tls: Option<Arc<WorkerTls>>,
-    worker: ModelWorkerClient<ClientPropagation<Channel>>,
-    health: HealthClient<Channel>,
+    worker: ModelWorkerClient<ClientPropagation<WorkerChannel>>,
+    health: HealthClient<WorkerChannel>,
 }
 
 impl GrpcModelClient {
@@ -125,23 +128,26 @@ impl GrpcModelClient {
         endpoint: &str,
         tls_name: Option<&str>,
         settings: &ChannelSettings,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, String> {
         let address = endpoint.to_owned();
-        let endpoint = Endpoint::from_shared(endpoint.to_owned())?;
-        let uri = endpoint.uri();
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let endpoint = endpoint
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|error| format!("`{endpoint}` is not a URI: {error}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("`{endpoint}` is neither http:// nor https://")),
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(format!("`{endpoint}` names no host"));
+        };
+        let host = authority.host().to_owned();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = https.then(|| Arc::clone(&settings.tls));
         let tls_name = tls_name.map(str::to_owned);
         let stubs = Stubs::build(
-            &endpoint,
+            &authority,
+            port,
             tls.as_ref().map(|source| source.current()),
             tls_name.as_deref(),
             settings.connect_timeout,
@@ -161,7 +167,7 @@ impl GrpcModelClient {
             }),
             host,
             port,
-            endpoint,
+            authority,
             max_message_bytes: settings.max_message_bytes,
             stubs: ArcSwap::from_pointee(stubs),
             streams: Arc::new(AtomicU8::new(UNKNOWN)),
@@ -184,7 +190,8 @@ impl GrpcModelClient {
             return stubs;
         }
         let rebuilt = match Stubs::build(
-            &self.endpoint,
+            &self.authority,
+            self.port,
             Some(Arc::clone(&tls)),
             self.outcomes.tls_name.as_deref(),
             self.outcomes.connect_timeout,
@@ -264,27 +271,41 @@ impl Outcomes {
 }
 
 impl Stubs {
-    /// The clients of a new, lazily connected channel to `endpoint`, over
+    /// The clients of a new, lazily connected channel to `authority`, over
     /// TLS with `tls` when given, checking the certificate against
-    /// `tls_name` unless `tls` names a domain of its own.
+    /// `tls_name` unless `tls` names a domain of its own (else against the
+    /// host).
     fn build(
-        endpoint: &Endpoint,
+        authority: &Authority,
+        port: u16,
         tls: Option<Arc<WorkerTls>>,
         tls_name: Option<&str>,
         connect_timeout: Duration,
         max_message_bytes: usize,
-    ) -> Result<Self, tonic::transport::Error> {
-        let endpoint = match &tls {
+    ) -> Result<Self, String> {
+        // An IPv6 address is bracketed in a URI, bare in a socket address
+        // and a certificate.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let verified = match &tls {
             Some(tls) => {
-                let mut config = tls.client_config(connect_timeout);
-                if let (None, Some(name)) = (tls.domain(), tls_name) {
-                    config = config.domain_name(name);
-                }
-                endpoint.clone().tls_config(config)?
+                let name = tls.domain().or(tls_name).unwrap_or(host);
+                let name = ServerName::try_from(name.to_owned())
+                    .map_err(|_| format!("`{name}` is not a DNS name or an IP address"))?;
+                Some((tls.rustls(), name))
             }
-            None => endpoint.clone(),
+            None => None,
         };
-        let channel = endpoint.connect_lazy();
+        let channel = WorkerChannel::lazy(Target {
+            https: tls.is_some(),
+            authority: authority.clone(),
+            host,
+            port,
+            tls: verified,
+            connect_timeout,
+        });
         Ok(Self {
             tls,
             // Calls carry their trace on; health checks belong to none.

@@ -118,10 +118,9 @@ fn malformed(error: impl std::fmt::Display) -> WorkerError {
 /// A failed worker call, named in the core's words: the one place a
 /// worker's gRPC code becomes a [`FailureKind`].
 pub(crate) fn worker_error(model: &ModelId, status: &Status) -> WorkerError {
-    // tonic reports a connection broken mid-call (the worker died) as
-    // UNKNOWN with the transport error as its source: it is unavailability.
-    let broken_connection = std::error::Error::source(status)
-        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    // A connection refused or broken mid-call (the worker died) comes as
+    // a status whose source is the channel's error: it is unavailability.
+    let broken_connection = super::channel::is_connection_failure(status);
     if broken_connection {
         // The transport's own account (addresses, OS error codes, nested
         // connector types) is for the log and the span; the caller reads a

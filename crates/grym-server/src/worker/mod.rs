@@ -14,6 +14,7 @@
 //! first.
 
 pub(crate) mod builtin;
+mod channel;
 pub(crate) mod client;
 pub(crate) mod convert;
 pub(crate) mod discovery;
@@ -55,9 +56,9 @@ pub(crate) async fn model_entries<'a>(
                         tls_name.as_deref(),
                         settings,
                     )
-                    .map_err(|source| Error::Endpoint {
+                    .map_err(|reason| Error::Endpoint {
                         model: worker.id.to_string(),
-                        source,
+                        reason,
                     })?;
                     Ok(Replica::new(endpoint, Arc::new(client)))
                 })

@@ -112,7 +112,7 @@ pub(crate) async fn diagnose(
 /// Whether a failed call's status comes from the connection rather than
 /// from the worker's answer.
 pub(crate) fn is_transport(status: &tonic::Status) -> bool {
-    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
+    super::channel::is_connection_failure(status)
 }
 
 /// The TLS error, with what an operator can do about it.
