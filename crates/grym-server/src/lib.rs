@@ -331,8 +331,10 @@ async fn drain(
 ) {
     shutdown.await;
     let began = Instant::now();
-    // A Watch on a name hears NOT_SERVING now: balancers stop sending here
-    // while what runs finishes.
+    // Refusing first, so that whoever hears NOT_SERVING finds new tasks
+    // refused; a Watch on a name hears it now, and balancers stop sending
+    // here while what runs finishes.
+    orchestrator.refuse_new_tasks();
     health.drain();
     tracing::info!(
         ?grace,

@@ -274,13 +274,14 @@ async fn drain(
 ) {
     const SERVICE: &str = pb::model_worker_server::SERVICE_NAME;
     shutdown.await;
+    // Refusing first: whoever hears NOT_SERVING finds new calls refused.
+    let running = calls.close();
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     reporter
         .set_service_status(SERVICE, tonic_health::ServingStatus::NotServing)
         .await;
-    let running = calls.close();
     tracing::info!(
         ?grace,
         calls = running,

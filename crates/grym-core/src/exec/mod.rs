@@ -364,6 +364,14 @@ impl Orchestrator {
         self.context.maintain(cancel).await;
     }
 
+    /// Refuses new tasks from now on ([`Error::ShuttingDown`]), the first
+    /// step of [`drain`](Self::drain), for a caller that must have it taken
+    /// before it tells anyone it drains.
+    pub fn refuse_new_tasks(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.tasks.close();
+    }
+
     /// Drains: refuses new tasks at once ([`Error::ShuttingDown`]), and
     /// gives the running and queued ones up to `grace` to end on their own
     /// and answer their callers; then ends what is left as
@@ -375,8 +383,7 @@ impl Orchestrator {
     /// ([`keep_lease`](Self::keep_lease)), so no other replica takes over a
     /// task that is still running here.
     pub async fn drain(&self, grace: Duration) -> bool {
-        self.closing.store(true, Ordering::SeqCst);
-        self.tasks.close();
+        self.refuse_new_tasks();
         let ended = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
         if !ended {
             let live = self.history.live_tasks();
