@@ -1,35 +1,42 @@
 //! The HTTP/2 connection to one worker replica, shared by its calls and
-//! its health checks: hyper's `SendRequest`, cloned into each call.
+//! its health checks: h2's `SendRequest`, cloned into each call, which
+//! opens the call's stream from the calling task itself.
 //!
-//! tonic's `Channel` puts a tower `Buffer` in front of the connection:
-//! every call is handed to a background task over one channel and its
-//! answer comes back over another, a hop and a handful of allocations per
-//! call. hyper's HTTP/2 sender needs none of that: its clones all feed the
-//! one connection, which multiplexes them and holds back new streams while
-//! the worker's `MAX_CONCURRENT_STREAMS` are in use (the core's per-model
-//! slots bound them well before). The channel only keeps a connection
-//! open: made at the first call, and made again at the first call after it
-//! closed (the worker restarted, drained, or stopped answering its
-//! keep-alive pings), one caller connecting while the others wait for it.
+//! tonic's `Channel` hands every call to a background task (a tower
+//! `Buffer`) and its answer back; hyper's client, under it, hands each
+//! request to the connection's task over a channel and spawns a task to
+//! await the answer and another to send the body. Here a call opens its
+//! stream, writes its one message and reads the answer where it runs, and
+//! only the connection itself has a task: h2 multiplexes the streams of
+//! every clone over it and holds back new ones while the worker's
+//! `MAX_CONCURRENT_STREAMS` are in use (the core's per-model slots bound
+//! them well before). What hyper would add is kept: its flow-control
+//! windows and limits, and keep-alive pings, so that a worker that stops
+//! answering is noticed between calls.
 //!
-//! Every failure below the gRPC status, connecting or on the connection,
-//! is a [`ChannelError`]: [`super::convert`] reads it as the replica's
-//! unavailability and [`super::tls`] looks in it for a TLS failure.
+//! The connection is made at the first call, and made again at the first
+//! call after it closed (the worker restarted, drained, or missed a ping),
+//! one caller connecting while the others wait for it. Every failure below
+//! the gRPC status, connecting or on the connection, is a [`ChannelError`]:
+//! [`super::convert`] reads it as the replica's unavailability and
+//! [`super::tls`] looks in it for a TLS failure.
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use h2::client::SendRequest;
+use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body as _, Frame};
 use http_body_util::BodyExt as _;
-use http_body_util::combinators::MapErr;
-use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -42,11 +49,18 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// ... and the connection dropped when a ping goes unanswered this long.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// hyper's client settings, which worker connections had before and keep:
+/// the flow-control windows of a stream and of the connection, ...
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// ... the streams opened before the worker's SETTINGS say how many it
+/// takes, the most a stream buffers to send, and the largest header list.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
 /// What grymd calls itself in the `user-agent` of its calls.
 const USER_AGENT: &str = concat!("grymd/", env!("CARGO_PKG_VERSION"));
-
-/// The body of a worker's answer: hyper's, its errors the channel's.
-pub(crate) type ResponseBody = MapErr<Incoming, fn(hyper::Error) -> ChannelError>;
 
 /// A lazily connected HTTP/2 channel to one worker replica; clones share
 /// its connection.
@@ -67,10 +81,17 @@ struct Shared {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Bounds connecting, and the TLS handshake after it.
     connect_timeout: Duration,
-    /// The open connection's sender; `None` before the first call.
-    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The last connection; `None` before the first call.
+    connection: Mutex<Option<Connection>>,
     /// Held while connecting, so that one caller connects at a time.
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// One connection: its sender, and whether its task has ended.
+#[derive(Clone)]
+struct Connection {
+    sender: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
 }
 
 /// How a [`WorkerChannel`] connects.
@@ -101,7 +122,7 @@ impl WorkerChannel {
                     .tls
                     .map(|(config, name)| (TlsConnector::from(config), name)),
                 connect_timeout: target.connect_timeout,
-                sender: Mutex::new(None),
+                connection: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         }
@@ -111,7 +132,7 @@ impl WorkerChannel {
 impl Shared {
     /// A sender on the open connection, connecting first when there is
     /// none or it has closed.
-    async fn sender(&self) -> Result<http2::SendRequest<Body>, ChannelError> {
+    async fn sender(&self) -> Result<SendRequest<Bytes>, ChannelError> {
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
@@ -120,38 +141,41 @@ impl Shared {
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
-        let sender = self.connect().await?;
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+        let connection = self.connect().await?;
+        let sender = connection.sender.clone();
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
         Ok(sender)
     }
 
     /// A clone of the sender, while its connection is open.
-    fn open(&self) -> Option<http2::SendRequest<Body>> {
-        self.sender
+    fn open(&self) -> Option<SendRequest<Bytes>> {
+        self.connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .filter(|sender| !sender.is_closed())
-            .cloned()
+            .filter(|connection| !connection.closed.load(Ordering::Acquire))
+            .map(|connection| connection.sender.clone())
     }
 
     /// A new connection: TCP (no Nagle: a small answer must not wait for
-    /// a delayed ACK), TLS when asked, then the HTTP/2 handshake; its task
-    /// runs until the connection closes.
-    async fn connect(&self) -> Result<http2::SendRequest<Body>, ChannelError> {
+    /// a delayed ACK), TLS when asked, then the HTTP/2 handshake.
+    async fn connect(&self) -> Result<Connection, ChannelError> {
         let tcp = self
             .within_timeout(TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .map_err(ChannelError::connect)?;
         tcp.set_nodelay(true).map_err(ChannelError::connect)?;
         match &self.tls {
-            None => self.handshake(tcp).await,
+            None => handshake(tcp).await,
             Some((connector, name)) => {
                 let tls = self
                     .within_timeout(connector.connect(name.clone(), tcp))
                     .await
                     .map_err(ChannelError::connect)?;
-                self.handshake(tls).await
+                handshake(tls).await
             }
         }
     }
@@ -170,31 +194,10 @@ impl Shared {
             })
     }
 
-    async fn handshake<T>(&self, io: T) -> Result<http2::SendRequest<Body>, ChannelError>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(ChannelError::connection)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "a worker connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// `request` as sent: the worker's scheme and authority (tonic's
+    /// `request`'s head as sent: the worker's scheme and authority (tonic's
     /// clients give a path only) and grymd's user agent.
-    fn addressed(&self, request: Request<Body>) -> Request<Body> {
-        let (mut head, body) = request.into_parts();
-        let mut uri = http::uri::Parts::from(head.uri);
+    fn addressed(&self, head: &mut http::request::Parts) {
+        let mut uri = http::uri::Parts::from(std::mem::take(&mut head.uri));
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
         // Scheme, authority and a path: always a valid URI.
@@ -203,30 +206,166 @@ impl Shared {
             http::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
-        Request::from_parts(head, body)
+    }
+}
+
+/// The HTTP/2 handshake on `io`, and the connection's task: it runs the
+/// connection until it closes or misses a keep-alive ping, then marks it
+/// closed so that the next call connects anew.
+async fn handshake<T>(io: T) -> Result<Connection, ChannelError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, mut connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(ChannelError::connection)?;
+    let pings = connection.ping_pong();
+    let closed = Arc::new(AtomicBool::new(false));
+    let ended = Arc::clone(&closed);
+    tokio::spawn(async move {
+        tokio::select! {
+            result = &mut connection => if let Err(error) = result {
+                tracing::debug!(%error, "a worker connection ended with an error");
+            },
+            () = keep_alive(pings) => {
+                tracing::debug!("a worker missed a keep-alive ping; its connection is dropped");
+            }
+        }
+        ended.store(true, Ordering::Release);
+    });
+    Ok(Connection { sender, closed })
+}
+
+/// Pings every [`KEEP_ALIVE_INTERVAL`]; returns once a ping goes
+/// unanswered for [`KEEP_ALIVE_TIMEOUT`] or cannot be sent.
+async fn keep_alive(pings: Option<PingPong>) {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
     }
 }
 
 impl tower::Service<Request<Body>> for WorkerChannel {
     type Response = Response<ResponseBody>;
-    type Error = ChannelError;
-    type Future = BoxFuture<'static, Result<Self::Response, ChannelError>>;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, tower::BoxError>>;
 
     /// Always ready: the connection, not the channel, holds calls back.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tower::BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let request = shared.addressed(request);
-            let mut sender = shared.sender().await?;
-            let response = sender
-                .send_request(request)
-                .await
+            let (mut head, body) = request.into_parts();
+            shared.addressed(&mut head);
+            let sender = shared.sender().await?;
+            let mut sender = sender.ready().await.map_err(ChannelError::connection)?;
+            let (answer, stream) = sender
+                .send_request(Request::from_parts(head, ()), false)
                 .map_err(ChannelError::connection)?;
-            Ok(response.map(|body| body.map_err(ChannelError::connection as fn(_) -> _)))
+            let sent = send_body(body, stream).await;
+            // The worker may have answered (and ended the stream) before
+            // the whole request was written: its answer says why.
+            let answer = match (sent, answer.await) {
+                (_, Ok(answer)) => answer,
+                (Err(unsent), Err(_)) => return Err(unsent),
+                (Ok(()), Err(error)) => return Err(ChannelError::connection(error).into()),
+            };
+            Ok(answer.map(|stream| ResponseBody {
+                stream,
+                data_ended: false,
+            }))
+        })
+    }
+}
+
+/// Writes `body` on `stream`: h2 queues what the flow-control window does
+/// not let out yet (a request is one message, bounded by
+/// `max_message_bytes`). An error of the body's own (a message too large to
+/// encode) is the call's status, and resets the stream.
+async fn send_body(mut body: Body, mut stream: SendStream<Bytes>) -> Result<(), tower::BoxError> {
+    loop {
+        let Some(frame) = body.frame().await else {
+            return Ok(stream
+                .send_data(Bytes::new(), true)
+                .map_err(ChannelError::connection)?);
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(status) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                return Err(status.into());
+            }
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                let end = body.is_end_stream();
+                stream
+                    .send_data(data, end)
+                    .map_err(ChannelError::connection)?;
+                if end {
+                    return Ok(());
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    stream
+                        .send_trailers(trailers)
+                        .map_err(ChannelError::connection)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The body of a worker's answer: the stream's data, each chunk's room
+/// given back to the flow-control window as it is read, then its trailers
+/// (where gRPC puts the status).
+pub(crate) struct ResponseBody {
+    stream: RecvStream,
+    data_ended: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = ChannelError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ChannelError>>> {
+        if !self.data_ended {
+            match ready!(self.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only once the stream is closed, which the next
+                    // read reports.
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(ChannelError::connection(error)))),
+                None => self.data_ended = true,
+            }
+        }
+        Poll::Ready(match ready!(self.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(error) => Some(Err(ChannelError::connection(error))),
         })
     }
 }
@@ -241,7 +380,7 @@ impl fmt::Debug for WorkerChannel {
 }
 
 /// A call that failed below gRPC: the worker could not be reached, or its
-/// connection broke.
+/// connection or stream broke.
 #[derive(Debug)]
 pub(crate) struct ChannelError {
     connecting: bool,
@@ -256,10 +395,19 @@ impl ChannelError {
         }
     }
 
-    fn connection(source: hyper::Error) -> Self {
+    fn connection(source: h2::Error) -> Self {
+        // h2 reports the I/O error under a broken connection as its own.
+        let source: Box<dyn StdError + Send + Sync> = if source.is_io() {
+            match source.into_io() {
+                Some(io) => io.into(),
+                None => "the connection failed".into(),
+            }
+        } else {
+            source.into()
+        };
         Self {
             connecting: false,
-            source: source.into(),
+            source,
         }
     }
 }
