@@ -579,6 +579,31 @@ pub fn sine_wav(frequency: f64, sample_rate: u32, seconds: f64) -> Vec<u8> {
 }
 
 /// An `ExecuteTask` request.
+/// Runs an `audio_analysis` task of a short tone on `grymd` within the
+/// caller's trace `trace_id`, as its span `caller_span`'s child (a W3C
+/// `traceparent`), the way a traced agent calls; its result.
+pub async fn analyse_in_trace(grymd: &Grymd, trace_id: &str, caller_span: &str) -> api::TaskResult {
+    let mut request = tonic::Request::new(task_request(
+        "audio_analysis",
+        audio(sine_wav(440.0, 16_000, 0.2), "audio/wav"),
+    ));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01")
+            .parse()
+            .expect("a valid traceparent"),
+    );
+    grymd
+        .client()
+        .await
+        .execute_task(request)
+        .await
+        .unwrap_or_else(|status| panic!("ExecuteTask failed: {status:?}"))
+        .into_inner()
+        .result
+        .expect("a result")
+}
+
 pub fn task_request(task_type: &str, input: api::task_input::Kind) -> api::ExecuteTaskRequest {
     api::ExecuteTaskRequest {
         task: Some(api::Task {

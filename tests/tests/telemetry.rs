@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use grym_e2e::otlp::{OtlpReceiver, PointValue, ReceivedSpan};
-use grym_e2e::{Grymd, Process, audio, sine_wav, task_request, text, worker_with_env};
+use grym_e2e::{Grymd, Process, analyse_in_trace, task_request, text, worker_with_env};
 use grym_proto::orchestrator::v1 as api;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -90,23 +90,7 @@ async fn one_task_with_a_fallback_is_one_trace_from_the_agent_into_the_workers()
     );
     let grymd = Grymd::start_with_env(&config, &env).await;
 
-    let mut request = tonic::Request::new(task_request(
-        "audio_analysis",
-        audio(sine_wav(440.0, 16_000, 0.2), "audio/wav"),
-    ));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    let result = grymd
-        .client()
-        .await
-        .execute_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let result = analyse_in_trace(&grymd, TRACE_ID, CALLER_SPAN).await;
     assert_eq!(result.status(), api::TaskStatus::Succeeded);
     assert_eq!(result.model_id, "wav2vec2");
     assert_eq!(result.routing.unwrap().fallbacks_taken, ["wav2vec2"]);

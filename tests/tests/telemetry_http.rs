@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use grym_e2e::otlp::{OtlpReceiver, ReceivedSpan};
 use grym_e2e::python::python_worker_with_env;
-use grym_e2e::{Grymd, audio, sine_wav, task_request, worker_with_env};
+use grym_e2e::{Grymd, analyse_in_trace, worker_with_env};
 use grym_proto::orchestrator::v1 as api;
 use grym_proto::worker::v1 as wire;
 
@@ -98,23 +98,7 @@ async fn grymd_and_a_worker_deliver_both_signals_over_otlp_http_by_the_conventio
     );
     let grymd = Grymd::start_with_env(&config, &env).await;
 
-    let mut request = tonic::Request::new(task_request(
-        "audio_analysis",
-        audio(sine_wav(440.0, 16_000, 0.2), "audio/wav"),
-    ));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    let result = grymd
-        .client()
-        .await
-        .execute_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let result = analyse_in_trace(&grymd, TRACE_ID, CALLER_SPAN).await;
     assert_eq!(result.status(), api::TaskStatus::Succeeded);
 
     wait_for_spans(&receiver, "grym-worker", &[WORKER_CALL]).await;
@@ -226,23 +210,7 @@ async fn a_collector_answering_503_at_first_still_gets_every_span() {
     // Spans alone, so the refused requests are span batches.
     env.push(("OTEL_METRICS_EXPORTER", "none".to_owned()));
     let grymd = Grymd::start_with_env("", &env).await;
-    let mut request = tonic::Request::new(task_request(
-        "audio_analysis",
-        audio(sine_wav(440.0, 16_000, 0.2), "audio/wav"),
-    ));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    let result = grymd
-        .client()
-        .await
-        .execute_task(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let result = analyse_in_trace(&grymd, TRACE_ID, CALLER_SPAN).await;
     assert_eq!(result.status(), api::TaskStatus::Succeeded);
 
     // Every span of the task arrives although the first batch was refused
